@@ -1,0 +1,210 @@
+/**
+ * Public types of the Raft core. The core is a pure, deterministic state
+ * machine: no I/O, no clock, no Math.random, no async. The host feeds it
+ * ticks, messages and proposals, and drains `ready()` for what to persist,
+ * send and apply (see persistence contract in raft-node.ts).
+ */
+
+/** Numeric replica id, > 0. 0 means "none". */
+export type NodeId = number;
+export const NONE: NodeId = 0;
+
+export const EntryType = { Normal: 0, ConfChange: 1 } as const;
+export type EntryType = (typeof EntryType)[keyof typeof EntryType];
+
+/** One server at a time membership change (Raft thesis §4.1 with the
+ * "leader must commit an entry of its own term first" fix). */
+export type ConfChangeType = 'addVoter' | 'addLearner' | 'remove';
+export interface ConfChange {
+  type: ConfChangeType;
+  node: NodeId;
+}
+
+export interface ConfState {
+  voters: NodeId[];
+  learners: NodeId[];
+}
+
+export interface Entry {
+  term: number;
+  index: number;
+  type: EntryType;
+  /** Opaque payload. An empty payload of type Normal is the leader's no-op. */
+  data: Uint8Array;
+  /** Set iff type === ConfChange. */
+  change: ConfChange | null;
+}
+
+export interface HardState {
+  term: number;
+  vote: NodeId;
+  commit: number;
+}
+
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+  conf: ConfState;
+}
+
+export interface Snapshot {
+  meta: SnapshotMeta;
+  /** Opaque state-machine image at meta.index. */
+  data: Uint8Array;
+}
+
+export const MsgType = {
+  App: 1,
+  AppResp: 2,
+  Vote: 3,
+  VoteResp: 4,
+  PreVote: 5,
+  PreVoteResp: 6,
+  Heartbeat: 7,
+  HeartbeatResp: 8,
+  Snap: 9,
+  TimeoutNow: 10,
+} as const;
+export type MsgType = (typeof MsgType)[keyof typeof MsgType];
+
+/**
+ * One wire message. Every field is always present (monomorphic objects are
+ * faster in V8); unused fields are 0 / false / empty.
+ */
+export interface Message {
+  type: MsgType;
+  from: NodeId;
+  to: NodeId;
+  term: number;
+  /** App: term of the entry at `index`. Vote/PreVote: candidate's last log term.
+   *  AppResp reject: term of the follower's entry at `rejectHint`. */
+  logTerm: number;
+  /** App: index preceding `entries`. Vote/PreVote: candidate's last index.
+   *  AppResp: follower's last matching index (accept) or probed index (reject). */
+  index: number;
+  entries: Entry[];
+  commit: number;
+  reject: boolean;
+  rejectHint: number;
+  /** Heartbeat / HeartbeatResp: ReadIndex round id being confirmed (0 = none).
+   *  Vote: 1 when the campaign is a leadership transfer (ignore leases). */
+  context: number;
+  snapshot: Snapshot | null;
+}
+
+export const Role = {
+  Follower: 'follower',
+  PreCandidate: 'pre-candidate',
+  Candidate: 'candidate',
+  Leader: 'leader',
+} as const;
+export type Role = (typeof Role)[keyof typeof Role];
+
+export interface SoftState {
+  leader: NodeId;
+  role: Role;
+}
+
+/** A linearizable read may be served once `applied >= index`. */
+export interface ReadState {
+  index: number;
+  context: number;
+}
+
+export interface Ready {
+  /** Set when leader or role changed since the last ready. Not persisted. */
+  softState: SoftState | null;
+  /** Set when term, vote or commit changed: persist before sending messages. */
+  hardState: HardState | null;
+  /** Append to stable storage. Any previously persisted entry with
+   *  index >= entries[0].index is replaced (delete the old suffix). */
+  entries: Entry[];
+  /** Install (persist, then restore the state machine from it). Replaces
+   *  the whole persisted log. */
+  snapshot: Snapshot | null;
+  /** Apply in order, after persisting this ready. */
+  committedEntries: Entry[];
+  /** Send after persisting hardState, entries and snapshot. */
+  messages: Message[];
+  /** Completed ReadIndex requests. */
+  readStates: ReadState[];
+  /** True if hardState (term/vote), entries or snapshot must be synced. */
+  mustSync: boolean;
+}
+
+/** What the host loaded from stable storage at start. */
+export interface Persisted {
+  hardState: HardState;
+  snapshot: Snapshot | null;
+  /** Entries after the snapshot, contiguous. */
+  entries: Entry[];
+}
+
+/** Deliberately planted bugs, for tests that prove the checkers have teeth.
+ *  Never set in production. */
+export interface PlantedBugs {
+  /** Count entries of old terms toward commit (Figure 8 bug). */
+  commitOldTerm?: boolean;
+  /** Do not report vote changes in Ready.hardState (so they are not persisted). */
+  skipVotePersist?: boolean;
+  /** Answer ReadIndex at once, without confirming leadership. */
+  readIndexNoConfirm?: boolean;
+  /** Grant votes without the up-to-date log check. */
+  voteIgnoresLog?: boolean;
+}
+
+export interface RaftConfig {
+  id: NodeId;
+  /** Membership used when nothing was persisted (fresh bootstrap). A node
+   *  joining an existing group starts with an empty ConfState. */
+  initialConf: ConfState;
+  electionTicks: number;
+  heartbeatTicks: number;
+  /** Seeded random source in [0, 1). */
+  random: () => number;
+  preVote: boolean;
+  checkQuorum: boolean;
+  /** 'safe': ReadIndex confirms leadership with a heartbeat round.
+   *  'lease': serve from the lease (needs checkQuorum; assumes clock drift
+   *  below leaseDriftTicks over an election timeout). */
+  readOnly: 'safe' | 'lease';
+  leaseDriftTicks: number;
+  /** Max bytes of entry payload per App message. */
+  maxMsgBytes: number;
+  /** Max App messages in flight to one follower in replicate state. */
+  maxInflightMsgs: number;
+  /** Max payload bytes proposed but not committed; beyond it proposals fail. */
+  maxUncommittedBytes: number;
+  /** Max payload bytes of committed entries handed out per ready. */
+  maxApplyBytes: number;
+  /** Index already applied to the state machine at start (restarts). */
+  applied: number;
+  bugs?: PlantedBugs;
+  /** Optional trace sink for golden transcripts and debugging. */
+  trace?: (line: string) => void;
+}
+
+export type ProposeError =
+  | 'not_leader'
+  | 'transferring'
+  | 'overloaded'
+  | 'conf_change_pending'
+  | 'invalid_conf_change';
+
+export type ProposeResult =
+  | { ok: true; index: number; term: number }
+  | { ok: false; code: ProposeError };
+
+export interface Status {
+  id: NodeId;
+  term: number;
+  vote: NodeId;
+  role: Role;
+  leader: NodeId;
+  commit: number;
+  applied: number;
+  lastIndex: number;
+  firstIndex: number;
+  conf: ConfState;
+  leadTransferee: NodeId;
+}
