@@ -1,2 +1,3 @@
 export * from './types.ts';
-export { RaftNode, defaultRaftConfig, type ReadIndexResult } from './raft-node.ts';
+export { RaftNode, defaultRaftConfig, applyConfChange, type ReadIndexResult } from './raft-node.ts';
+export { RaftInvariantError } from './assert.ts';

@@ -1,38 +1,988 @@
-// STUB: the real implementation is being written. Signatures are final.
-import type {
-  ConfChange, Message, NodeId, Persisted, ProposeResult, RaftConfig, Ready, Snapshot, Status,
+import { invariant } from './assert.ts';
+import { RaftLog } from './log.ts';
+import { Progress, ProgressState } from './progress.ts';
+import { ReadOnly } from './read-only.ts';
+import {
+  EntryType, MsgType, NONE, Role,
+  type ConfChange, type ConfState, type Entry, type HardState, type Message, type MsgType as MsgTypeT,
+  type NodeId, type Persisted, type ProposeResult, type RaftConfig, type ReadState, type Ready,
+  type Snapshot, type SoftState, type Status,
 } from './types.ts';
 
-export type ReadIndexResult = { ok: true } | { ok: false; code: 'not_leader' | 'transferring' };
+/*
+ * Persistence contract (what must be durable before what goes out):
+ *
+ *  1. Everything in a Ready — snapshot, hardState, entries — must be durable
+ *     (fsync'd) before any of that Ready's messages are sent and before its
+ *     committed entries are applied. A vote or a term that is sent but not
+ *     durable lets a restarted node vote twice in one term; an AppResp sent
+ *     before the entries are durable lets a commit count a copy that a crash
+ *     then loses.
+ *  2. The leader counts its own log toward commit only up to what advance()
+ *     reported as persisted, so a leader's App messages may be sent before its
+ *     own append is durable (Raft thesis §10.2.1) without weakening rule 1 for
+ *     the commit decision.
+ *  3. Applying a committed entry and recording the applied index must be one
+ *     atomic step in the host, and a restart passes that index as
+ *     RaftConfig.applied.
+ *  4. Between ready() and advance() the host must not call step(), tick(),
+ *     propose*() or readIndex(): one Ready is one round.
+ */
 
-export class RaftNode {
-  constructor(config: RaftConfig, persisted: Persisted | null) { void config; void persisted; }
-  /** Advance logical time by one tick. */
-  tick(): void {}
-  /** Feed one message received from a peer. */
-  step(m: Message): void { void m; }
-  propose(data: Uint8Array): ProposeResult { void data; throw new Error('stub'); }
-  /** Propose many entries at once; result carries the index of the first. */
-  proposeMany(data: Uint8Array[]): ProposeResult { void data; throw new Error('stub'); }
-  proposeConfChange(change: ConfChange): ProposeResult { void change; throw new Error('stub'); }
-  /** Request a linearizable read point; answered later in Ready.readStates with the same context. */
-  readIndex(context: number): ReadIndexResult { void context; throw new Error('stub'); }
-  transferLeadership(to: NodeId): boolean { void to; return false; }
-  /** Start an election now (tests, golden transcripts). */
-  campaign(): void {}
-  hasReady(): boolean { return false; }
-  ready(): Ready { throw new Error('stub'); }
-  /** Call after the ready has been persisted, sent and applied. */
-  advance(rd: Ready): void { void rd; }
-  /** Take a snapshot at `index` (<= applied) whose state-machine image is `data`, and drop the log up to it. */
-  compact(index: number, data: Uint8Array): void { void index; void data; }
-  reportUnreachable(id: NodeId): void { void id; }
-  reportSnapshot(id: NodeId, ok: boolean): void { void id; void ok; }
-  currentSnapshot(): Snapshot | null { return null; }
-  status(): Status { throw new Error('stub'); }
+const MAX_PENDING_READS = 1 << 16;
+const TRANSFER_CONTEXT = 1;
+
+export type ReadIndexResult = { ok: true } | { ok: false; code: 'not_leader' | 'transferring' | 'overloaded' };
+
+interface ConfRecord {
+  index: number;
+  conf: ConfState;
 }
 
-export function defaultRaftConfig(id: NodeId, conf: { voters: NodeId[]; learners: NodeId[] }, random: () => number): RaftConfig {
+function emptyMessage(type: MsgTypeT, from: NodeId, to: NodeId, term: number): Message {
+  return {
+    type, from, to, term, logTerm: 0, index: 0, entries: [], commit: 0,
+    reject: false, rejectHint: 0, context: 0, snapshot: null,
+  };
+}
+
+function cloneConf(c: ConfState): ConfState {
+  return { voters: [...c.voters], learners: [...c.learners] };
+}
+
+/** Apply one single-server change to a configuration. */
+export function applyConfChange(c: ConfState, cc: ConfChange): ConfState {
+  const voters = c.voters.filter((v) => v !== cc.node);
+  const learners = c.learners.filter((v) => v !== cc.node);
+  if (cc.type === 'addVoter') voters.push(cc.node);
+  else if (cc.type === 'addLearner') learners.push(cc.node);
+  voters.sort((a, b) => a - b);
+  learners.sort((a, b) => a - b);
+  return { voters, learners };
+}
+
+export class RaftNode {
+  readonly id: NodeId;
+  private readonly cfg: RaftConfig;
+  private readonly log = new RaftLog();
+
+  private term = 0;
+  private vote: NodeId = NONE;
+  private lead: NodeId = NONE;
+  private role: Role = Role.Follower;
+
+  /** Configuration = the latest ConfChange in the log (thesis §4.1). */
+  private baseConf: ConfState;
+  private confHistory: ConfRecord[] = [];
+  private conf: ConfState;
+
+  private prs = new Map<NodeId, Progress>();
+  private votes = new Map<NodeId, boolean>();
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private ticks = 0;
+  private leadTransferee: NodeId = NONE;
+  private uncommittedBytes = 0;
+  private needBroadcast = false;
+
+  private readOnly = new ReadOnly();
+  private msgs: Message[] = [];
+  private readStates: ReadState[] = [];
+  private prevHard: HardState;
+  private prevSoft: SoftState;
+  private inReady = false;
+
+  constructor(config: RaftConfig, persisted: Persisted | null) {
+    invariant(config.id > 0, 'id > 0');
+    invariant(config.heartbeatTicks > 0, 'heartbeatTicks > 0');
+    invariant(config.electionTicks > config.heartbeatTicks, 'electionTicks > heartbeatTicks');
+    invariant(config.leaseDriftTicks >= 0 && config.leaseDriftTicks < config.electionTicks, 'leaseDriftTicks < electionTicks');
+    invariant(config.readOnly === 'safe' || config.checkQuorum, 'lease reads need checkQuorum');
+    invariant(config.maxInflightMsgs > 0 && config.maxMsgBytes > 0, 'positive flow-control limits');
+    this.cfg = config;
+    this.id = config.id;
+    this.baseConf = cloneConf(config.initialConf);
+    if (persisted !== null) this.load(persisted);
+    this.conf = this.latestConf();
+    this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
+    this.becomeFollower(this.term, NONE);
+    this.prevSoft = { leader: NONE, role: Role.Follower };
+    this.trace(`start term=${this.term} commit=${this.log.committed} last=${this.log.lastIndex()}`);
+  }
+
+  private load(p: Persisted): void {
+    const log = this.log;
+    if (p.snapshot !== null) {
+      log.snapIndex = p.snapshot.meta.index;
+      log.snapTerm = p.snapshot.meta.term;
+      log.snapshot = p.snapshot;
+      this.baseConf = cloneConf(p.snapshot.meta.conf);
+    }
+    let expect = log.snapIndex + 1;
+    for (const e of p.entries) {
+      invariant(e.index === expect, `persisted log contiguous at ${expect}`);
+      expect++;
+    }
+    log.entries = [...p.entries];
+    log.stableIndex = log.lastIndex();
+    for (const e of log.entries) if (e.change !== null) this.recordConf(e);
+    this.term = p.hardState.term;
+    this.vote = p.hardState.vote;
+    invariant(p.hardState.commit <= log.lastIndex(), 'persisted commit within the log');
+    log.committed = Math.max(p.hardState.commit, log.snapIndex);
+    log.applied = Math.max(this.cfg.applied, log.snapIndex);
+    invariant(log.applied <= log.committed, `applied ${log.applied} <= committed ${log.committed} at start`);
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private trace(line: string): void {
+    if (this.cfg.trace !== undefined) this.cfg.trace(`[${this.id}] ${line}`);
+  }
+
+  private latestConf(): ConfState {
+    const last = this.confHistory[this.confHistory.length - 1];
+    return last === undefined ? this.baseConf : last.conf;
+  }
+
+  private confAt(index: number): ConfState {
+    let c = this.baseConf;
+    for (const r of this.confHistory) {
+      if (r.index > index) break;
+      c = r.conf;
+    }
+    return c;
+  }
+
+  private recordConf(e: Entry): void {
+    invariant(e.change !== null, 'conf entry has a change');
+    this.confHistory.push({ index: e.index, conf: applyConfChange(this.latestConf(), e.change) });
+  }
+
+  private lastConfIndex(): number {
+    const last = this.confHistory[this.confHistory.length - 1];
+    return last === undefined ? 0 : last.index;
+  }
+
+  private isVoter(id: NodeId): boolean {
+    return this.conf.voters.includes(id);
+  }
+
+  private promotable(): boolean {
+    return this.isVoter(this.id);
+  }
+
+  private quorum(): number {
+    return (this.conf.voters.length >> 1) + 1;
+  }
+
+  private hasQuorum(acks: Set<NodeId>): boolean {
+    let n = 0;
+    for (const v of this.conf.voters) if (acks.has(v)) n++;
+    return n >= this.quorum();
+  }
+
+  private send(m: Message): void {
+    this.msgs.push(m);
+  }
+
+  private committedInTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
+  }
+
+  /** Append to our log and keep the configuration in step with it. */
+  private appendToLog(ents: Entry[]): void {
+    const truncated = this.log.append(ents);
+    let confChanged = false;
+    if (truncated > 0) {
+      while (this.confHistory.length > 0 && (this.confHistory[this.confHistory.length - 1] as ConfRecord).index >= truncated) {
+        this.confHistory.pop();
+        confChanged = true;
+      }
+    }
+    for (const e of ents) {
+      if (e.change !== null) {
+        this.recordConf(e);
+        confChanged = true;
+      }
+    }
+    if (confChanged) this.onConfChanged();
+  }
+
+  private onConfChanged(): void {
+    this.conf = this.latestConf();
+    this.trace(`conf voters=${this.conf.voters.join(',')} learners=${this.conf.learners.join(',')}`);
+    if (this.role !== Role.Leader) return;
+    const last = this.log.lastIndex();
+    const members = [...this.conf.voters, ...this.conf.learners];
+    for (const id of members) {
+      const pr = this.prs.get(id);
+      if (pr === undefined) {
+        const p = new Progress(last + 1, this.cfg.maxInflightMsgs, !this.isVoter(id));
+        this.prs.set(id, p);
+      } else {
+        pr.isLearner = !this.isVoter(id);
+      }
+    }
+    for (const id of [...this.prs.keys()]) {
+      if (!members.includes(id) && id !== this.id) this.prs.delete(id);
+    }
+    if (this.leadTransferee !== NONE && !this.isVoter(this.leadTransferee)) this.leadTransferee = NONE;
+    this.needBroadcast = true;
+    if (this.maybeCommit()) this.needBroadcast = true;
+  }
+
+  private resetRandomizedElectionTimeout(): void {
+    const e = this.cfg.electionTicks;
+    this.randomizedElectionTimeout = e + Math.floor(this.cfg.random() * e);
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = NONE;
+    }
+    this.lead = NONE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.resetRandomizedElectionTimeout();
+    this.leadTransferee = NONE;
+    this.votes.clear();
+    this.prs.clear();
+    this.readOnly.reset();
+    this.uncommittedBytes = 0;
+    this.needBroadcast = false;
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  private becomeFollower(term: number, lead: NodeId): void {
+    this.reset(term);
+    this.lead = lead;
+    this.role = Role.Follower;
+    this.trace(`follower term=${term} lead=${lead}`);
+  }
+
+  private becomePreCandidate(): void {
+    invariant(this.role !== Role.Leader, 'leader cannot pre-campaign');
+    // Term and vote stay unchanged: a pre-vote disturbs nobody.
+    this.votes.clear();
+    this.lead = NONE;
+    this.role = Role.PreCandidate;
+    this.trace(`pre-candidate term=${this.term}`);
+  }
+
+  private becomeCandidate(): void {
+    invariant(this.role !== Role.Leader, 'leader cannot campaign');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = Role.Candidate;
+    this.trace(`candidate term=${this.term}`);
+  }
+
+  private becomeLeader(): void {
+    invariant(this.role === Role.Candidate, 'only a candidate becomes leader');
+    this.reset(this.term);
+    this.lead = this.id;
+    this.role = Role.Leader;
+    const last = this.log.lastIndex();
+    for (const id of [...this.conf.voters, ...this.conf.learners]) {
+      this.prs.set(id, new Progress(last + 1, this.cfg.maxInflightMsgs, !this.isVoter(id)));
+    }
+    const self = this.prs.get(this.id);
+    invariant(self !== undefined, 'leader is a member');
+    self.match = this.log.stableIndex;
+    self.becomeReplicate();
+    // A no-op of the new term lets the leader commit (and learn the commit
+    // index) without waiting for a client proposal (§8).
+    this.appendToLog([{ term: this.term, index: last + 1, type: EntryType.Normal, data: new Uint8Array(0), change: null }]);
+    this.needBroadcast = true;
+    this.trace(`leader term=${this.term}`);
+  }
+
+  /** Start an election now (skipping pre-vote when `transfer`). */
+  campaign(transfer = false): void {
+    if (!this.promotable() || this.role === Role.Leader) return;
+    if (this.cfg.preVote && !transfer) {
+      this.becomePreCandidate();
+      this.requestVotes(MsgType.PreVote, this.term + 1, false);
+    } else {
+      this.becomeCandidate();
+      this.requestVotes(MsgType.Vote, this.term, transfer);
+    }
+  }
+
+  private requestVotes(type: MsgTypeT, term: number, transfer: boolean): void {
+    this.votes.set(this.id, true);
+    if (this.tally() === 'won') {
+      this.wonElection();
+      return;
+    }
+    for (const v of this.conf.voters) {
+      if (v === this.id) continue;
+      const m = emptyMessage(type, this.id, v, term);
+      m.index = this.log.lastIndex();
+      m.logTerm = this.log.lastTerm();
+      m.context = transfer ? TRANSFER_CONTEXT : 0;
+      this.send(m);
+    }
+  }
+
+  private tally(): 'won' | 'lost' | 'pending' {
+    let granted = 0;
+    let rejected = 0;
+    for (const v of this.conf.voters) {
+      const g = this.votes.get(v);
+      if (g === true) granted++;
+      else if (g === false) rejected++;
+    }
+    const q = this.quorum();
+    if (granted >= q) return 'won';
+    if (rejected > this.conf.voters.length - q) return 'lost';
+    return 'pending';
+  }
+
+  private wonElection(): void {
+    if (this.role === Role.PreCandidate) {
+      this.becomeCandidate();
+      this.requestVotes(MsgType.Vote, this.term, false);
+    } else {
+      this.becomeLeader();
+    }
+  }
+
+  // ---------------------------------------------------------------- ticks
+
+  tick(): void {
+    invariant(!this.inReady, 'tick between ready() and advance()');
+    this.ticks++;
+    if (this.role === Role.Leader) this.tickLeader();
+    else this.tickElection();
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.campaign(false);
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum && !this.quorumActive()) {
+        this.trace(`lost quorum, stepping down term=${this.term}`);
+        this.becomeFollower(this.term, NONE);
+        return;
+      }
+      if (this.leadTransferee !== NONE) {
+        this.trace(`transfer to ${this.leadTransferee} timed out`);
+        this.leadTransferee = NONE;
+      }
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat();
+    }
+    // A snapshot that got lost in transit would otherwise pause the follower forever.
+    for (const pr of this.prs.values()) {
+      if (pr.state === ProgressState.Snapshot && this.ticks - pr.snapshotSentTick > 2 * this.cfg.electionTicks) {
+        pr.becomeProbe();
+        pr.next = pr.match + 1;
+      }
+    }
+  }
+
+  private quorumActive(): boolean {
+    const active = new Set<NodeId>();
+    for (const [id, pr] of this.prs) {
+      if (id === this.id || pr.recentActive) active.add(id);
+      if (id !== this.id) pr.recentActive = false;
+    }
+    return this.hasQuorum(active);
+  }
+
+  private broadcastHeartbeat(): void {
+    const round = this.readOnly.startRound(this.id, this.ticks);
+    if (this.hasQuorum(new Set([this.id]))) {
+      this.releaseReads(this.readOnly.confirmLatest());
+    }
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      const m = emptyMessage(MsgType.Heartbeat, this.id, id, this.term);
+      // Never tell a follower about a commit beyond what it is known to hold.
+      m.commit = Math.min(pr.match, this.log.committed);
+      m.context = round;
+      this.send(m);
+    }
+  }
+
+  // ---------------------------------------------------------------- step
+
+  step(m: Message): void {
+    invariant(!this.inReady, 'step between ready() and advance()');
+    if (m.to !== this.id) return;
+    if (m.term > this.term) {
+      if (m.type === MsgType.Vote || m.type === MsgType.PreVote) {
+        const force = m.context === TRANSFER_CONTEXT;
+        const inLease = this.cfg.checkQuorum && this.lead !== NONE && this.electionElapsed < this.cfg.electionTicks;
+        if (!force && inLease) {
+          // We heard from a live leader within the minimum election timeout:
+          // a disruptive candidate (e.g. a rejoining partitioned node) is ignored.
+          return;
+        }
+      }
+      if (m.type === MsgType.PreVote || (m.type === MsgType.PreVoteResp && !m.reject)) {
+        // Pre-votes never change our term.
+      } else if (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.Snap) {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, NONE);
+      }
+    } else if (m.term < this.term) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MsgType.Heartbeat || m.type === MsgType.App)) {
+        // A stale leader: tell it our term so it steps down.
+        this.send(emptyMessage(MsgType.AppResp, this.id, m.from, this.term));
+      } else if (m.type === MsgType.PreVote) {
+        const r = emptyMessage(MsgType.PreVoteResp, this.id, m.from, this.term);
+        r.reject = true;
+        this.send(r);
+      }
+      return;
+    }
+
+    if (m.type === MsgType.Vote || m.type === MsgType.PreVote) {
+      this.handleVoteRequest(m);
+      return;
+    }
+    switch (this.role) {
+      case Role.Leader:
+        this.stepLeader(m);
+        break;
+      case Role.Candidate:
+      case Role.PreCandidate:
+        this.stepCandidate(m);
+        break;
+      default:
+        this.stepFollower(m);
+    }
+  }
+
+  private handleVoteRequest(m: Message): void {
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === NONE && this.lead === NONE) ||
+      (m.type === MsgType.PreVote && m.term > this.term);
+    const upToDate = this.cfg.bugs?.voteIgnoresLog === true || this.log.isUpToDate(m.index, m.logTerm);
+    const respType = m.type === MsgType.Vote ? MsgType.VoteResp : MsgType.PreVoteResp;
+    if (canVote && upToDate) {
+      this.send(emptyMessage(respType, this.id, m.from, m.term));
+      if (m.type === MsgType.Vote) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+        this.trace(`voted for ${m.from} term=${m.term}`);
+      }
+    } else {
+      const r = emptyMessage(respType, this.id, m.from, this.term);
+      r.reject = true;
+      this.send(r);
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MsgType.App:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        break;
+      case MsgType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        break;
+      case MsgType.Snap:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        break;
+      case MsgType.TimeoutNow:
+        this.trace(`timeout-now from ${m.from}`);
+        this.campaign(true);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MsgType.App:
+        this.becomeFollower(m.term, m.from);
+        this.handleAppend(m);
+        break;
+      case MsgType.Heartbeat:
+        this.becomeFollower(m.term, m.from);
+        this.handleHeartbeat(m);
+        break;
+      case MsgType.Snap:
+        this.becomeFollower(m.term, m.from);
+        this.handleSnapshot(m);
+        break;
+      case MsgType.VoteResp:
+      case MsgType.PreVoteResp: {
+        const mine = this.role === Role.Candidate ? MsgType.VoteResp : MsgType.PreVoteResp;
+        if (m.type !== mine) break;
+        if (!this.isVoter(m.from) || this.votes.has(m.from)) break;
+        this.votes.set(m.from, !m.reject);
+        const r = this.tally();
+        if (r === 'won') this.wonElection();
+        else if (r === 'lost') this.becomeFollower(this.term, NONE);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private handleAppend(m: Message): void {
+    const log = this.log;
+    const r = emptyMessage(MsgType.AppResp, this.id, m.from, this.term);
+    if (m.index < log.committed) {
+      r.index = log.committed;
+      this.send(r);
+      return;
+    }
+    if (log.matchTerm(m.index, m.logTerm)) {
+      const lastNew = m.index + m.entries.length;
+      const conflict = log.findConflict(m.entries);
+      if (conflict !== 0) {
+        invariant(conflict > log.committed, `conflict ${conflict} with committed entry ${log.committed}`);
+        this.appendToLog(m.entries.slice(conflict - m.index - 1));
+      }
+      log.commitTo(Math.min(m.commit, lastNew));
+      r.index = lastNew;
+      this.send(r);
+      return;
+    }
+    // Reject, with a hint that lets the leader skip a whole term at a time.
+    const hintIndex = log.findConflictByTerm(Math.min(m.index, log.lastIndex()), m.logTerm);
+    r.index = m.index;
+    r.reject = true;
+    r.rejectHint = hintIndex;
+    r.logTerm = Math.max(log.term(hintIndex), 0);
+    this.send(r);
+  }
+
+  private handleHeartbeat(m: Message): void {
+    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    const r = emptyMessage(MsgType.HeartbeatResp, this.id, m.from, this.term);
+    r.context = m.context;
+    this.send(r);
+  }
+
+  private handleSnapshot(m: Message): void {
+    const s = m.snapshot;
+    invariant(s !== null, 'Snap carries a snapshot');
+    const r = emptyMessage(MsgType.AppResp, this.id, m.from, this.term);
+    const log = this.log;
+    if (s.meta.index <= log.committed) {
+      r.index = log.committed;
+    } else if (log.matchTerm(s.meta.index, s.meta.term)) {
+      // We already hold that prefix: just fast-forward the commit.
+      log.commitTo(s.meta.index);
+      r.index = log.committed;
+    } else {
+      this.trace(`restore snapshot index=${s.meta.index} term=${s.meta.term}`);
+      log.restore(s);
+      this.baseConf = cloneConf(s.meta.conf);
+      this.confHistory = [];
+      this.onConfChanged();
+      r.index = log.lastIndex();
+    }
+    this.send(r);
+  }
+
+  private stepLeader(m: Message): void {
+    const pr = this.prs.get(m.from);
+    if (pr === undefined) return;
+    switch (m.type) {
+      case MsgType.AppResp:
+        pr.recentActive = true;
+        this.handleAppendResponse(m, pr);
+        break;
+      case MsgType.HeartbeatResp:
+        pr.recentActive = true;
+        this.handleHeartbeatResponse(m, pr);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private handleAppendResponse(m: Message, pr: Progress): void {
+    if (m.reject) {
+      let hint = m.rejectHint;
+      if (m.logTerm > 0) hint = this.log.findConflictByTerm(m.rejectHint, m.logTerm);
+      if (pr.maybeDecrTo(m.index, hint)) {
+        if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+        this.sendAppend(m.from, pr, true);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    const confirmsProbe = pr.state === ProgressState.Probe && m.index === pr.match;
+    if (!pr.maybeUpdate(m.index) && !confirmsProbe) {
+      // Stale or duplicate; still free the window it may have held.
+      if (pr.state === ProgressState.Replicate) pr.inflights.freeLE(m.index);
+      return;
+    }
+    if (pr.state === ProgressState.Probe) {
+      pr.becomeReplicate();
+    } else if (pr.state === ProgressState.Snapshot) {
+      if (pr.match >= pr.pendingSnapshot) {
+        pr.becomeProbe();
+        pr.becomeReplicate();
+      }
+    } else {
+      pr.inflights.freeLE(m.index);
+    }
+    if (this.maybeCommit()) {
+      this.needBroadcast = true;
+    } else if (wasPaused) {
+      this.sendAppend(m.from, pr, true);
+    }
+    while (this.sendAppend(m.from, pr, false)) { /* fill the window */ }
+    if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
+      this.trace(`transfer: ${m.from} caught up, sending timeout-now`);
+      this.send(emptyMessage(MsgType.TimeoutNow, this.id, m.from, this.term));
+    }
+  }
+
+  private handleHeartbeatResponse(m: Message, pr: Progress): void {
+    pr.probeSent = false;
+    if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirst();
+    if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, pr, true);
+    if (m.context !== 0 && this.cfg.bugs?.readIndexNoConfirm !== true) {
+      const released = this.readOnly.ack(m.context, m.from, (acks) => this.hasQuorum(acks));
+      if (released !== null) this.releaseReads(released);
+    }
+  }
+
+  private releaseReads(reads: ReadState[]): void {
+    for (const r of reads) this.readStates.push(r);
+  }
+
+  /** Send the next App (or a snapshot) to a follower. Returns whether a message went out. */
+  private sendAppend(to: NodeId, pr: Progress, sendIfEmpty: boolean): boolean {
+    if (pr.isPaused()) return false;
+    const log = this.log;
+    const prevIndex = pr.next - 1;
+    const prevTerm = log.term(prevIndex);
+    if (prevTerm < 0) return this.sendSnapshot(to, pr);
+    const last = log.lastIndex();
+    const ents = pr.next <= last ? log.slice(pr.next, last + 1, this.cfg.maxMsgBytes) : [];
+    if (ents.length === 0 && !sendIfEmpty) return false;
+    const m = emptyMessage(MsgType.App, this.id, to, this.term);
+    m.index = prevIndex;
+    m.logTerm = prevTerm;
+    m.entries = ents;
+    m.commit = log.committed;
+    this.send(m);
+    if (ents.length > 0) {
+      const lastSent = (ents[ents.length - 1] as Entry).index;
+      if (pr.state === ProgressState.Replicate) {
+        pr.next = lastSent + 1;
+        pr.inflights.add(lastSent);
+      } else {
+        pr.probeSent = true;
+      }
+    } else if (pr.state === ProgressState.Probe) {
+      pr.probeSent = true;
+    }
+    return true;
+  }
+
+  private sendSnapshot(to: NodeId, pr: Progress): boolean {
+    if (!pr.recentActive) return false;
+    const s = this.log.snapshot;
+    invariant(s !== null, 'a compacted log has a snapshot');
+    const m = emptyMessage(MsgType.Snap, this.id, to, this.term);
+    m.snapshot = s;
+    pr.becomeSnapshot(s.meta.index, this.ticks);
+    this.trace(`send snapshot index=${s.meta.index} to ${to}`);
+    this.send(m);
+    return true;
+  }
+
+  private broadcastAppend(): void {
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      // Send what is new; an empty App carries a new commit index.
+      let sent = this.sendAppend(id, pr, false);
+      while (sent && this.sendAppend(id, pr, false)) { /* fill the window */ }
+      if (!sent) this.sendAppend(id, pr, true);
+    }
+  }
+
+  /** Commit the highest index held by a quorum of voters — if it is of our term (§5.4.2). */
+  private maybeCommit(): boolean {
+    const matches: number[] = [];
+    for (const v of this.conf.voters) {
+      const pr = this.prs.get(v);
+      matches.push(pr === undefined ? 0 : pr.match);
+    }
+    if (matches.length === 0) return false;
+    matches.sort((a, b) => b - a);
+    const idx = matches[this.quorum() - 1] as number;
+    const log = this.log;
+    if (idx <= log.committed) return false;
+    if (log.term(idx) !== this.term && this.cfg.bugs?.commitOldTerm !== true) return false;
+    const old = log.committed;
+    log.commitTo(idx);
+    for (let i = old + 1; i <= idx; i++) this.uncommittedBytes -= (log.entryAt(i) as Entry).data.length;
+    if (this.uncommittedBytes < 0) this.uncommittedBytes = 0;
+    if (old < idx && log.term(old) !== this.term && this.committedInTerm()) {
+      // First commit of our term: reads that waited for it can now start.
+      for (const ctx of this.readOnly.takeDeferred()) this.readOnly.add(ctx, log.committed);
+    }
+    return true;
+  }
+
+  // ---------------------------------------------------------------- client API
+
+  propose(data: Uint8Array): ProposeResult {
+    return this.proposeMany([data]);
+  }
+
+  proposeMany(data: Uint8Array[]): ProposeResult {
+    const err = this.checkCanPropose();
+    if (err !== null) return err;
+    invariant(data.length > 0, 'propose at least one entry');
+    let bytes = 0;
+    for (const d of data) bytes += d.length;
+    if (this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > this.cfg.maxUncommittedBytes) {
+      return { ok: false, code: 'overloaded' };
+    }
+    const first = this.log.lastIndex() + 1;
+    const ents: Entry[] = new Array<Entry>(data.length);
+    for (let i = 0; i < data.length; i++) {
+      ents[i] = { term: this.term, index: first + i, type: EntryType.Normal, data: data[i] as Uint8Array, change: null };
+    }
+    this.appendToLog(ents);
+    this.uncommittedBytes += bytes;
+    this.needBroadcast = true;
+    return { ok: true, index: first, term: this.term };
+  }
+
+  proposeConfChange(change: ConfChange): ProposeResult {
+    const err = this.checkCanPropose();
+    if (err !== null) return err;
+    // One change at a time, and only after the leader has committed an entry
+    // of its own term (the fix to single-server changes, Ongaro 2015).
+    if (this.lastConfIndex() > this.log.committed || !this.committedInTerm()) {
+      return { ok: false, code: 'conf_change_pending' };
+    }
+    const isVoter = this.conf.voters.includes(change.node);
+    const isLearner = this.conf.learners.includes(change.node);
+    const valid =
+      change.node > 0 &&
+      ((change.type === 'addVoter' && !isVoter) ||
+        (change.type === 'addLearner' && !isVoter && !isLearner) ||
+        (change.type === 'remove' && (isVoter || isLearner) && change.node !== this.id));
+    if (!valid) return { ok: false, code: 'invalid_conf_change' };
+    const index = this.log.lastIndex() + 1;
+    this.appendToLog([{ term: this.term, index, type: EntryType.ConfChange, data: new Uint8Array(0), change: { ...change } }]);
+    this.needBroadcast = true;
+    return { ok: true, index, term: this.term };
+  }
+
+  private checkCanPropose(): ProposeResult | null {
+    invariant(!this.inReady, 'propose between ready() and advance()');
+    if (this.role !== Role.Leader) return { ok: false, code: 'not_leader' };
+    if (this.leadTransferee !== NONE) return { ok: false, code: 'transferring' };
+    return null;
+  }
+
+  readIndex(context: number): ReadIndexResult {
+    invariant(!this.inReady, 'readIndex between ready() and advance()');
+    invariant(context > 0, 'read context > 0');
+    if (this.role !== Role.Leader) return { ok: false, code: 'not_leader' };
+    if (this.leadTransferee !== NONE) return { ok: false, code: 'transferring' };
+    if (this.readOnly.pendingCount() >= MAX_PENDING_READS) return { ok: false, code: 'overloaded' };
+    if (!this.committedInTerm()) {
+      // Our commit index may lag the true one until an entry of our term commits.
+      this.readOnly.deferUntilCommit(context);
+      return { ok: true };
+    }
+    if (this.cfg.bugs?.readIndexNoConfirm === true || this.leaseValid()) {
+      this.readStates.push({ index: this.log.committed, context });
+      return { ok: true };
+    }
+    this.readOnly.add(context, this.log.committed);
+    return { ok: true };
+  }
+
+  /**
+   * Lease reads: a quorum acked a round sent at tick T, so none of them will
+   * vote for another leader before T + electionTicks on their clocks
+   * (check-quorum's lease rule). Serve until that, less the drift margin.
+   */
+  private leaseValid(): boolean {
+    if (this.cfg.readOnly !== 'lease') return false;
+    const since = this.readOnly.confirmedSentTick;
+    return since >= 0 && this.ticks - since < this.cfg.electionTicks - this.cfg.leaseDriftTicks;
+  }
+
+  transferLeadership(to: NodeId): boolean {
+    invariant(!this.inReady, 'transfer between ready() and advance()');
+    if (this.role !== Role.Leader || to === this.id || !this.isVoter(to)) return false;
+    if (this.leadTransferee === to) return true;
+    const pr = this.prs.get(to);
+    if (pr === undefined) return false;
+    this.leadTransferee = to;
+    this.electionElapsed = 0;
+    this.trace(`transfer leadership to ${to}`);
+    if (pr.match === this.log.lastIndex()) {
+      this.send(emptyMessage(MsgType.TimeoutNow, this.id, to, this.term));
+    } else {
+      this.sendAppend(to, pr, true);
+    }
+    return true;
+  }
+
+  reportUnreachable(id: NodeId): void {
+    const pr = this.role === Role.Leader ? this.prs.get(id) : undefined;
+    if (pr !== undefined && pr.state === ProgressState.Replicate) pr.becomeProbe();
+  }
+
+  reportSnapshot(id: NodeId, ok: boolean): void {
+    const pr = this.role === Role.Leader ? this.prs.get(id) : undefined;
+    if (pr === undefined || pr.state !== ProgressState.Snapshot) return;
+    if (!ok) pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    // Wait for the follower's answer before probing again.
+    pr.probeSent = true;
+  }
+
+  compact(index: number, data: Uint8Array): void {
+    invariant(!this.inReady, 'compact between ready() and advance()');
+    const log = this.log;
+    if (index <= log.snapIndex) return;
+    const term = log.term(index);
+    invariant(term >= 0, `compact index ${index} in the log`);
+    const s: Snapshot = { meta: { index, term, conf: cloneConf(this.confAt(index)) }, data };
+    log.compact(s);
+    this.baseConf = s.meta.conf;
+    this.confHistory = this.confHistory.filter((r) => r.index > index);
+  }
+
+  currentSnapshot(): Snapshot | null {
+    return this.log.snapshot;
+  }
+
+  // ---------------------------------------------------------------- ready
+
+  private flush(): void {
+    if (this.role !== Role.Leader) return;
+    if (this.needBroadcast) {
+      this.needBroadcast = false;
+      this.broadcastAppend();
+    }
+    if (this.readOnly.roundNeeded) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat();
+    }
+  }
+
+  private hardState(): HardState {
+    const vote = this.cfg.bugs?.skipVotePersist === true ? NONE : this.vote;
+    return { term: this.term, vote, commit: this.log.committed };
+  }
+
+  hasReady(): boolean {
+    this.flush();
+    const hs = this.hardState();
+    return (
+      this.msgs.length > 0 ||
+      this.readStates.length > 0 ||
+      this.log.pendingSnapshot !== null ||
+      this.log.stableIndex < this.log.lastIndex() ||
+      this.log.hasNextCommitted() ||
+      hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit ||
+      this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role
+    );
+  }
+
+  ready(): Ready {
+    invariant(!this.inReady, 'ready() twice without advance()');
+    this.flush();
+    const hs = this.hardState();
+    const hardChanged = hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit;
+    const softChanged = this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role;
+    const entries = this.log.unstableEntries();
+    const snapshot = this.log.pendingSnapshot;
+    const rd: Ready = {
+      softState: softChanged ? { leader: this.lead, role: this.role } : null,
+      hardState: hardChanged ? hs : null,
+      entries,
+      snapshot,
+      committedEntries: this.log.nextCommitted(this.cfg.maxApplyBytes),
+      messages: this.msgs,
+      readStates: this.readStates,
+      mustSync: entries.length > 0 || snapshot !== null || hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote,
+    };
+    this.msgs = [];
+    this.readStates = [];
+    this.inReady = true;
+    return rd;
+  }
+
+  advance(rd: Ready): void {
+    invariant(this.inReady, 'advance() after ready()');
+    this.inReady = false;
+    const log = this.log;
+    if (rd.snapshot !== null) {
+      if (log.pendingSnapshot === rd.snapshot) log.pendingSnapshot = null;
+      log.applied = Math.max(log.applied, rd.snapshot.meta.index);
+    }
+    const lastEnt = rd.entries[rd.entries.length - 1];
+    if (lastEnt !== undefined) log.stableTo(lastEnt.index);
+    const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
+    if (lastApplied !== undefined) log.appliedTo(lastApplied.index);
+    if (rd.hardState !== null) this.prevHard = rd.hardState;
+    if (rd.softState !== null) this.prevSoft = rd.softState;
+    invariant(log.applied <= log.committed, 'applied <= committed');
+    invariant(log.committed <= log.lastIndex(), 'committed <= last index');
+    if (this.role === Role.Leader) {
+      // Our own copy counts toward commit only once it is durable.
+      const self = this.prs.get(this.id);
+      if (self !== undefined && self.maybeUpdate(log.stableIndex) && this.maybeCommit()) this.needBroadcast = true;
+    }
+  }
+
+  status(): Status {
+    return {
+      id: this.id,
+      term: this.term,
+      vote: this.vote,
+      role: this.role,
+      leader: this.lead,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      lastIndex: this.log.lastIndex(),
+      firstIndex: this.log.firstIndex(),
+      conf: cloneConf(this.conf),
+      leadTransferee: this.leadTransferee,
+    };
+  }
+}
+
+export function defaultRaftConfig(id: NodeId, conf: ConfState, random: () => number): RaftConfig {
   return {
     id, initialConf: conf, electionTicks: 10, heartbeatTicks: 1, random,
     preVote: true, checkQuorum: true, readOnly: 'safe', leaseDriftTicks: 2,

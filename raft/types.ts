@@ -145,7 +145,7 @@ export interface Persisted {
 export interface PlantedBugs {
   /** Count entries of old terms toward commit (Figure 8 bug). */
   commitOldTerm?: boolean;
-  /** Do not report vote changes in Ready.hardState (so they are not persisted). */
+  /** Report vote = none in Ready.hardState, so votes are never persisted. */
   skipVotePersist?: boolean;
   /** Answer ReadIndex at once, without confirming leadership. */
   readIndexNoConfirm?: boolean;
@@ -155,8 +155,11 @@ export interface PlantedBugs {
 
 export interface RaftConfig {
   id: NodeId;
-  /** Membership used when nothing was persisted (fresh bootstrap). A node
-   *  joining an existing group starts with an empty ConfState. */
+  /** The group's bootstrap membership: the configuration in force before
+   *  the first ConfChange entry of the log. It must be the same on every
+   *  node of the group, including nodes that join later (they learn the
+   *  changes since by replaying the log, or take the configuration from a
+   *  snapshot). A node that is not a voter in it waits to be added. */
   initialConf: ConfState;
   electionTicks: number;
   heartbeatTicks: number;

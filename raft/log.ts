@@ -1,0 +1,175 @@
+import { invariant } from './assert.ts';
+import type { Entry, Snapshot } from './types.ts';
+
+/**
+ * The in-memory Raft log: the latest snapshot (compaction point) followed by
+ * the entries after it. Entries above `stableIndex` have not been persisted
+ * yet and are handed to the host in Ready.entries.
+ */
+export class RaftLog {
+  /** Index and term of the last entry covered by the snapshot. */
+  snapIndex = 0;
+  snapTerm = 0;
+  /** The latest snapshot, served to followers that are too far behind. */
+  snapshot: Snapshot | null = null;
+  /** A snapshot received from the leader, not yet handed to the host. */
+  pendingSnapshot: Snapshot | null = null;
+  /** entries[i].index === snapIndex + 1 + i */
+  entries: Entry[] = [];
+  stableIndex = 0;
+  committed = 0;
+  applied = 0;
+
+  firstIndex(): number {
+    return this.snapIndex + 1;
+  }
+
+  lastIndex(): number {
+    return this.snapIndex + this.entries.length;
+  }
+
+  lastTerm(): number {
+    const n = this.entries.length;
+    return n === 0 ? this.snapTerm : (this.entries[n - 1] as Entry).term;
+  }
+
+  /** Term of the entry at i, or -1 when it is compacted away or beyond the end. */
+  term(i: number): number {
+    if (i === this.snapIndex) return this.snapTerm;
+    if (i < this.snapIndex) return -1;
+    const e = this.entries[i - this.snapIndex - 1];
+    return e === undefined ? -1 : e.term;
+  }
+
+  entryAt(i: number): Entry | undefined {
+    return this.entries[i - this.snapIndex - 1];
+  }
+
+  matchTerm(i: number, term: number): boolean {
+    return this.term(i) === term;
+  }
+
+  /** Raft §5.4.1: is a log ending at (lastIdx, lastTerm) at least as up to date as ours? */
+  isUpToDate(lastIdx: number, lastTerm: number): boolean {
+    const myTerm = this.lastTerm();
+    return lastTerm > myTerm || (lastTerm === myTerm && lastIdx >= this.lastIndex());
+  }
+
+  /**
+   * Append entries that follow on from index entries[0].index - 1, replacing
+   * any suffix from there. Returns the index the log was truncated at
+   * (entries[0].index) or 0 when nothing was replaced.
+   */
+  append(ents: Entry[]): number {
+    if (ents.length === 0) return 0;
+    const first = (ents[0] as Entry).index;
+    invariant(first > this.committed, `append at ${first} must be after commit ${this.committed}`);
+    invariant(first >= this.firstIndex() && first <= this.lastIndex() + 1, `append at ${first} must touch the log [${this.firstIndex()}, ${this.lastIndex()}]`);
+    let truncated = 0;
+    if (first <= this.lastIndex()) {
+      this.entries.length = first - this.snapIndex - 1;
+      truncated = first;
+      if (this.stableIndex >= first) this.stableIndex = first - 1;
+    }
+    let expect = first;
+    for (const e of ents) {
+      invariant(e.index === expect, 'appended entries are contiguous');
+      this.entries.push(e);
+      expect++;
+    }
+    return truncated;
+  }
+
+  /** First index in ents that is not already in our log with the same term, or 0. */
+  findConflict(ents: Entry[]): number {
+    for (const e of ents) {
+      if (!this.matchTerm(e.index, e.term)) return e.index;
+    }
+    return 0;
+  }
+
+  /**
+   * The largest index <= index whose term is <= term (etcd's fast
+   * backtracking: skip whole terms that cannot match).
+   */
+  findConflictByTerm(index: number, term: number): number {
+    let i = Math.min(index, this.lastIndex());
+    while (i > this.snapIndex) {
+      const t = this.term(i);
+      if (t <= term) return i;
+      i--;
+    }
+    return i;
+  }
+
+  /** Entries in [lo, hi), at most maxBytes of payload (but at least one). */
+  slice(lo: number, hi: number, maxBytes: number): Entry[] {
+    invariant(lo >= this.firstIndex() && hi <= this.lastIndex() + 1, 'slice within the log');
+    const out: Entry[] = [];
+    let bytes = 0;
+    for (let i = lo; i < hi; i++) {
+      const e = this.entries[i - this.snapIndex - 1] as Entry;
+      bytes += e.data.length;
+      if (out.length > 0 && bytes > maxBytes) break;
+      out.push(e);
+    }
+    return out;
+  }
+
+  unstableEntries(): Entry[] {
+    if (this.stableIndex >= this.lastIndex()) return [];
+    return this.entries.slice(this.stableIndex - this.snapIndex);
+  }
+
+  hasNextCommitted(): boolean {
+    return this.committed > Math.max(this.applied, this.snapIndex);
+  }
+
+  nextCommitted(maxBytes: number): Entry[] {
+    const lo = Math.max(this.applied, this.snapIndex) + 1;
+    if (lo > this.committed) return [];
+    return this.slice(lo, this.committed + 1, maxBytes);
+  }
+
+  commitTo(i: number): boolean {
+    if (i <= this.committed) return false;
+    invariant(i <= this.lastIndex(), `commit ${i} beyond last index ${this.lastIndex()}`);
+    this.committed = i;
+    return true;
+  }
+
+  appliedTo(i: number): void {
+    invariant(i <= this.committed, `applied ${i} <= committed ${this.committed}`);
+    if (i > this.applied) this.applied = i;
+  }
+
+  stableTo(i: number): void {
+    invariant(i <= this.lastIndex(), 'stable index within the log');
+    if (i > this.stableIndex) this.stableIndex = i;
+  }
+
+  /** Replace the whole log with a snapshot from the leader. */
+  restore(s: Snapshot): void {
+    invariant(s.meta.index > this.committed, 'restore only ahead of commit');
+    this.entries = [];
+    this.snapIndex = s.meta.index;
+    this.snapTerm = s.meta.term;
+    this.snapshot = s;
+    this.pendingSnapshot = s;
+    this.committed = s.meta.index;
+    this.stableIndex = s.meta.index;
+  }
+
+  /** Drop entries <= snapshot index, keeping the snapshot for lagging followers. */
+  compact(s: Snapshot): void {
+    const idx = s.meta.index;
+    invariant(idx <= this.applied, `compact at ${idx} <= applied ${this.applied}`);
+    invariant(idx <= this.stableIndex, 'compact only persisted entries');
+    if (idx <= this.snapIndex) return;
+    invariant(this.term(idx) === s.meta.term, 'snapshot term matches the log');
+    this.entries = this.entries.slice(idx - this.snapIndex);
+    this.snapIndex = idx;
+    this.snapTerm = s.meta.term;
+    this.snapshot = s;
+  }
+}
