@@ -52,6 +52,10 @@ function cloneConf(c: ConfState): ConfState {
 
 /** Apply one single-server change to a configuration. */
 export function applyConfChange(c: ConfState, cc: ConfChange): ConfState {
+  if (cc.type === 'bootstrap') {
+    invariant(cc.conf !== undefined, 'bootstrap carries a configuration');
+    return cloneConf(cc.conf);
+  }
   const voters = c.voters.filter((v) => v !== cc.node);
   const learners = c.learners.filter((v) => v !== cc.node);
   if (cc.type === 'addVoter') voters.push(cc.node);
@@ -102,13 +106,25 @@ export class RaftNode {
     invariant(config.maxInflightMsgs > 0 && config.maxMsgBytes > 0, 'positive flow-control limits');
     this.cfg = config;
     this.id = config.id;
-    this.baseConf = cloneConf(config.initialConf);
+    this.baseConf = { voters: [], learners: [] };
     if (persisted !== null) this.load(persisted);
+    else if (config.initialConf.voters.length > 0) this.bootstrap(config.initialConf);
     this.conf = this.latestConf();
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
     this.becomeFollower(this.term, NONE);
     this.prevSoft = { leader: NONE, role: Role.Follower };
     this.trace(`start term=${this.term} commit=${this.log.committed} last=${this.log.lastIndex()}`);
+  }
+
+  /** Founding member: entry 1 records the initial configuration, committed. */
+  private bootstrap(conf: ConfState): void {
+    const e: Entry = {
+      term: 0, index: 1, type: EntryType.ConfChange, data: new Uint8Array(0),
+      change: { type: 'bootstrap', node: 0, conf: cloneConf(conf) },
+    };
+    this.log.append([e]);
+    this.recordConf(e);
+    this.log.committed = 1;
   }
 
   private load(p: Persisted): void {
@@ -790,13 +806,13 @@ export class RaftNode {
     const isVoter = this.conf.voters.includes(change.node);
     const isLearner = this.conf.learners.includes(change.node);
     const valid =
-      change.node > 0 &&
+      change.node > 0 && change.conf === undefined &&
       ((change.type === 'addVoter' && !isVoter) ||
         (change.type === 'addLearner' && !isVoter && !isLearner) ||
         (change.type === 'remove' && (isVoter || isLearner) && change.node !== this.id));
     if (!valid) return { ok: false, code: 'invalid_conf_change' };
     const index = this.log.lastIndex() + 1;
-    this.appendToLog([{ term: this.term, index, type: EntryType.ConfChange, data: new Uint8Array(0), change: { ...change } }]);
+    this.appendToLog([{ term: this.term, index, type: EntryType.ConfChange, data: new Uint8Array(0), change: { type: change.type, node: change.node } }]);
     this.needBroadcast = true;
     return { ok: true, index, term: this.term };
   }

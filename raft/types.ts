@@ -14,10 +14,14 @@ export type EntryType = (typeof EntryType)[keyof typeof EntryType];
 
 /** One server at a time membership change (Raft thesis §4.1 with the
  * "leader must commit an entry of its own term first" fix). */
-export type ConfChangeType = 'addVoter' | 'addLearner' | 'remove';
+export type ConfChangeType = 'addVoter' | 'addLearner' | 'remove' | 'bootstrap';
 export interface ConfChange {
   type: ConfChangeType;
   node: NodeId;
+  /** 'bootstrap' only: the whole initial configuration. It is entry 1 of
+   *  every group's log, so a node that joins later and replays the log from
+   *  the start learns the founding members too. Never proposed. */
+  conf?: ConfState;
 }
 
 export interface ConfState {
@@ -155,11 +159,11 @@ export interface PlantedBugs {
 
 export interface RaftConfig {
   id: NodeId;
-  /** The group's bootstrap membership: the configuration in force before
-   *  the first ConfChange entry of the log. It must be the same on every
-   *  node of the group, including nodes that join later (they learn the
-   *  changes since by replaying the log, or take the configuration from a
-   *  snapshot). A node that is not a voter in it waits to be added. */
+  /** Founding members, used only when nothing was persisted: a node with a
+   *  non-empty initialConf bootstraps the group by writing it as committed
+   *  entry 1 (term 0) of its log — identical on every founding member. A
+   *  node that joins an existing group passes an empty ConfState and learns
+   *  the configuration from the leader's log or snapshot. */
   initialConf: ConfState;
   electionTicks: number;
   heartbeatTicks: number;

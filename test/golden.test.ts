@@ -79,14 +79,15 @@ function figure8(bugs?: PlantedBugs): { s: Script; overwritten: boolean; committ
   s.say('(c) S5 crashes; S1 restarts, wins, and copies x (not its no-op) to S3 and S4: x is on a majority');
   c.crash(5);
   c.node(1).restart();
-  // S1's no-op (index 3) reaches nobody; x reaches S3 and S4 once they have rejected the first probe.
+  // (Index 1 is the bootstrap configuration; x is index 3.) S1's no-op (index 4)
+  // reaches nobody; x reaches S3 and S4 once they have rejected the first probe.
   c.filter = (m: Message) =>
     !(m.from === 1 && m.type === MsgType.App &&
-      (m.to === 2 || (m.entries.some((e) => e.index >= 3) && c.node(m.to).raft.status().lastIndex >= 2)));
+      (m.to === 2 || (m.entries.some((e) => e.index >= 4) && c.node(m.to).raft.status().lastIndex >= 3)));
   win(s, 1);
   s.logs();
-  const committedX = c.node(1).raft.status().commit >= 2;
-  s.say(`    S1 commit index now ${c.node(1).raft.status().commit} (2 would mean x was counted as committed)`);
+  const committedX = c.node(1).raft.status().commit >= 3;
+  s.say(`    S1 commit index now ${c.node(1).raft.status().commit} (3 would mean x was counted as committed)`);
   s.say('(d) S1 crashes; S5 restarts and wins with votes of S2, S3, S4; it overwrites x with y');
   c.crash(1);
   c.node(5).restart();
@@ -94,7 +95,10 @@ function figure8(bugs?: PlantedBugs): { s: Script; overwritten: boolean; committ
   c.filter = (m) => m.to !== 1;
   win(s, 5);
   s.logs();
-  const overwritten = [2, 3, 4].every((id) => normalData(c.node(id).storage.entries[1] ?? c.node(id).storage.entries[0]!) !== 'xxxxxxxxxx');
+  const overwritten = [2, 3, 4].every((id) => {
+    const e = c.node(id).storage.entries.find((x) => x.index === 3);
+    return e !== undefined && normalData(e) !== 'xxxxxxxxxx';
+  });
   return { s, overwritten, committedX };
 }
 
