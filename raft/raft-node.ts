@@ -87,6 +87,11 @@ export class RaftNode {
   private randomizedElectionTimeout = 0;
   private ticks = 0;
   private leadTransferee: NodeId = NONE;
+  private transferElapsed = 0;
+  /** A TimeoutNow went out in this term: a forced election may follow, so the lease no longer holds. */
+  private timeoutNowSent = false;
+  /** Ticks after a restart during which votes are refused (see step()). */
+  private restartLeaseTicks = 0;
   private uncommittedBytes = 0;
   private needBroadcast = false;
 
@@ -101,13 +106,18 @@ export class RaftNode {
     invariant(config.id > 0, 'id > 0');
     invariant(config.heartbeatTicks > 0, 'heartbeatTicks > 0');
     invariant(config.electionTicks > config.heartbeatTicks, 'electionTicks > heartbeatTicks');
-    invariant(config.leaseDriftTicks >= 0 && config.leaseDriftTicks < config.electionTicks, 'leaseDriftTicks < electionTicks');
+    invariant(config.leaseDriftTicks < config.electionTicks, 'leaseDriftTicks < electionTicks');
+    // Tick phases differ between nodes by up to one tick: a lease needs a margin.
+    invariant(config.readOnly === 'safe' || config.leaseDriftTicks >= 1, 'lease reads need leaseDriftTicks >= 1');
     invariant(config.readOnly === 'safe' || config.checkQuorum, 'lease reads need checkQuorum');
     invariant(config.maxInflightMsgs > 0 && config.maxMsgBytes > 0, 'positive flow-control limits');
     this.cfg = config;
     this.id = config.id;
     this.baseConf = { voters: [], learners: [] };
-    if (persisted !== null) this.load(persisted);
+    if (persisted !== null) {
+      this.load(persisted);
+      this.restartLeaseTicks = config.electionTicks;
+    }
     else if (config.initialConf.voters.length > 0) this.bootstrap(config.initialConf);
     this.conf = this.latestConf();
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
@@ -146,7 +156,10 @@ export class RaftNode {
     this.term = p.hardState.term;
     this.vote = p.hardState.vote;
     invariant(p.hardState.commit <= log.lastIndex(), 'persisted commit within the log');
-    log.committed = Math.max(p.hardState.commit, log.snapIndex);
+    invariant(this.cfg.applied <= log.lastIndex(), `applied ${this.cfg.applied} within the persisted log`);
+    // Applied entries are committed by definition, even if the commit index
+    // that said so was not synced (a Ready that only moves commit need not sync).
+    log.committed = Math.max(p.hardState.commit, log.snapIndex, this.cfg.applied);
     log.applied = Math.max(this.cfg.applied, log.snapIndex);
     invariant(log.applied <= log.committed, `applied ${log.applied} <= committed ${log.committed} at start`);
   }
@@ -236,6 +249,9 @@ export class RaftNode {
       const pr = this.prs.get(id);
       if (pr === undefined) {
         const p = new Progress(last + 1, this.cfg.maxInflightMsgs, !this.isVoter(id));
+        // A new member counts as active until the next check-quorum: else
+        // adding a voter just before the check could depose a healthy leader.
+        p.recentActive = true;
         this.prs.set(id, p);
       } else {
         pr.isLearner = !this.isVoter(id);
@@ -264,6 +280,8 @@ export class RaftNode {
     this.heartbeatElapsed = 0;
     this.resetRandomizedElectionTimeout();
     this.leadTransferee = NONE;
+    this.transferElapsed = 0;
+    this.timeoutNowSent = false;
     this.votes.clear();
     this.prs.clear();
     this.readOnly.reset();
@@ -395,10 +413,11 @@ export class RaftNode {
         this.becomeFollower(this.term, NONE);
         return;
       }
-      if (this.leadTransferee !== NONE) {
-        this.trace(`transfer to ${this.leadTransferee} timed out`);
-        this.leadTransferee = NONE;
-      }
+    }
+    if (this.leadTransferee !== NONE && ++this.transferElapsed >= this.cfg.electionTicks) {
+      this.trace(`transfer to ${this.leadTransferee} timed out`);
+      this.leadTransferee = NONE;
+      this.transferElapsed = 0;
     }
     if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
       this.heartbeatElapsed = 0;
@@ -445,7 +464,10 @@ export class RaftNode {
     if (m.term > this.term) {
       if (m.type === MsgType.Vote || m.type === MsgType.PreVote) {
         const force = m.context === TRANSFER_CONTEXT;
-        const inLease = this.cfg.checkQuorum && this.lead !== NONE && this.electionElapsed < this.cfg.electionTicks;
+        // Also for electionTicks after a restart: the node forgot whom it heard
+        // from, and must not undercut a lease it may have acked just before.
+        const inLease = this.cfg.checkQuorum &&
+          ((this.lead !== NONE && this.electionElapsed < this.cfg.electionTicks) || this.ticks < this.restartLeaseTicks);
         if (!force && inLease) {
           // We heard from a live leader within the minimum election timeout:
           // a disruptive candidate (e.g. a rejoining partitioned node) is ignored.
@@ -675,7 +697,7 @@ export class RaftNode {
     while (this.sendAppend(m.from, pr, false)) { /* fill the window */ }
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
       this.trace(`transfer: ${m.from} caught up, sending timeout-now`);
-      this.send(emptyMessage(MsgType.TimeoutNow, this.id, m.from, this.term));
+      this.sendTimeoutNow(m.from);
     }
   }
 
@@ -849,7 +871,9 @@ export class RaftNode {
    * (check-quorum's lease rule). Serve until that, less the drift margin.
    */
   private leaseValid(): boolean {
-    if (this.cfg.readOnly !== 'lease') return false;
+    // A TimeoutNow may be delivered late, after the transfer was abandoned,
+    // and its forced election ignores leases: no lease for the rest of the term.
+    if (this.cfg.readOnly !== 'lease' || this.timeoutNowSent) return false;
     const since = this.readOnly.confirmedSentTick;
     return since >= 0 && this.ticks - since < this.cfg.electionTicks - this.cfg.leaseDriftTicks;
   }
@@ -861,14 +885,19 @@ export class RaftNode {
     const pr = this.prs.get(to);
     if (pr === undefined) return false;
     this.leadTransferee = to;
-    this.electionElapsed = 0;
+    this.transferElapsed = 0;
     this.trace(`transfer leadership to ${to}`);
     if (pr.match === this.log.lastIndex()) {
-      this.send(emptyMessage(MsgType.TimeoutNow, this.id, to, this.term));
+      this.sendTimeoutNow(to);
     } else {
       this.sendAppend(to, pr, true);
     }
     return true;
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.timeoutNowSent = true;
+    this.send(emptyMessage(MsgType.TimeoutNow, this.id, to, this.term));
   }
 
   reportUnreachable(id: NodeId): void {

@@ -123,8 +123,8 @@ export interface Ready {
   /** Append to stable storage. Any previously persisted entry with
    *  index >= entries[0].index is replaced (delete the old suffix). */
   entries: Entry[];
-  /** Install (persist, then restore the state machine from it). Replaces
-   *  the whole persisted log. */
+  /** Install (persist, then restore the state machine from it) before
+   *  appending `entries`. Replaces the whole persisted log. */
   snapshot: Snapshot | null;
   /** Apply in order, after persisting this ready. */
   committedEntries: Entry[];
