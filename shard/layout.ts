@@ -1,0 +1,121 @@
+/**
+ * LevelDB key layout, one database per node. Integers are big-endian so that
+ * byte order is numeric order.
+ *
+ *   r <shard:u32> h                  hard state (term, vote, commit)
+ *   r <shard:u32> l <index:u64>      log entry
+ *   r <shard:u32> s                  snapshot meta (index, term, conf)
+ *   r <shard:u32> a                  applied state (index, log time), written with the data it covers
+ *   d <shard:u32> <tenant> 00 <bucket+1:u64> <key>   record (version, t, value)
+ *   i <shard:u32> <tenant> 00 <idempotency key>      first outcome and its log time
+ */
+const utf8 = new TextEncoder();
+
+const R = 0x72; // 'r'
+const D = 0x64; // 'd'
+const I = 0x69; // 'i'
+
+function u32(buf: Uint8Array, off: number, v: number): void {
+  buf[off] = (v >>> 24) & 0xff;
+  buf[off + 1] = (v >>> 16) & 0xff;
+  buf[off + 2] = (v >>> 8) & 0xff;
+  buf[off + 3] = v & 0xff;
+}
+
+function u64(buf: Uint8Array, off: number, v: number): void {
+  u32(buf, off, Math.floor(v / 0x1_0000_0000));
+  u32(buf, off + 4, v >>> 0);
+}
+
+export function readU64(buf: Uint8Array, off: number): number {
+  const hi = ((buf[off] as number) << 24 | (buf[off + 1] as number) << 16 | (buf[off + 2] as number) << 8 | (buf[off + 3] as number)) >>> 0;
+  const lo = ((buf[off + 4] as number) << 24 | (buf[off + 5] as number) << 16 | (buf[off + 6] as number) << 8 | (buf[off + 7] as number)) >>> 0;
+  return hi * 0x1_0000_0000 + lo;
+}
+
+function raftKey(shard: number, kind: string, extra = 0): Uint8Array {
+  const b = new Uint8Array(6 + extra);
+  b[0] = R;
+  u32(b, 1, shard);
+  b[5] = kind.charCodeAt(0);
+  return b;
+}
+
+export const hardStateKey = (shard: number): Uint8Array => raftKey(shard, 'h');
+export const snapMetaKey = (shard: number): Uint8Array => raftKey(shard, 's');
+export const appliedKey = (shard: number): Uint8Array => raftKey(shard, 'a');
+
+export function logKey(shard: number, index: number): Uint8Array {
+  const b = raftKey(shard, 'l', 8);
+  u64(b, 6, index);
+  return b;
+}
+
+export function logIndexOf(key: Uint8Array): number {
+  return readU64(key, 6);
+}
+
+/** [gte, lt) covering every log entry of a shard. */
+export function logRange(shard: number): [Uint8Array, Uint8Array] {
+  return [logKey(shard, 0), raftKey(shard, 'm')];
+}
+
+function tenantPrefix(tag: number, shard: number, tenant: string, extra: number): { b: Uint8Array; off: number } {
+  const t = utf8.encode(tenant);
+  const b = new Uint8Array(5 + t.length + 1 + extra);
+  b[0] = tag;
+  u32(b, 1, shard);
+  b.set(t, 5);
+  b[5 + t.length] = 0;
+  return { b, off: 6 + t.length };
+}
+
+/** Prefix of every record of (shard, tenant, bucket). */
+export function bucketPrefix(shard: number, tenant: string, bucket: number): Uint8Array {
+  const { b, off } = tenantPrefix(D, shard, tenant, 8);
+  u64(b, off, bucket + 1);
+  return b;
+}
+
+export function dataKey(shard: number, tenant: string, bucket: number, key: Uint8Array): Uint8Array {
+  const p = bucketPrefix(shard, tenant, bucket);
+  const b = new Uint8Array(p.length + key.length);
+  b.set(p, 0);
+  b.set(key, p.length);
+  return b;
+}
+
+/** The record key that follows a data key's prefix. */
+export function recordKeyOf(dataKeyBytes: Uint8Array, prefixLength: number): Uint8Array {
+  return dataKeyBytes.subarray(prefixLength);
+}
+
+export function idemKey(shard: number, tenant: string, key: string): Uint8Array {
+  const k = utf8.encode(key);
+  const { b, off } = tenantPrefix(I, shard, tenant, k.length);
+  b.set(k, off);
+  return b;
+}
+
+/** [gte, lt) of all state-machine keys of a shard of one kind ('d' or 'i'). */
+export function shardStateRange(shard: number, kind: 'd' | 'i'): [Uint8Array, Uint8Array] {
+  const lo = new Uint8Array(5);
+  lo[0] = kind === 'd' ? D : I;
+  u32(lo, 1, shard);
+  const hi = new Uint8Array(5);
+  hi[0] = lo[0];
+  u32(hi, 1, shard + 1);
+  return [lo, hi];
+}
+
+/** The smallest key greater than every key starting with prefix. */
+export function prefixEnd(prefix: Uint8Array): Uint8Array {
+  const b = prefix.slice();
+  for (let i = b.length - 1; i >= 0; i--) {
+    if ((b[i] as number) < 0xff) {
+      b[i] = (b[i] as number) + 1;
+      return b.subarray(0, i + 1);
+    }
+  }
+  return new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+}
