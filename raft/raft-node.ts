@@ -1023,6 +1023,7 @@ export class RaftNode {
       firstIndex: this.log.firstIndex(),
       conf: cloneConf(this.conf),
       leadTransferee: this.leadTransferee,
+      quorumAckAgeTicks: this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1,
     };
   }
 }

@@ -214,4 +214,8 @@ export interface Status {
   firstIndex: number;
   conf: ConfState;
   leadTransferee: NodeId;
+  /** Leader only: ticks since the newest heartbeat round that a quorum
+   *  acknowledged was sent (-1: none yet, or not leader). Hosts use it to
+   *  fail fast when the leader has lost its quorum. */
+  quorumAckAgeTicks: number;
 }

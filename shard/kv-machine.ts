@@ -66,6 +66,8 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
 export class KvMachine {
   constructor(
     readonly shard: number,
+    /** Generation of the state in use (see layout.ts). */
+    public gen: number,
     /** Idempotency keys are remembered this long, in log time. */
     readonly idempotencyRetentionMs: number,
     /** Log time of the last applied entry: the max of leader stamps, so it never goes back. */
@@ -74,7 +76,7 @@ export class KvMachine {
 
   apply(index: number, cmd: KvCommand, port: KvStatePort): KvResult {
     this.logTime = Math.max(this.logTime, cmd.time);
-    const ik = cmd.idem === null ? null : idemKey(this.shard, cmd.tenant, cmd.idem);
+    const ik = cmd.idem === null ? null : idemKey(this.shard, this.gen, cmd.tenant, cmd.idem);
     if (ik !== null) {
       const prev = port.get(ik);
       if (prev !== undefined) {
@@ -88,7 +90,7 @@ export class KvMachine {
   }
 
   private mutate(index: number, cmd: KvCommand, port: KvStatePort): KvResult {
-    const dk = dataKey(this.shard, cmd.tenant, cmd.bucket, cmd.key);
+    const dk = dataKey(this.shard, this.gen, cmd.tenant, cmd.bucket, cmd.key);
     const raw = port.get(dk);
     const current = raw === undefined ? 0 : decodeRecord(raw).version;
     if (cmd.ifVersion !== null && cmd.ifVersion !== current) return { kind: 'conflict', currentVersion: current };

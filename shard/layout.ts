@@ -6,8 +6,13 @@
  *   r <shard:u32> l <index:u64>      log entry
  *   r <shard:u32> s                  snapshot meta (index, term, conf)
  *   r <shard:u32> a                  applied state (index, log time), written with the data it covers
- *   d <shard:u32> <tenant> 00 <bucket+1:u64> <key>   record (version, t, value)
- *   i <shard:u32> <tenant> 00 <idempotency key>      first outcome and its log time
+ *   r <shard:u32> g                  generation of the shard's state in use
+ *   d <shard:u32> <gen:u32> <tenant> 00 <bucket+1:u64> <key>   record (version, t, value)
+ *   i <shard:u32> <gen:u32> <tenant> 00 <idempotency key>      first outcome and its log time
+ *
+ * The generation lets a snapshot from the leader be written beside the live
+ * state (gen + 1) while stale reads go on, then switched to in one small
+ * write; the old generation is cleared in the background.
  */
 const utf8 = new TextEncoder();
 
@@ -44,6 +49,7 @@ function raftKey(shard: number, kind: string, extra = 0): Uint8Array {
 export const hardStateKey = (shard: number): Uint8Array => raftKey(shard, 'h');
 export const snapMetaKey = (shard: number): Uint8Array => raftKey(shard, 's');
 export const appliedKey = (shard: number): Uint8Array => raftKey(shard, 'a');
+export const generationKey = (shard: number): Uint8Array => raftKey(shard, 'g');
 
 export function logKey(shard: number, index: number): Uint8Array {
   const b = raftKey(shard, 'l', 8);
@@ -60,25 +66,26 @@ export function logRange(shard: number): [Uint8Array, Uint8Array] {
   return [logKey(shard, 0), raftKey(shard, 'm')];
 }
 
-function tenantPrefix(tag: number, shard: number, tenant: string, extra: number): { b: Uint8Array; off: number } {
+function tenantPrefix(tag: number, shard: number, gen: number, tenant: string, extra: number): { b: Uint8Array; off: number } {
   const t = utf8.encode(tenant);
-  const b = new Uint8Array(5 + t.length + 1 + extra);
+  const b = new Uint8Array(9 + t.length + 1 + extra);
   b[0] = tag;
   u32(b, 1, shard);
-  b.set(t, 5);
-  b[5 + t.length] = 0;
-  return { b, off: 6 + t.length };
+  u32(b, 5, gen);
+  b.set(t, 9);
+  b[9 + t.length] = 0;
+  return { b, off: 10 + t.length };
 }
 
 /** Prefix of every record of (shard, tenant, bucket). */
-export function bucketPrefix(shard: number, tenant: string, bucket: number): Uint8Array {
-  const { b, off } = tenantPrefix(D, shard, tenant, 8);
+export function bucketPrefix(shard: number, gen: number, tenant: string, bucket: number): Uint8Array {
+  const { b, off } = tenantPrefix(D, shard, gen, tenant, 8);
   u64(b, off, bucket + 1);
   return b;
 }
 
-export function dataKey(shard: number, tenant: string, bucket: number, key: Uint8Array): Uint8Array {
-  const p = bucketPrefix(shard, tenant, bucket);
+export function dataKey(shard: number, gen: number, tenant: string, bucket: number, key: Uint8Array): Uint8Array {
+  const p = bucketPrefix(shard, gen, tenant, bucket);
   const b = new Uint8Array(p.length + key.length);
   b.set(p, 0);
   b.set(key, p.length);
@@ -90,22 +97,27 @@ export function recordKeyOf(dataKeyBytes: Uint8Array, prefixLength: number): Uin
   return dataKeyBytes.subarray(prefixLength);
 }
 
-export function idemKey(shard: number, tenant: string, key: string): Uint8Array {
+export function idemKey(shard: number, gen: number, tenant: string, key: string): Uint8Array {
   const k = utf8.encode(key);
-  const { b, off } = tenantPrefix(I, shard, tenant, k.length);
+  const { b, off } = tenantPrefix(I, shard, gen, tenant, k.length);
   b.set(k, off);
   return b;
 }
 
-/** [gte, lt) of all state-machine keys of a shard of one kind ('d' or 'i'). */
-export function shardStateRange(shard: number, kind: 'd' | 'i'): [Uint8Array, Uint8Array] {
-  const lo = new Uint8Array(5);
+/** [gte, lt) of all state-machine keys of one generation of a shard, of one kind ('d' or 'i'). */
+export function shardStateRange(shard: number, gen: number, kind: 'd' | 'i'): [Uint8Array, Uint8Array] {
+  const lo = new Uint8Array(9);
   lo[0] = kind === 'd' ? D : I;
   u32(lo, 1, shard);
-  const hi = new Uint8Array(5);
-  hi[0] = lo[0];
-  u32(hi, 1, shard + 1);
-  return [lo, hi];
+  u32(lo, 5, gen);
+  return [lo, prefixEnd(lo)];
+}
+
+/** Move a state key of one generation to another (same shard). */
+export function withGeneration(key: Uint8Array, gen: number): Uint8Array {
+  const b = key.slice();
+  u32(b, 5, gen);
+  return b;
 }
 
 /** The smallest key greater than every key starting with prefix. */

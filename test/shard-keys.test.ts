@@ -38,12 +38,12 @@ test('layout: big-endian integers sort numerically; buckets sort in time order',
   t.true(cmp(logKey(1, 2 ** 40), logKey(2, 1)) < 0);
   t.is(logIndexOf(logKey(3, 2 ** 50 + 7)), 2 ** 50 + 7);
   const k = new TextEncoder().encode('k');
-  t.true(cmp(dataKey(1, 'a', STATIC_BUCKET, k), dataKey(1, 'a', 0, k)) < 0);
-  t.true(cmp(dataKey(1, 'a', 9, k), dataKey(1, 'a', 10, k)) < 0);
-  const p = bucketPrefix(1, 'a', 5);
-  t.true(cmp(dataKey(1, 'a', 5, new Uint8Array([0xff, 0xff])), prefixEnd(p)) < 0);
+  t.true(cmp(dataKey(1, 0, 'a', STATIC_BUCKET, k), dataKey(1, 0, 'a', 0, k)) < 0);
+  t.true(cmp(dataKey(1, 0, 'a', 9, k), dataKey(1, 0, 'a', 10, k)) < 0);
+  const p = bucketPrefix(1, 0, 'a', 5);
+  t.true(cmp(dataKey(1, 0, 'a', 5, new Uint8Array([0xff, 0xff])), prefixEnd(p)) < 0);
   // A tenant that is a prefix of another does not share its keys.
-  t.true(cmp(dataKey(1, 'ab', 0, k), bucketPrefix(1, 'a', 0)) > 0 && cmp(dataKey(1, 'ab', 0, k), prefixEnd(bucketPrefix(1, 'a', 2 ** 40))) > 0);
+  t.true(cmp(dataKey(1, 0, 'ab', 0, k), bucketPrefix(1, 0, 'a', 0)) > 0 && cmp(dataKey(1, 0, 'ab', 0, k), prefixEnd(bucketPrefix(1, 0, 'a', 2 ** 40))) > 0);
 });
 
 test('placement is balanced and puts each shard on distinct nodes', (t) => {
@@ -93,7 +93,7 @@ const cmd = (over: Partial<KvCommand>): KvCommand => ({
 
 test('kv machine: versions are log indexes, CAS, delete, never-reused versions', (t) => {
   const port = memPort();
-  const m = new KvMachine(1, 600_000);
+  const m = new KvMachine(1, 0, 600_000);
   t.deepEqual(m.apply(5, cmd({ ifVersion: 0 }), port), { kind: 'put', version: 5 });
   t.deepEqual(m.apply(6, cmd({ ifVersion: 0 }), port), { kind: 'conflict', currentVersion: 5 });
   t.deepEqual(m.apply(7, cmd({ ifVersion: 5, value: new Uint8Array([2]) }), port), { kind: 'put', version: 7 });
@@ -108,7 +108,7 @@ test('kv machine: versions are log indexes, CAS, delete, never-reused versions',
 
 test('kv machine: an idempotency key returns the first outcome within the retention window, by log time', (t) => {
   const port = memPort();
-  const m = new KvMachine(1, 1000);
+  const m = new KvMachine(1, 0, 1000);
   t.deepEqual(m.apply(3, cmd({ idem: 'r1', time: 100 }), port), { kind: 'put', version: 3 });
   t.deepEqual(m.apply(4, cmd({ idem: 'r1', time: 900, value: new Uint8Array([9]) }), port), { kind: 'put', version: 3 });
   t.deepEqual(m.apply(5, cmd({ idem: 'r1', time: 1200 }), port), { kind: 'put', version: 5 }, 'expired after 1000 ms of log time');
