@@ -1,0 +1,75 @@
+import { invariant } from '../raft/assert.ts';
+import type { ConfChange, Entry, EntryType, HardState, Message, MsgType, Snapshot, SnapshotMeta } from '../raft/index.ts';
+import { pack, unpack } from './codec.ts';
+
+/** Encodings of Raft state on disk and on the wire (compact msgpack arrays). */
+
+type WireEntry = [term: number, index: number, type: EntryType, data: Uint8Array, change: ConfChange | null];
+type WireSnapshot = [index: number, term: number, voters: number[], learners: number[], data: Uint8Array];
+export type WireMessage = [
+  type: MsgType, from: number, to: number, term: number, logTerm: number, index: number,
+  entries: WireEntry[], commit: number, reject: boolean, rejectHint: number, context: number, snapshot: WireSnapshot | null,
+];
+
+const toWireEntry = (e: Entry): WireEntry => [e.term, e.index, e.type, e.data, e.change];
+const fromWireEntry = (w: WireEntry): Entry => ({ term: w[0], index: w[1], type: w[2], data: w[3], change: w[4] ?? null });
+
+function toWireSnapshot(s: Snapshot): WireSnapshot {
+  return [s.meta.index, s.meta.term, s.meta.conf.voters, s.meta.conf.learners, s.data];
+}
+
+function fromWireSnapshot(w: WireSnapshot): Snapshot {
+  return { meta: { index: w[0], term: w[1], conf: { voters: w[2], learners: w[3] } }, data: w[4] };
+}
+
+export function encodeEntry(e: Entry): Uint8Array {
+  return pack(toWireEntry(e));
+}
+
+export function decodeEntry(b: Uint8Array): Entry {
+  return fromWireEntry(unpack<WireEntry>(b));
+}
+
+export function encodeHardState(h: HardState): Uint8Array {
+  return pack([h.term, h.vote, h.commit]);
+}
+
+export function decodeHardState(b: Uint8Array): HardState {
+  const [term, vote, commit] = unpack<[number, number, number]>(b);
+  return { term, vote, commit };
+}
+
+export function encodeSnapshot(s: Snapshot): Uint8Array {
+  return pack(toWireSnapshot(s));
+}
+
+export function decodeSnapshot(b: Uint8Array): Snapshot {
+  return fromWireSnapshot(unpack<WireSnapshot>(b));
+}
+
+export function snapshotMetaOf(s: Snapshot): SnapshotMeta {
+  return s.meta;
+}
+
+export function toWireMessage(m: Message): WireMessage {
+  return [
+    m.type, m.from, m.to, m.term, m.logTerm, m.index, m.entries.map(toWireEntry), m.commit,
+    m.reject, m.rejectHint, m.context, m.snapshot === null ? null : toWireSnapshot(m.snapshot),
+  ];
+}
+
+/** Decode a message from a peer; throws on anything malformed (the caller drops the connection). */
+export function fromWireMessage(w: unknown): Message {
+  invariant(Array.isArray(w) && w.length === 12, 'message is a 12-element array');
+  const a = w as WireMessage;
+  for (const i of [0, 1, 2, 3, 4, 5, 7, 9, 10]) invariant(Number.isSafeInteger(a[i]) && (a[i] as number) >= 0, `message field ${i} is a non-negative integer`);
+  invariant(Array.isArray(a[6]), 'entries is an array');
+  const entries = a[6].map((e) => {
+    invariant(Array.isArray(e) && e.length === 5 && e[3] instanceof Uint8Array, 'entry shape');
+    return fromWireEntry(e);
+  });
+  return {
+    type: a[0], from: a[1], to: a[2], term: a[3], logTerm: a[4], index: a[5], entries, commit: a[7],
+    reject: a[8] === true, rejectHint: a[9], context: a[10], snapshot: a[11] === null ? null : fromWireSnapshot(a[11]),
+  };
+}

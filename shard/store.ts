@@ -1,0 +1,401 @@
+import {
+  EntryType, MsgType, RaftNode, Role,
+  type Entry, type Message, type NodeId, type Persisted, type RaftConfig, type Ready, type Snapshot,
+} from '../raft/index.ts';
+import { invariant } from '../raft/assert.ts';
+import { pack } from './codec.ts';
+import { KvMachine, decodeCommand, encodeCommand, type KvCommand, type KvResult, type KvStatePort } from './kv-machine.ts';
+import { appliedKey, hardStateKey, logKey, snapMetaKey } from './layout.ts';
+import { encodeEntry, encodeHardState, encodeSnapshot } from './raft-codec.ts';
+
+export type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
+
+export type Outcome = 'not_applied' | 'unknown';
+
+export type ProposeOutcome =
+  | { ok: true; result: KvResult; index: number }
+  | { ok: false; code: 'not_leader' | 'overloaded' | 'transferring' | 'superseded' | 'snapshot_installed'; outcome: Outcome; leader: NodeId };
+
+export type ReadOutcome = { ok: true; index: number } | { ok: false; code: 'not_leader' | 'overloaded'; leader: NodeId };
+
+export type Done<T> = (r: T) => void;
+
+export interface StoreOptions {
+  nodeId: NodeId;
+  raft: Omit<RaftConfig, 'id' | 'initialConf' | 'random' | 'applied' | 'trace'>;
+  random: () => number;
+  idempotencyRetentionMs: number;
+  /** Proposals and reads waiting for the next round, per shard. */
+  maxQueuedPerShard: number;
+  /** Messages from peers waiting for the next round (more are dropped: Raft retries). */
+  maxInbox: number;
+}
+
+/** What a node loaded from disk for one replica (or a fresh one). */
+export interface ReplicaBoot {
+  shard: number;
+  /** null: nothing on disk. */
+  persisted: Persisted | null;
+  /** Founding members: used only when nothing was persisted. */
+  founders: NodeId[];
+  applied: number;
+  logTime: number;
+  gen: number;
+  /** Last log index on disk (to delete a replaced suffix). */
+  persistedLast: number;
+}
+
+interface Waiter {
+  term: number;
+  done: Done<ProposeOutcome>;
+}
+
+class Replica {
+  readonly raft: RaftNode;
+  readonly machine: KvMachine;
+  persistedLast: number;
+  applied: number;
+  leader: NodeId = 0;
+  role: Role = Role.Follower;
+  queuedProposals: Array<{ data: Uint8Array; done: Done<ProposeOutcome> }> = [];
+  queuedReads: Array<Done<ReadOutcome>> = [];
+  waiters = new Map<number, Waiter>();
+  readsInRaft = new Map<number, Array<Done<ReadOutcome>>>();
+  readsWaitingApply: Array<{ index: number; dones: Array<Done<ReadOutcome>> }> = [];
+  /** When we last heard from a leader / were last known caught up with it (ms). */
+  lastLeaderContactMs = -1;
+  lastFreshMs = -1;
+
+  constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
+    this.raft = raft;
+    this.machine = machine;
+    this.persistedLast = boot.persistedLast;
+    this.applied = boot.applied;
+  }
+
+  queued(): number {
+    return this.queuedProposals.length + this.queuedReads.length;
+  }
+}
+
+/** One round: everything to persist, send and apply for every replica with work. */
+export interface Round {
+  items: Array<{ replica: Replica; rd: Ready }>;
+  /** Write in one batch; with sync when mustSync. */
+  persist: BatchOp[];
+  mustSync: boolean;
+  /** Snapshots received from leaders: the node installs the state (generation switch) before applying. */
+  installs: Array<{ shard: number; snapshot: Snapshot }>;
+  /** Log ranges to delete after the persist batch: [shard, firstIndexToKeep). */
+  logTruncations: Array<{ shard: number; below: number }>;
+  messages: Map<NodeId, Array<[shard: number, m: Message]>>;
+  /** Filled by applyRound: to write (no sync needed: the log is durable) before finishRound. */
+  apply: BatchOp[];
+  completions: Array<() => void>;
+}
+
+/**
+ * The multi-raft host of one node: drives every replica in rounds. Pure: the
+ * node supplies time, disk reads (through KvStatePort) and does all I/O.
+ *
+ * A round: beginRound() steps queued messages, proposals and reads, then
+ * collects every Ready → the node persists `persist` in ONE batch (group
+ * commit across shards), installs snapshots, sends `messages` → applyRound()
+ * applies committed entries through the port → the node writes `apply` →
+ * finishRound() advances every core and completes waiting requests.
+ */
+export class Store {
+  private readonly replicas = new Map<number, Replica>();
+  private inbox: Array<[shard: number, m: Message]> = [];
+  private pendingTicks = 0;
+  private readSeq = 1;
+  private inRound = false;
+  droppedInbound = 0;
+
+  constructor(readonly opts: StoreOptions) {}
+
+  addReplica(boot: ReplicaBoot): void {
+    invariant(!this.replicas.has(boot.shard), `replica of shard ${boot.shard} added once`);
+    const cfg: RaftConfig = {
+      ...this.opts.raft,
+      id: this.opts.nodeId,
+      initialConf: { voters: [...boot.founders], learners: [] },
+      random: this.opts.random,
+      applied: boot.applied,
+    };
+    const raft = new RaftNode(cfg, boot.persisted);
+    const machine = new KvMachine(boot.shard, boot.gen, this.opts.idempotencyRetentionMs, boot.logTime);
+    this.replicas.set(boot.shard, new Replica(boot.shard, raft, machine, boot));
+  }
+
+  shards(): number[] {
+    return [...this.replicas.keys()];
+  }
+
+  has(shard: number): boolean {
+    return this.replicas.has(shard);
+  }
+
+  private replica(shard: number): Replica {
+    const r = this.replicas.get(shard);
+    invariant(r !== undefined, `replica of shard ${shard} on this node`);
+    return r;
+  }
+
+  // ------------------------------------------------------------ inputs
+
+  tick(): void {
+    this.pendingTicks++;
+  }
+
+  /** Messages from a peer. Bounded: beyond maxInbox they are dropped (Raft recovers). */
+  receive(items: Array<[shard: number, m: Message]>, nowMs: number): void {
+    for (const it of items) {
+      const r = this.replicas.get(it[0]);
+      if (r === undefined || it[1].to !== this.opts.nodeId) {
+        this.droppedInbound++;
+        continue;
+      }
+      if (this.inbox.length >= this.opts.maxInbox) {
+        this.droppedInbound++;
+        continue;
+      }
+      const t = it[1].type;
+      if (t === MsgType.App || t === MsgType.Heartbeat || t === MsgType.Snap) r.lastLeaderContactMs = nowMs;
+      this.inbox.push(it);
+    }
+  }
+
+  propose(shard: number, cmd: KvCommand, done: Done<ProposeOutcome>): void {
+    const r = this.replica(shard);
+    if (r.role !== Role.Leader) {
+      done({ ok: false, code: 'not_leader', outcome: 'not_applied', leader: r.leader });
+      return;
+    }
+    if (r.queued() >= this.opts.maxQueuedPerShard) {
+      done({ ok: false, code: 'overloaded', outcome: 'not_applied', leader: r.leader });
+      return;
+    }
+    r.queuedProposals.push({ data: encodeCommand(cmd), done });
+  }
+
+  /** Ask for a linearizable read point; done once this replica has applied up to it. */
+  readIndex(shard: number, done: Done<ReadOutcome>): void {
+    const r = this.replica(shard);
+    if (r.role !== Role.Leader) {
+      done({ ok: false, code: 'not_leader', leader: r.leader });
+      return;
+    }
+    if (r.queued() >= this.opts.maxQueuedPerShard) {
+      done({ ok: false, code: 'overloaded', leader: r.leader });
+      return;
+    }
+    r.queuedReads.push(done);
+  }
+
+  transferLeadership(shard: number, to: NodeId): boolean {
+    invariant(!this.inRound, 'transfer outside a round');
+    return this.replica(shard).raft.transferLeadership(to);
+  }
+
+  // ------------------------------------------------------------ rounds
+
+  hasWork(): boolean {
+    if (this.pendingTicks > 0 || this.inbox.length > 0) return true;
+    for (const r of this.replicas.values()) if (r.queued() > 0 || r.raft.hasReady()) return true;
+    return false;
+  }
+
+  beginRound(): Round | null {
+    invariant(!this.inRound, 'one round at a time');
+    const ticks = this.pendingTicks;
+    this.pendingTicks = 0;
+    for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
+    const inbox = this.inbox;
+    this.inbox = [];
+    for (const [shard, m] of inbox) (this.replicas.get(shard) as Replica).raft.step(m);
+    for (const r of this.replicas.values()) this.submitQueued(r);
+
+    const round: Round = {
+      items: [], persist: [], mustSync: false, installs: [], logTruncations: [],
+      messages: new Map(), apply: [], completions: [],
+    };
+    for (const r of this.replicas.values()) {
+      if (!r.raft.hasReady()) continue;
+      const rd = r.raft.ready();
+      round.items.push({ replica: r, rd });
+      this.collectPersist(r, rd, round);
+      for (const m of rd.messages) {
+        let q = round.messages.get(m.to);
+        if (q === undefined) round.messages.set(m.to, (q = []));
+        q.push([r.shard, m]);
+      }
+    }
+    if (round.items.length === 0) return null;
+    this.inRound = true;
+    return round;
+  }
+
+  private submitQueued(r: Replica): void {
+    if (r.queuedProposals.length > 0) {
+      const q = r.queuedProposals;
+      r.queuedProposals = [];
+      const res = r.raft.proposeMany(q.map((p) => p.data));
+      if (res.ok) {
+        q.forEach((p, i) => r.waiters.set(res.index + i, { term: res.term, done: p.done }));
+      } else {
+        const code = res.code === 'transferring' || res.code === 'overloaded' ? res.code : 'not_leader';
+        for (const p of q) p.done({ ok: false, code, outcome: 'not_applied', leader: r.leader });
+      }
+    }
+    if (r.queuedReads.length > 0) {
+      const q = r.queuedReads;
+      r.queuedReads = [];
+      const ctx = this.readSeq++;
+      const res = r.raft.readIndex(ctx);
+      if (res.ok) r.readsInRaft.set(ctx, q);
+      else {
+        const code = res.code === 'overloaded' ? 'overloaded' : 'not_leader';
+        for (const d of q) d({ ok: false, code, leader: r.leader });
+      }
+    }
+  }
+
+  private collectPersist(r: Replica, rd: Ready, round: Round): void {
+    const shard = r.shard;
+    if (rd.snapshot !== null) {
+      round.installs.push({ shard, snapshot: rd.snapshot });
+      round.persist.push({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(rd.snapshot) });
+      round.logTruncations.push({ shard, below: rd.snapshot.meta.index + 1 });
+      r.persistedLast = rd.snapshot.meta.index;
+      round.mustSync = true;
+    }
+    if (rd.hardState !== null) round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(rd.hardState) });
+    if (rd.entries.length > 0) {
+      for (const e of rd.entries) round.persist.push({ type: 'put', key: logKey(shard, e.index), value: encodeEntry(e) });
+      const last = (rd.entries[rd.entries.length - 1] as Entry).index;
+      // A replaced suffix longer than the new one: delete what is left of it.
+      for (let i = last + 1; i <= r.persistedLast; i++) round.persist.push({ type: 'del', key: logKey(shard, i) });
+      r.persistedLast = last;
+    }
+    if (rd.mustSync) round.mustSync = true;
+  }
+
+  /** After the persist batch is durable and snapshots are installed: apply committed entries. */
+  applyRound(round: Round, port: (shard: number) => KvStatePort): void {
+    invariant(this.inRound, 'applyRound inside a round');
+    for (const { replica: r, rd } of round.items) {
+      if (rd.snapshot !== null) this.afterInstall(r, rd.snapshot, round);
+      if (rd.softState !== null) this.onSoftState(r, rd.softState.role, rd.softState.leader, round);
+      if (rd.committedEntries.length === 0) continue;
+      const p = port(r.shard);
+      for (const e of rd.committedEntries) this.applyEntry(r, e, p, round);
+      round.apply.push({ type: 'put', key: appliedKey(r.shard), value: pack([r.applied, r.machine.logTime]) });
+    }
+  }
+
+  private applyEntry(r: Replica, e: Entry, port: KvStatePort, round: Round): void {
+    invariant(e.index === r.applied + 1, `apply in order: ${e.index} after ${r.applied} (shard ${r.shard})`);
+    r.applied = e.index;
+    let result: KvResult | null = null;
+    if (e.type === EntryType.Normal && e.data.length > 0) result = r.machine.apply(e.index, decodeCommand(e.data), port);
+    const w = r.waiters.get(e.index);
+    if (w === undefined) return;
+    r.waiters.delete(e.index);
+    if (w.term === e.term && result !== null) {
+      const res = result;
+      round.completions.push(() => w.done({ ok: true, result: res, index: e.index }));
+    } else {
+      // Another entry won this index: ours can never commit anywhere.
+      round.completions.push(() => w.done({ ok: false, code: 'superseded', outcome: 'not_applied', leader: r.leader }));
+    }
+  }
+
+  private afterInstall(r: Replica, s: Snapshot, round: Round): void {
+    r.applied = s.meta.index;
+    // Proposals at or below the snapshot may or may not be in it.
+    for (const [idx, w] of r.waiters) {
+      if (idx > s.meta.index) continue;
+      r.waiters.delete(idx);
+      round.completions.push(() => w.done({ ok: false, code: 'snapshot_installed', outcome: 'unknown', leader: r.leader }));
+    }
+  }
+
+  private onSoftState(r: Replica, role: Role, leader: NodeId, round: Round): void {
+    const wasLeader = r.role === Role.Leader;
+    r.role = role;
+    r.leader = leader;
+    if (wasLeader && role !== Role.Leader) {
+      // Reads handed to the core are dropped on step-down; queued ones never started.
+      for (const dones of r.readsInRaft.values()) for (const d of dones) round.completions.push(() => d({ ok: false, code: 'not_leader', leader }));
+      r.readsInRaft.clear();
+      for (const p of r.queuedProposals) round.completions.push(() => p.done({ ok: false, code: 'not_leader', outcome: 'not_applied', leader }));
+      for (const d of r.queuedReads) round.completions.push(() => d({ ok: false, code: 'not_leader', leader }));
+      r.queuedProposals = [];
+      r.queuedReads = [];
+    }
+  }
+
+  /** After the apply batch is written: advance every core and complete requests. */
+  finishRound(round: Round): void {
+    invariant(this.inRound, 'finishRound inside a round');
+    for (const { replica: r, rd } of round.items) {
+      for (const rs of rd.readStates) {
+        const dones = r.readsInRaft.get(rs.context);
+        if (dones === undefined) continue;
+        r.readsInRaft.delete(rs.context);
+        r.readsWaitingApply.push({ index: rs.index, dones });
+      }
+      r.raft.advance(rd);
+    }
+    this.inRound = false;
+    for (const c of round.completions) c();
+    for (const { replica: r } of round.items) {
+      if (r.readsWaitingApply.length > 0) {
+        const still: typeof r.readsWaitingApply = [];
+        for (const w of r.readsWaitingApply) {
+          if (r.applied >= w.index) for (const d of w.dones) d({ ok: true, index: w.index });
+          else still.push(w);
+        }
+        r.readsWaitingApply = still;
+      }
+      const st = r.raft.status();
+      if (st.role !== Role.Leader && r.applied >= st.commit && r.lastLeaderContactMs >= 0) r.lastFreshMs = r.lastLeaderContactMs;
+    }
+  }
+
+  // ------------------------------------------------------------ queries
+
+  /** For stale reads: how far behind the leader this replica may be (ms), or Infinity if unknown. */
+  stalenessMs(shard: number, nowMs: number, tickMs: number): number {
+    const r = this.replica(shard);
+    const st = r.raft.status();
+    if (st.role === Role.Leader) return st.quorumAckAgeTicks < 0 ? Infinity : st.quorumAckAgeTicks * tickMs;
+    return r.lastFreshMs < 0 ? Infinity : Math.max(0, nowMs - r.lastFreshMs);
+  }
+
+  status(shard: number): ReturnType<RaftNode['status']> & { applied: number; logTime: number; gen: number } {
+    const r = this.replica(shard);
+    return { ...r.raft.status(), applied: r.applied, logTime: r.machine.logTime, gen: r.machine.gen };
+  }
+
+  /** State generation in use (stale reads and scans read this one). */
+  generation(shard: number): number {
+    return this.replica(shard).machine.gen;
+  }
+
+  /** The node switched the shard's state to the snapshot's generation. */
+  setInstalled(shard: number, gen: number, logTime: number): void {
+    const m = this.replica(shard).machine;
+    m.gen = gen;
+    m.logTime = logTime;
+  }
+
+  /** Compact a replica's log at its applied index (between rounds). Returns the snapshot the core now serves. */
+  compact(shard: number, data: Uint8Array): Snapshot | null {
+    invariant(!this.inRound, 'compact between rounds');
+    const r = this.replica(shard);
+    r.raft.compact(r.applied, data);
+    return r.raft.currentSnapshot();
+  }
+}
