@@ -3,9 +3,9 @@ import {
   type Entry, type Message, type NodeId, type Persisted, type RaftConfig, type Ready, type Snapshot,
 } from '../raft/index.ts';
 import { invariant } from '../raft/assert.ts';
-import { pack } from './codec.ts';
+import { pack, unpack } from './codec.ts';
 import { KvMachine, decodeCommand, encodeCommand, type KvCommand, type KvResult, type KvStatePort } from './kv-machine.ts';
-import { appliedKey, hardStateKey, logKey, snapMetaKey } from './layout.ts';
+import { appliedKey, generationKey, hardStateKey, logKey, snapMetaKey } from './layout.ts';
 import { encodeEntry, encodeHardState, encodeSnapshot } from './raft-codec.ts';
 
 export type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
@@ -45,6 +45,22 @@ export interface ReplicaBoot {
   persistedLast: number;
 }
 
+/** Snapshot.data of this store: which generation holds the state, and its log time. */
+export interface SnapshotDescriptor {
+  gen: number;
+  logTime: number;
+}
+
+export function encodeDescriptor(d: SnapshotDescriptor): Uint8Array {
+  return pack([d.gen, d.logTime]);
+}
+
+export function decodeDescriptor(b: Uint8Array): SnapshotDescriptor {
+  const [gen, logTime] = unpack<[number, number]>(b);
+  invariant(Number.isSafeInteger(gen) && Number.isFinite(logTime), 'snapshot descriptor');
+  return { gen, logTime };
+}
+
 interface Waiter {
   term: number;
   done: Done<ProposeOutcome>;
@@ -53,6 +69,7 @@ interface Waiter {
 class Replica {
   readonly raft: RaftNode;
   readonly machine: KvMachine;
+  persistedFirst: number;
   persistedLast: number;
   applied: number;
   leader: NodeId = 0;
@@ -70,6 +87,7 @@ class Replica {
     this.raft = raft;
     this.machine = machine;
     this.persistedLast = boot.persistedLast;
+    this.persistedFirst = (boot.persisted?.snapshot?.meta.index ?? 0) + 1;
     this.applied = boot.applied;
   }
 
@@ -86,11 +104,7 @@ export interface Round {
   mustSync: boolean;
   /** Snapshots received from leaders: the node installs the state (generation switch) before applying. */
   installs: Array<{ shard: number; snapshot: Snapshot }>;
-  /** Log ranges to delete after the persist batch: [shard, firstIndexToKeep). */
-  logTruncations: Array<{ shard: number; below: number }>;
   messages: Map<NodeId, Array<[shard: number, m: Message]>>;
-  /** Filled by applyRound: to write (no sync needed: the log is durable) before finishRound. */
-  apply: BatchOp[];
   completions: Array<() => void>;
 }
 
@@ -110,6 +124,7 @@ export class Store {
   private pendingTicks = 0;
   private readSeq = 1;
   private inRound = false;
+  private reports: Array<{ shard: number; to: NodeId; ok: boolean }> = [];
   droppedInbound = 0;
 
   constructor(readonly opts: StoreOptions) {}
@@ -193,6 +208,11 @@ export class Store {
     r.queuedReads.push(done);
   }
 
+  /** Outcome of a snapshot stream to a follower (applied at the next round). */
+  reportSnapshot(shard: number, to: NodeId, ok: boolean): void {
+    this.reports.push({ shard, to, ok });
+  }
+
   transferLeadership(shard: number, to: NodeId): boolean {
     invariant(!this.inRound, 'transfer outside a round');
     return this.replica(shard).raft.transferLeadership(to);
@@ -211,14 +231,15 @@ export class Store {
     const ticks = this.pendingTicks;
     this.pendingTicks = 0;
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
+    for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
     const inbox = this.inbox;
     this.inbox = [];
     for (const [shard, m] of inbox) (this.replicas.get(shard) as Replica).raft.step(m);
     for (const r of this.replicas.values()) this.submitQueued(r);
 
     const round: Round = {
-      items: [], persist: [], mustSync: false, installs: [], logTruncations: [],
-      messages: new Map(), apply: [], completions: [],
+      items: [], persist: [], mustSync: false, installs: [],
+      messages: new Map(), completions: [],
     };
     for (const r of this.replicas.values()) {
       if (!r.raft.hasReady()) continue;
@@ -264,10 +285,18 @@ export class Store {
   private collectPersist(r: Replica, rd: Ready, round: Round): void {
     const shard = r.shard;
     if (rd.snapshot !== null) {
+      // The state was streamed into generation desc.gen before the Snap
+      // message was delivered; switching to it, the snapshot meta, the
+      // applied index and dropping the old log are one atomic batch.
+      const idx = rd.snapshot.meta.index;
+      const desc = decodeDescriptor(rd.snapshot.data);
       round.installs.push({ shard, snapshot: rd.snapshot });
       round.persist.push({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(rd.snapshot) });
-      round.logTruncations.push({ shard, below: rd.snapshot.meta.index + 1 });
-      r.persistedLast = rd.snapshot.meta.index;
+      round.persist.push({ type: 'put', key: generationKey(shard), value: pack(desc.gen) });
+      round.persist.push({ type: 'put', key: appliedKey(shard), value: pack([idx, desc.logTime]) });
+      for (let i = r.persistedFirst; i <= r.persistedLast; i++) round.persist.push({ type: 'del', key: logKey(shard, i) });
+      r.persistedFirst = idx + 1;
+      r.persistedLast = idx;
       round.mustSync = true;
     }
     if (rd.hardState !== null) round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(rd.hardState) });
@@ -290,7 +319,8 @@ export class Store {
       if (rd.committedEntries.length === 0) continue;
       const p = port(r.shard);
       for (const e of rd.committedEntries) this.applyEntry(r, e, p, round);
-      round.apply.push({ type: 'put', key: appliedKey(r.shard), value: pack([r.applied, r.machine.logTime]) });
+      // The applied index is written in the same batch as the state it covers.
+      p.put(appliedKey(r.shard), pack([r.applied, r.machine.logTime]));
     }
   }
 
@@ -313,6 +343,9 @@ export class Store {
 
   private afterInstall(r: Replica, s: Snapshot, round: Round): void {
     r.applied = s.meta.index;
+    const desc = decodeDescriptor(s.data);
+    r.machine.gen = desc.gen;
+    r.machine.logTime = desc.logTime;
     // Proposals at or below the snapshot may or may not be in it.
     for (const [idx, w] of r.waiters) {
       if (idx > s.meta.index) continue;
@@ -384,18 +417,34 @@ export class Store {
     return this.replica(shard).machine.gen;
   }
 
-  /** The node switched the shard's state to the snapshot's generation. */
-  setInstalled(shard: number, gen: number, logTime: number): void {
-    const m = this.replica(shard).machine;
-    m.gen = gen;
-    m.logTime = logTime;
+  /** Entries in the replica's log on disk (for the compaction policy). */
+  logLength(shard: number): number {
+    const r = this.replica(shard);
+    return r.persistedLast - r.persistedFirst + 1;
   }
 
-  /** Compact a replica's log at its applied index (between rounds). Returns the snapshot the core now serves. */
-  compact(shard: number, data: Uint8Array): Snapshot | null {
+  /**
+   * Compact a replica's log at applied − keep (between rounds): the node
+   * persists `snapshot` and then deletes log entries below `below`. With
+   * keep = 0 the snapshot describes exactly the state now in the shard's
+   * generation — what a snapshot stream sends. (A stream always compacts
+   * afresh, so an older snapshot's descriptor is never streamed.)
+   */
+  compact(shard: number, keep = 0): { snapshot: Snapshot; below: number } | null {
     invariant(!this.inRound, 'compact between rounds');
     const r = this.replica(shard);
-    r.raft.compact(r.applied, data);
-    return r.raft.currentSnapshot();
+    const index = r.applied - keep;
+    if (index < r.persistedFirst) return keep === 0 ? this.currentSnapshot(r) : null;
+    r.raft.compact(index, encodeDescriptor({ gen: r.machine.gen, logTime: r.machine.logTime }));
+    const snapshot = r.raft.currentSnapshot();
+    invariant(snapshot !== null, 'compaction made a snapshot');
+    r.persistedFirst = snapshot.meta.index + 1;
+    return { snapshot, below: r.persistedFirst };
+  }
+
+  private currentSnapshot(r: Replica): { snapshot: Snapshot; below: number } | null {
+    const s = r.raft.currentSnapshot();
+    if (s === null || s.meta.index !== r.applied) return null;
+    return { snapshot: s, below: s.meta.index + 1 };
   }
 }

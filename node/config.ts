@@ -1,0 +1,125 @@
+import { defaultRaftConfig, type RaftConfig } from '../raft/index.ts';
+import type { ClusterSpec, NodeInfo } from '../shard/cluster-map.ts';
+
+/** Everything a node needs, from flags and environment (see README, "Running a node"). */
+export interface NodeConfig {
+  id: number;
+  dataDir: string;
+  clusterId: string;
+  /** host:port of the HTTP API. */
+  listen: string;
+  /** host:port of the peer (Raft) listener. */
+  peerListen: string;
+  cluster: ClusterSpec;
+  tickMs: number;
+  raft: RaftConfig;
+  idempotencyRetentionMs: number;
+  maxQueuedPerShard: number;
+  maxInbox: number;
+  /** Log entries on disk before compaction, and how many to keep after it. */
+  compactEveryEntries: number;
+  compactKeepEntries: number;
+  snapshotChunkBytes: number;
+  snapshotTimeoutMs: number;
+  /** Deadline for a request inside the node (propose/read wait, forwarding). */
+  requestTimeoutMs: number;
+  /** Max concurrent HTTP requests being served; beyond it: 503 overloaded. */
+  maxInFlight: number;
+  logLevel: string;
+}
+
+export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
+
+  --id N                 this node's id (1..)
+  --peers SPEC           every node: "1=127.0.0.1:7001:8001,2=127.0.0.1:7002:8002,..."
+                         (id=host:httpPort:peerPort); this node listens on its own entry
+  --data DIR             LevelDB directory (default ./.cluster/node-<id>)
+  --shards N             shard count (default 16; env KV_SHARDS)
+  --replicas N           replicas per shard (default 3, at most the node count; env KV_REPLICAS)
+  --bucket-ms N          time-bucket width of the partition key (default 3600000)
+  --vnodes N             ring points per shard (default 64)
+  --tick-ms N            Raft tick (default 100; election after 10-20 ticks, heartbeat every tick)
+  --lease                linearizable reads from a leader lease instead of ReadIndex rounds
+  --cluster-id ID        refuse peers of another cluster (default "kv")
+  --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)`;
+
+function parseArgs(argv: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    const eq = a.indexOf('=');
+    if (eq > 0) out.set(a.slice(2, eq), a.slice(eq + 1));
+    else if (a === '--lease') out.set('lease', 'true');
+    else {
+      const v = argv[i + 1];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      out.set(a.slice(2), v);
+      i++;
+    }
+  }
+  return out;
+}
+
+function int(v: string | undefined, dflt: number, name: string, min = 1): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be an integer >= ${min}, got ${v}`);
+  return n;
+}
+
+export function parsePeers(spec: string): NodeInfo[] {
+  return spec.split(',').filter((x) => x.length > 0).map((part) => {
+    const m = /^(\d+)=([^:]+):(\d+):(\d+)$/.exec(part.trim());
+    if (m === null) throw new Error(`bad peer "${part}": expected id=host:httpPort:peerPort`);
+    const [, id, host, http, peer] = m as unknown as [string, string, string, string, string];
+    return { id: Number(id), apiUrl: `http://${host}:${http}`, peerAddr: `${host}:${peer}` };
+  });
+}
+
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
+  const a = parseArgs(argv);
+  const id = int(a.get('id'), 0, '--id');
+  const peersSpec = a.get('peers') ?? env['KV_PEERS'];
+  if (peersSpec === undefined) throw new Error('--peers is required');
+  const nodes = parsePeers(peersSpec);
+  const me = nodes.find((n) => n.id === id);
+  if (me === undefined) throw new Error(`--id ${id} is not in --peers`);
+  const url = new URL(me.apiUrl);
+  const tickMs = int(a.get('tick-ms'), 100, '--tick-ms');
+  const raft = defaultRaftConfig(id, { voters: [], learners: [] }, Math.random);
+  raft.electionTicks = 10;
+  raft.heartbeatTicks = 1;
+  raft.maxInflightMsgs = 64;
+  raft.maxMsgBytes = 1 << 20;
+  raft.maxUncommittedBytes = 64 << 20;
+  if (a.get('lease') === 'true') raft.readOnly = 'lease';
+  const cfg: NodeConfig = {
+    id,
+    dataDir: a.get('data') ?? `./.cluster/node-${id}`,
+    clusterId: a.get('cluster-id') ?? 'kv',
+    listen: `${url.hostname}:${url.port}`,
+    peerListen: me.peerAddr,
+    cluster: {
+      nodes,
+      shardCount: int(a.get('shards') ?? env['KV_SHARDS'], 16, '--shards'),
+      replicas: int(a.get('replicas') ?? env['KV_REPLICAS'], Math.min(3, nodes.length), '--replicas'),
+      bucketMs: int(a.get('bucket-ms'), 3_600_000, '--bucket-ms'),
+      vnodes: int(a.get('vnodes'), 64, '--vnodes'),
+    },
+    tickMs,
+    raft,
+    idempotencyRetentionMs: 10 * 60 * 1000,
+    maxQueuedPerShard: 10_000,
+    maxInbox: 100_000,
+    compactEveryEntries: 20_000,
+    compactKeepEntries: 5_000,
+    snapshotChunkBytes: 1 << 20,
+    snapshotTimeoutMs: 10_000,
+    requestTimeoutMs: 5_000,
+    maxInFlight: 4096,
+    logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
+  };
+  if (cfg.cluster.replicas > nodes.length) throw new Error(`--replicas ${cfg.cluster.replicas} exceeds the ${nodes.length} nodes`);
+  return cfg;
+}

@@ -1,0 +1,22 @@
+/** API errors: a stable code, an HTTP status, and whether the operation certainly did not happen. */
+export type Outcome = 'not_applied' | 'unknown';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly outcome: Outcome = 'not_applied',
+    readonly extra: Record<string, unknown> = {},
+    readonly retryAfterS?: number,
+  ) {
+    super(message);
+  }
+}
+
+export const noLeader = (shard: number): ApiError =>
+  new ApiError(503, 'no_leader', `shard ${shard} has no known leader (election in progress)`, 'not_applied', { shard }, 1);
+export const noQuorum = (shard: number): ApiError =>
+  new ApiError(503, 'no_quorum', `shard ${shard} cannot reach a quorum of its replicas; writes and linearizable reads are refused (stale reads still work)`, 'not_applied', { shard }, 1);
+export const overloaded = (what: string): ApiError => new ApiError(503, 'overloaded', `overloaded: ${what}`, 'not_applied', {}, 1);
+export const timeout = (what: string, outcome: Outcome): ApiError => new ApiError(504, 'timeout', `timed out ${what}`, outcome);

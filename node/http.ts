@@ -1,0 +1,452 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { Pool } from 'undici';
+import { InputError, STATIC_BUCKET, bucketOf, checkIdempotencyKey, checkKey, checkTenant, checkValue, parseTime, DEFAULT_LIMITS } from '../shard/keys.ts';
+import { decodeRecord, type KvResult } from '../shard/kv-machine.ts';
+import { bucketPrefix, dataKey, prefixEnd } from '../shard/layout.ts';
+import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
+import { ApiError, noLeader, noQuorum, overloaded, timeout } from './errors.ts';
+import type { KvNode } from './runtime.ts';
+
+const FORWARD_HEADER = 'x-kv-forwarded';
+const MAX_BUCKETS_PER_SCAN = 1000;
+
+type Consistency = 'linearizable' | 'stale';
+
+interface KvParams { tenant: string; key: string }
+interface KvQuery { t?: string; ifVersion?: string; consistency?: string; maxStalenessMs?: string }
+interface ScanQuery { from?: string; to?: string; static?: string; prefix?: string; limit?: string; cursor?: string; consistency?: string; maxStalenessMs?: string }
+
+function requestIdOf(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const h = req.headers['x-request-id'];
+  if (typeof h === 'string' && h.length > 0 && h.length <= 128) return h;
+  const tp = req.headers['traceparent'];
+  if (typeof tp === 'string') {
+    const m = /^[0-9a-f]{2}-([0-9a-f]{32})-/.exec(tp);
+    if (m !== null) return m[1] as string;
+  }
+  return randomUUID();
+}
+
+function withDeadline<T>(ms: number, start: (done: (v: T) => void) => void, onTimeout: () => ApiError): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      reject(onTimeout());
+    }, ms);
+    start((v) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(v);
+    });
+  });
+}
+
+export function buildApp(node: KvNode, log: Logger) {
+  const cfg = node.cfg;
+  const app = Fastify({
+    loggerInstance: log,
+    bodyLimit: DEFAULT_LIMITS.valueMaxBytes + 1024,
+    genReqId: requestIdOf,
+    requestIdLogLabel: 'reqId',
+    disableRequestLogging: true,
+    routerOptions: { maxParamLength: 2048 },
+    return503OnClosing: true,
+  });
+  const pools = new Map<number, Pool>();
+  const pool = (id: number): Pool => {
+    let p = pools.get(id);
+    if (p === undefined) {
+      const n = node.map.nodes.find((x) => x.id === id);
+      if (n === undefined) throw noLeader(0);
+      p = new Pool(n.apiUrl, { connections: 32, connectTimeout: 1000, headersTimeout: cfg.requestTimeoutMs, bodyTimeout: cfg.requestTimeoutMs, keepAliveTimeout: 10_000 });
+      pools.set(id, p);
+    }
+    return p;
+  };
+  let inFlight = 0;
+
+  // Any body is the raw value (curl --data-binary just works).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+    if (node.fatal !== null && !['/health', '/metrics', '/ready'].includes(req.url)) {
+      throw new ApiError(503, 'not_ready', `node ${cfg.id} stopped serving after an internal failure: ${node.fatal.message}`, 'not_applied', {}, 5);
+    }
+    if (++inFlight > cfg.maxInFlight) throw overloaded(`${inFlight} requests in flight on node ${cfg.id}`);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    inFlight--;
+    const route = req.routeOptions.url ?? 'unknown';
+    const consistency = (req.query as { consistency?: string } | undefined)?.consistency ?? (req.method === 'GET' && route.startsWith('/v1/kv') ? 'linearizable' : 'none');
+    node.metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode), consistency });
+    node.metrics.httpDuration.observe({ route, method: req.method, consistency }, reply.elapsedTime / 1000);
+    if (reply.statusCode >= 500) req.log.warn({ status: reply.statusCode, route, ms: reply.elapsedTime }, 'request failed');
+  });
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    let e: ApiError;
+    if (err instanceof ApiError) e = err;
+    else if (err instanceof InputError) e = new ApiError(err.code === 'value_too_large' ? 413 : 400, err.code, err.message);
+    else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new ApiError(413, 'value_too_large', `value exceeds ${DEFAULT_LIMITS.valueMaxBytes} bytes`);
+    else if ((err.statusCode ?? 500) < 500) e = new ApiError(err.statusCode ?? 400, 'invalid_argument', err.message);
+    else {
+      req.log.error({ err }, 'internal error');
+      e = new ApiError(500, 'internal', 'internal error', 'unknown');
+    }
+    if (e.retryAfterS !== undefined) reply.header('retry-after', String(e.retryAfterS));
+    void reply.code(e.status).send({ error: { code: e.code, message: e.message, requestId: req.id, outcome: e.outcome, ...e.extra } });
+  });
+
+  const kvParams = {
+    type: 'object', required: ['tenant', 'key'],
+    properties: { tenant: { type: 'string', maxLength: 256 }, key: { type: 'string', maxLength: 4096 } },
+  } as const;
+  const kvQuery = {
+    type: 'object', additionalProperties: false,
+    properties: {
+      t: { type: 'string', maxLength: 20 }, ifVersion: { type: 'string', maxLength: 20 },
+      consistency: { type: 'string', enum: ['linearizable', 'stale'] }, maxStalenessMs: { type: 'string', maxLength: 12 },
+    },
+  } as const;
+
+  // ---------------------------------------------------------------- helpers
+
+  function locate(tenant: string, t: number | undefined): { shard: number; bucket: number } {
+    const bucket = bucketOf(t, node.map.bucketMs);
+    return { shard: node.ring.shardFor(tenant, bucket), bucket };
+  }
+
+  function replicasOf(shard: number): number[] {
+    return node.map.shards.find((s) => s.id === shard)?.replicas ?? [];
+  }
+
+  /** Why a shard cannot serve consistent operations here, if it cannot. */
+  function unavailable(shard: number): ApiError {
+    const reps = replicasOf(shard);
+    const reachable = new Set([cfg.id, ...node.reachablePeers()]);
+    const up = reps.filter((r) => reachable.has(r)).length;
+    return up < Math.floor(reps.length / 2) + 1 ? noQuorum(shard) : noLeader(shard);
+  }
+
+  async function forward(req: FastifyRequest, reply: FastifyReply, to: number): Promise<FastifyReply> {
+    const hops = Number(req.headers[FORWARD_HEADER] ?? 0);
+    if (hops >= 2) throw noLeader(0);
+    const headers: Record<string, string> = { 'x-request-id': req.id, [FORWARD_HEADER]: String(hops + 1) };
+    const idem = req.headers['idempotency-key'];
+    if (typeof idem === 'string') headers['idempotency-key'] = idem;
+    if (req.body !== undefined && req.body !== null) headers['content-type'] = 'application/octet-stream';
+    let res;
+    try {
+      res = await pool(to).request({
+        method: req.method as 'GET', path: req.url, headers, body: req.body as Buffer | undefined,
+        headersTimeout: cfg.requestTimeoutMs, bodyTimeout: cfg.requestTimeoutMs,
+      });
+    } catch (e) {
+      // The request may have reached the leader before the failure: unknown for mutations.
+      req.log.warn({ to, err: (e as Error).message }, 'forward failed');
+      throw req.method === 'GET'
+        ? new ApiError(503, 'no_leader', `could not reach node ${to}: ${(e as Error).message}`, 'not_applied', {}, 1)
+        : timeout(`forwarding to node ${to}: ${(e as Error).message}`, 'unknown');
+    }
+    const body = Buffer.from(await res.body.arrayBuffer());
+    for (const h of ['content-type', 'x-version', 'x-shard', 'x-consistency', 'x-staleness-ms', 'retry-after']) {
+      const v = res.headers[h];
+      if (typeof v === 'string') reply.header(h, v);
+    }
+    reply.header('x-served-by', String(res.headers['x-served-by'] ?? to));
+    return reply.code(res.statusCode).send(body);
+  }
+
+  /** The node that should serve a consistent operation on shard: this one, another (forward), or none. */
+  function consistentTarget(shard: number): 'local' | number {
+    if (!node.store.has(shard)) {
+      const reps = replicasOf(shard);
+      return reps[Math.floor(Math.random() * reps.length)] as number;
+    }
+    const st = node.store.status(shard);
+    if (st.role === 'leader') {
+      // A leader that has not heard from a quorum for a few heartbeats is cut off: fail fast.
+      if (st.quorumAckAgeTicks > 3 * cfg.raft.heartbeatTicks + 2) throw noQuorum(shard);
+      return 'local';
+    }
+    if (st.leader !== 0 && st.leader !== cfg.id) return st.leader;
+    throw unavailable(shard);
+  }
+
+  function parseIfVersion(raw: string | undefined): number | null {
+    if (raw === undefined || raw === '') return null;
+    if (!/^\d{1,16}$/.test(raw)) throw new InputError('invalid_argument', 'ifVersion must be a non-negative integer');
+    return Number(raw);
+  }
+
+  function consistencyOf(raw: string | undefined): Consistency {
+    return raw === 'stale' ? 'stale' : 'linearizable';
+  }
+
+  async function propose(shard: number, cmd: Parameters<KvNode['store']['propose']>[1]): Promise<KvResult & { index: number }> {
+    const out = await withDeadline<ProposeOutcome>(cfg.requestTimeoutMs, (done) => {
+      node.store.propose(shard, cmd, done);
+      node.wake();
+    }, () => timeout(`waiting for shard ${shard} to commit`, 'unknown'));
+    if (out.ok) return { ...out.result, index: out.index };
+    if (out.code === 'overloaded') throw overloaded(`shard ${shard} has too many queued requests`);
+    if (out.code === 'not_leader') throw new ApiError(503, 'no_leader', `this node lost leadership of shard ${shard}`, out.outcome, { shard }, 1);
+    throw new ApiError(503, 'no_leader', `shard ${shard}: ${out.code}`, out.outcome, { shard }, 1);
+  }
+
+  async function linearizableBarrier(shard: number): Promise<void> {
+    const out = await withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (done) => {
+      node.store.readIndex(shard, done);
+      node.wake();
+    }, () => noQuorum(shard));
+    if (!out.ok) throw out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : noLeader(shard);
+  }
+
+  function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply: FastifyReply): void {
+    const s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
+    reply.header('x-staleness-ms', Number.isFinite(s) ? String(Math.round(s)) : 'unknown');
+    if (q.maxStalenessMs !== undefined) {
+      const max = Number(q.maxStalenessMs);
+      if (!Number.isFinite(max) || max < 0) throw new InputError('invalid_argument', 'maxStalenessMs must be a non-negative number');
+      if (!(s <= max)) throw new ApiError(503, 'too_stale', `replica on node ${cfg.id} may be ${Number.isFinite(s) ? Math.round(s) : 'unboundedly'} ms behind (> ${max})`, 'not_applied', { shard }, 1);
+    }
+  }
+
+  // ---------------------------------------------------------------- routes
+
+  app.put<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, async (req, reply) => {
+    const { tenant, key } = req.params;
+    checkTenant(tenant);
+    const keyBytes = checkKey(key);
+    const t = parseTime(req.query.t);
+    const ifVersion = parseIfVersion(req.query.ifVersion);
+    const value = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    checkValue(value);
+    const idem = req.headers['idempotency-key'];
+    checkIdempotencyKey(typeof idem === 'string' ? idem : undefined);
+    const { shard, bucket } = locate(tenant, t);
+    const target = consistentTarget(shard);
+    if (target !== 'local') return forward(req, reply, target);
+    const r = await propose(shard, { op: 'put', tenant, bucket, key: keyBytes, t: t ?? null, value, ifVersion, idem: typeof idem === 'string' ? idem : null, time: Date.now() });
+    if (r.kind === 'conflict') throw new ApiError(409, 'version_mismatch', `version is ${r.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: r.currentVersion });
+    reply.header('x-served-by', String(cfg.id));
+    return { version: r.kind === 'put' ? r.version : 0, shard };
+  });
+
+  app.delete<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, async (req, reply) => {
+    const { tenant, key } = req.params;
+    checkTenant(tenant);
+    const keyBytes = checkKey(key);
+    const t = parseTime(req.query.t);
+    const ifVersion = parseIfVersion(req.query.ifVersion);
+    const idem = req.headers['idempotency-key'];
+    checkIdempotencyKey(typeof idem === 'string' ? idem : undefined);
+    const { shard, bucket } = locate(tenant, t);
+    const target = consistentTarget(shard);
+    if (target !== 'local') return forward(req, reply, target);
+    const r = await propose(shard, { op: 'del', tenant, bucket, key: keyBytes, t: t ?? null, value: null, ifVersion, idem: typeof idem === 'string' ? idem : null, time: Date.now() });
+    if (r.kind === 'conflict') throw new ApiError(409, 'version_mismatch', `version is ${r.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: r.currentVersion });
+    reply.header('x-served-by', String(cfg.id));
+    return r.kind === 'del' ? { deleted: r.deleted, version: r.version } : { deleted: false, version: 0 };
+  });
+
+  app.get<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, async (req, reply) => {
+    const { tenant, key } = req.params;
+    checkTenant(tenant);
+    const keyBytes = checkKey(key);
+    const t = parseTime(req.query.t);
+    const consistency = consistencyOf(req.query.consistency);
+    const { shard, bucket } = locate(tenant, t);
+    if (consistency === 'stale') {
+      if (!node.store.has(shard)) {
+        const reps = replicasOf(shard);
+        return forward(req, reply, reps[Math.floor(Math.random() * reps.length)] as number);
+      }
+      staleCheck(shard, req.query, reply);
+    } else {
+      const target = consistentTarget(shard);
+      if (target !== 'local') return forward(req, reply, target);
+      await linearizableBarrier(shard);
+    }
+    const raw = await node.dbHandle().get(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
+    reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
+    if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
+    const rec = decodeRecord(raw);
+    reply.header('x-version', String(rec.version)).header('content-type', 'application/octet-stream');
+    return reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
+  });
+
+  app.get<{ Params: { tenant: string }; Querystring: ScanQuery & { bucket?: string } }>('/v1/kv/:tenant', {
+    schema: {
+      params: { type: 'object', required: ['tenant'], properties: { tenant: { type: 'string', maxLength: 256 } } },
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          from: { type: 'string', maxLength: 20 }, to: { type: 'string', maxLength: 20 }, static: { type: 'string', enum: ['true', 'false'] },
+          prefix: { type: 'string', maxLength: 2048 }, limit: { type: 'string', maxLength: 6 }, cursor: { type: 'string', maxLength: 4096 },
+          consistency: { type: 'string', enum: ['linearizable', 'stale'] }, maxStalenessMs: { type: 'string', maxLength: 12 }, bucket: { type: 'string', maxLength: 20 },
+        },
+      },
+    },
+  }, async (req, reply) => {
+    const { tenant } = req.params;
+    checkTenant(tenant);
+    const q = req.query;
+    const consistency = consistencyOf(q.consistency);
+    const limit = q.limit === undefined ? 100 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > DEFAULT_LIMITS.scanLimitMax) throw new InputError('invalid_argument', `limit must be 1-${DEFAULT_LIMITS.scanLimitMax}`);
+    const prefix = q.prefix === undefined ? new Uint8Array(0) : new TextEncoder().encode(q.prefix);
+    const isStatic = q.static === 'true';
+    const from = parseTime(q.from, 'from');
+    const to = parseTime(q.to, 'to');
+    if (!isStatic && (from === undefined || to === undefined)) throw new InputError('invalid_argument', 'a scan needs from and to (event-time range, ms), or static=true');
+    if (!isStatic && (to as number) < (from as number)) throw new InputError('invalid_argument', 'to must be >= from');
+    let cursor: { b: number; k: string } | null = null;
+    if (q.cursor !== undefined) {
+      try {
+        cursor = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8')) as { b: number; k: string };
+        if (!Number.isSafeInteger(cursor.b) || typeof cursor.k !== 'string') throw new Error('shape');
+      } catch {
+        throw new InputError('invalid_argument', 'cursor is not one this API returned');
+      }
+    }
+    // Internal: one bucket of a scan forwarded to a node holding its shard.
+    if (q.bucket !== undefined) {
+      const bucket = Number(q.bucket);
+      const after = cursor?.k === undefined ? null : Buffer.from(cursor.k, 'base64url');
+      return scanBucketLocal(tenant, bucket, prefix, after, limit, from, to, consistency, q, reply, req);
+    }
+    const firstBucket = isStatic ? STATIC_BUCKET : bucketOf(from, node.map.bucketMs);
+    const lastBucket = isStatic ? STATIC_BUCKET : bucketOf(to, node.map.bucketMs);
+    const items: Array<{ key: string; t: number | null; version: number; value: string }> = [];
+    let b = cursor?.b ?? firstBucket;
+    let after: string | null = cursor?.k ?? null;
+    let visited = 0;
+    while (b <= lastBucket && items.length < limit && visited < MAX_BUCKETS_PER_SCAN) {
+      const page = await scanBucket(req, tenant, b, q, after, limit - items.length);
+      items.push(...page.items);
+      if (page.more) {
+        const last = page.items[page.items.length - 1];
+        return { items, cursor: Buffer.from(JSON.stringify({ b, k: last === undefined ? after : Buffer.from(last.key).toString('base64url') })).toString('base64url') };
+      }
+      b++;
+      after = null;
+      visited++;
+    }
+    const next = b <= lastBucket ? Buffer.from(JSON.stringify({ b, k: null })).toString('base64url') : null;
+    return { items, cursor: next };
+  });
+
+  async function scanBucket(req: FastifyRequest, tenant: string, bucket: number, q: ScanQuery, after: string | null, limit: number):
+    Promise<{ items: Array<{ key: string; t: number | null; version: number; value: string }>; more: boolean }> {
+    const shard = node.ring.shardFor(tenant, bucket);
+    const consistency = consistencyOf(q.consistency);
+    let target: 'local' | number;
+    if (consistency === 'stale') target = node.store.has(shard) ? 'local' : (replicasOf(shard)[0] as number);
+    else target = consistentTarget(shard);
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined && k !== 'cursor' && k !== 'limit') params.set(k, String(v));
+    params.set('bucket', String(bucket));
+    params.set('limit', String(limit + 1));
+    if (after !== null) params.set('cursor', Buffer.from(JSON.stringify({ b: bucket, k: after })).toString('base64url'));
+    if (target === 'local') {
+      const afterBytes = after === null ? null : Buffer.from(after, 'base64url');
+      const fromT = q.from === undefined ? undefined : Number(q.from);
+      const toT = q.to === undefined ? undefined : Number(q.to);
+      const r = await scanBucketRaw(tenant, bucket, q.prefix === undefined ? new Uint8Array(0) : new TextEncoder().encode(q.prefix), afterBytes, limit + 1, fromT, toT, consistency, q);
+      return { items: r.slice(0, limit), more: r.length > limit };
+    }
+    const res = await pool(target).request({
+      method: 'GET', path: `/v1/kv/${encodeURIComponent(tenant)}?${params.toString()}`,
+      headers: { 'x-request-id': req.id, [FORWARD_HEADER]: '1' }, headersTimeout: cfg.requestTimeoutMs, bodyTimeout: cfg.requestTimeoutMs,
+    });
+    const body = (await res.body.json()) as { items?: Array<{ key: string; t: number | null; version: number; value: string }>; error?: { code: string; message: string } };
+    if (res.statusCode !== 200 || body.items === undefined) throw new ApiError(res.statusCode, body.error?.code ?? 'internal', body.error?.message ?? 'scan failed', 'not_applied', {}, 1);
+    return { items: body.items.slice(0, limit), more: body.items.length > limit };
+  }
+
+  async function scanBucketRaw(tenant: string, bucket: number, prefix: Uint8Array, after: Uint8Array | null, limit: number,
+    from: number | undefined, to: number | undefined, consistency: Consistency, q: ScanQuery) {
+    const shard = node.ring.shardFor(tenant, bucket);
+    if (!node.store.has(shard)) throw noLeader(shard);
+    if (consistency === 'linearizable') {
+      if (consistentTarget(shard) !== 'local') throw noLeader(shard);
+      await linearizableBarrier(shard);
+    } else if (q.maxStalenessMs !== undefined) {
+      const s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
+      if (!(s <= Number(q.maxStalenessMs))) throw new ApiError(503, 'too_stale', `replica may be ${Math.round(s)} ms behind`, 'not_applied', { shard }, 1);
+    }
+    const bp = bucketPrefix(shard, node.store.generation(shard), tenant, bucket);
+    const lo = new Uint8Array(bp.length + prefix.length);
+    lo.set(bp, 0);
+    lo.set(prefix, bp.length);
+    const hi = prefixEnd(lo);
+    const opts: { gte?: Uint8Array; gt?: Uint8Array; lt: Uint8Array } = { lt: hi };
+    if (after !== null) {
+      const a = new Uint8Array(bp.length + after.length);
+      a.set(bp, 0);
+      a.set(after, bp.length);
+      opts.gt = a;
+    } else opts.gte = lo;
+    const out: Array<{ key: string; t: number | null; version: number; value: string }> = [];
+    const it = node.dbHandle().iterator(opts);
+    try {
+      while (out.length < limit) {
+        const chunk = await it.nextv(Math.min(256, limit - out.length + 16));
+        if (chunk.length === 0) break;
+        for (const [k, v] of chunk) {
+          const rec = decodeRecord(v);
+          if (bucket !== STATIC_BUCKET && rec.t !== null && ((from !== undefined && rec.t < from) || (to !== undefined && rec.t > to))) continue;
+          out.push({ key: Buffer.from(k.subarray(bp.length)).toString('utf8'), t: rec.t, version: rec.version, value: Buffer.from(rec.value).toString('base64') });
+          if (out.length >= limit) break;
+        }
+      }
+    } finally {
+      await it.close();
+    }
+    return out;
+  }
+
+  async function scanBucketLocal(tenant: string, bucket: number, prefix: Uint8Array, after: Uint8Array | null, limit: number,
+    from: number | undefined, to: number | undefined, consistency: Consistency, q: ScanQuery, reply: FastifyReply, req: FastifyRequest) {
+    void reply;
+    void req;
+    const items = await scanBucketRaw(tenant, bucket, prefix, after, limit, from, to, consistency, q);
+    return { items, cursor: null };
+  }
+
+  app.get('/v1/cluster', async () => ({
+    epoch: node.map.epoch,
+    bucketMs: node.map.bucketMs,
+    ring: node.map.ring,
+    nodeId: cfg.id,
+    nodes: node.map.nodes.map((n) => ({ id: n.id, apiUrl: n.apiUrl, state: n.id === cfg.id ? (node.isReady() ? 'up' : 'starting') : 'unknown' })),
+    shards: node.map.shards.map((s) => {
+      if (!node.store.has(s.id)) return { id: s.id, replicas: s.replicas, leader: null, term: null, commitIndex: null, appliedIndex: null };
+      const st = node.store.status(s.id);
+      return { id: s.id, replicas: s.replicas, leader: st.leader === 0 ? null : st.leader, term: st.term, commitIndex: st.commit, appliedIndex: st.applied };
+    }),
+  }));
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', node.metrics.registry.contentType);
+    return node.metrics.registry.metrics();
+  });
+  app.get('/health', async () => ({ status: 'ok', node: cfg.id }));
+  app.get('/ready', async (_req, reply) => {
+    if (!node.isReady()) return reply.code(503).send({ error: { code: 'not_ready', message: 'node is starting or failed', requestId: _req.id, outcome: 'not_applied' } });
+    return { status: 'ready', node: cfg.id };
+  });
+
+  app.addHook('onClose', async () => {
+    await Promise.all([...pools.values()].map((p) => p.close()));
+  });
+  return app;
+}

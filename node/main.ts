@@ -1,0 +1,49 @@
+import { mkdirSync } from 'node:fs';
+import pino from 'pino';
+import { loadConfig, USAGE } from './config.ts';
+import { buildApp } from './http.ts';
+import { KvNode } from './runtime.ts';
+
+/** Entry point of one storage node: `tsx node/main.ts --id 1 --peers ...` (see README). */
+async function main(): Promise<void> {
+  let cfg;
+  try {
+    cfg = loadConfig(process.argv.slice(2), process.env);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+  const log = pino({ level: cfg.logLevel, base: { node: cfg.id } });
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const node = new KvNode(cfg, log);
+  await node.start();
+  const app = buildApp(node, log);
+  const [host, port] = [cfg.listen.slice(0, cfg.listen.lastIndexOf(':')), Number(cfg.listen.slice(cfg.listen.lastIndexOf(':') + 1))];
+  await app.listen({ host, port });
+  log.info({ listen: cfg.listen, peer: cfg.peerListen, data: cfg.dataDir }, 'serving');
+
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'draining in-flight requests, then closing LevelDB');
+    const force = setTimeout(() => {
+      log.error('shutdown took longer than 10 s; exiting');
+      process.exit(1);
+    }, 10_000);
+    force.unref();
+    void (async () => {
+      await app.close();
+      await node.stop();
+      log.info('stopped cleanly');
+      process.exit(0);
+    })();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`fatal: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});

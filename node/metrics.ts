@@ -1,0 +1,55 @@
+import client from 'prom-client';
+import type { TransportMetrics } from './transport.ts';
+
+/** One prom-client Registry per node, so tests can run several nodes in one process. */
+export class NodeMetrics {
+  readonly registry = new client.Registry();
+  readonly httpRequests: client.Counter<'route' | 'method' | 'status' | 'consistency'>;
+  readonly httpDuration: client.Histogram<'route' | 'method' | 'consistency'>;
+  readonly raftTerm: client.Gauge<'shard'>;
+  readonly raftCommit: client.Gauge<'shard'>;
+  readonly raftApplied: client.Gauge<'shard'>;
+  readonly raftIsLeader: client.Gauge<'shard'>;
+  readonly leaderChanges: client.Counter<'shard'>;
+  readonly proposalsPending: client.Gauge;
+  readonly roundDuration: client.Histogram<'phase'>;
+  readonly roundEntries: client.Histogram;
+  readonly snapshots: client.Counter<'direction' | 'result'>;
+  readonly transportBytes: client.Counter<'direction' | 'peer'>;
+  readonly transportReconnects: client.Counter<'peer'>;
+  readonly transportDropped: client.Counter<'peer' | 'reason'>;
+  readonly transportBadFrames: client.Counter;
+  readonly eventLoopLag: client.Gauge;
+
+  constructor(nodeId: number) {
+    const r = this.registry;
+    r.setDefaultLabels({ node: String(nodeId) });
+    client.collectDefaultMetrics({ register: r });
+    this.httpRequests = new client.Counter({ name: 'kv_http_requests_total', help: 'HTTP requests by route, method, status and consistency', labelNames: ['route', 'method', 'status', 'consistency'], registers: [r] });
+    this.httpDuration = new client.Histogram({ name: 'kv_http_request_duration_seconds', help: 'HTTP request duration', labelNames: ['route', 'method', 'consistency'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [r] });
+    this.raftTerm = new client.Gauge({ name: 'kv_raft_term', help: 'Raft term per shard', labelNames: ['shard'], registers: [r] });
+    this.raftCommit = new client.Gauge({ name: 'kv_raft_commit_index', help: 'Commit index per shard', labelNames: ['shard'], registers: [r] });
+    this.raftApplied = new client.Gauge({ name: 'kv_raft_applied_index', help: 'Applied index per shard', labelNames: ['shard'], registers: [r] });
+    this.raftIsLeader = new client.Gauge({ name: 'kv_raft_is_leader', help: '1 if this node leads the shard', labelNames: ['shard'], registers: [r] });
+    this.leaderChanges = new client.Counter({ name: 'kv_raft_leader_changes_total', help: 'Leader changes seen per shard', labelNames: ['shard'], registers: [r] });
+    this.proposalsPending = new client.Gauge({ name: 'kv_proposals_pending', help: 'Requests waiting for the next round', registers: [r] });
+    this.roundDuration = new client.Histogram({ name: 'kv_round_phase_seconds', help: 'Duration of round phases (persist = synced LevelDB batch, i.e. append+fsync)', labelNames: ['phase'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [r] });
+    this.roundEntries = new client.Histogram({ name: 'kv_round_persist_ops', help: 'LevelDB operations per persist batch (group commit size)', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096], registers: [r] });
+    this.snapshots = new client.Counter({ name: 'kv_snapshots_total', help: 'Snapshots sent and received', labelNames: ['direction', 'result'], registers: [r] });
+    this.transportBytes = new client.Counter({ name: 'kv_transport_bytes_total', help: 'Peer transport bytes', labelNames: ['direction', 'peer'], registers: [r] });
+    this.transportReconnects = new client.Counter({ name: 'kv_transport_reconnects_total', help: 'Peer reconnect attempts', labelNames: ['peer'], registers: [r] });
+    this.transportDropped = new client.Counter({ name: 'kv_transport_dropped_messages_total', help: 'Raft messages dropped (peer down or backlogged)', labelNames: ['peer', 'reason'], registers: [r] });
+    this.transportBadFrames = new client.Counter({ name: 'kv_transport_bad_frames_total', help: 'Malformed peer frames (connection closed)', registers: [r] });
+    this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
+  }
+
+  transport(): TransportMetrics {
+    return {
+      bytesSent: (p, n) => this.transportBytes.inc({ direction: 'out', peer: String(p) }, n),
+      bytesReceived: (p, n) => this.transportBytes.inc({ direction: 'in', peer: String(p) }, n),
+      reconnect: (p) => this.transportReconnects.inc({ peer: String(p) }),
+      dropped: (p, reason, n) => this.transportDropped.inc({ peer: String(p), reason }, n),
+      badFrame: () => this.transportBadFrames.inc(),
+    };
+  }
+}

@@ -1,0 +1,156 @@
+import type { Logger } from 'pino';
+import type { Message, Snapshot } from '../raft/index.ts';
+import { shardStateRange, snapMetaKey, withGeneration } from '../shard/layout.ts';
+import { encodeSnapshot, fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
+import { decodeDescriptor, encodeDescriptor, type BatchOp, type Store } from '../shard/store.ts';
+import { writeBatch, type Db } from './db.ts';
+import type { NodeMetrics } from './metrics.ts';
+import type { Frame, Transport } from './transport.ts';
+
+/**
+ * Snapshots stream the shard's state in bounded chunks, with backpressure,
+ * from a consistent LevelDB iterator taken between rounds. The receiver
+ * writes them into the next generation of the shard's keys, beside the live
+ * state, and only then hands the Raft Snap message to its core; installing
+ * is a switch of generation in the next persist batch.
+ */
+
+export interface Iter {
+  kind: 'd' | 'i';
+  it: { nextv(n: number): Promise<Array<[Uint8Array, Uint8Array]>>; close(): Promise<void> };
+}
+
+export async function streamSnapshot(o: {
+  transport: Transport; shard: number; to: number; msg: Message; snapshot: Snapshot; iters: Iter[];
+  chunkBytes: number; timeoutMs: number; fromNode: number; log: Logger;
+}): Promise<void> {
+  const id = `${o.fromNode}:${o.shard}:${o.snapshot.meta.index}:${Math.random().toString(36).slice(2, 10)}`;
+  const t0 = performance.now();
+  let bytes = 0;
+  let records = 0;
+  try {
+    for (const { kind, it } of o.iters) {
+      let kvs: Array<[Uint8Array, Uint8Array]> = [];
+      let size = 0;
+      for (;;) {
+        const chunk = await it.nextv(256);
+        for (const [k, v] of chunk) {
+          kvs.push([k, v]);
+          size += k.length + v.length + 8;
+          if (size >= o.chunkBytes) {
+            await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, kvs], o.timeoutMs);
+            bytes += size;
+            records += kvs.length;
+            kvs = [];
+            size = 0;
+          }
+        }
+        if (chunk.length === 0) break;
+      }
+      if (kvs.length > 0) {
+        await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, kvs], o.timeoutMs);
+        bytes += size;
+        records += kvs.length;
+      }
+    }
+    const msg: Message = { ...o.msg, snapshot: o.snapshot };
+    await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg)], o.timeoutMs);
+    const secs = (performance.now() - t0) / 1000;
+    o.log.info({ shard: o.shard, peer: o.to, index: o.snapshot.meta.index, records, bytes, mbPerSec: +(bytes / 1e6 / Math.max(secs, 1e-6)).toFixed(1) }, 'snapshot sent');
+  } finally {
+    for (const { it } of o.iters) await it.close();
+  }
+}
+
+interface Incoming {
+  id: string;
+  from: number;
+  gen: number;
+  chain: Promise<void>;
+  failed: boolean;
+}
+
+const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
+
+export class SnapshotReceiver {
+  private readonly incoming = new Map<number, Incoming>();
+  private background: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly db: Db, private readonly store: Store, private readonly log: Logger,
+    private readonly metrics: NodeMetrics, private readonly wake: () => void,
+  ) {}
+
+  onFrame(from: number, f: Frame): void {
+    if (f[0] !== 'sc' && f[0] !== 'sd') return;
+    const shard = f[1];
+    const id = f[2];
+    if (!Number.isSafeInteger(shard) || !this.store.has(shard) || typeof id !== 'string') throw new Error('snapshot frame for an unknown shard');
+    let s = this.incoming.get(shard);
+    if (s === undefined || s.id !== id) {
+      // A new stream replaces any earlier one: clear the staging generation first.
+      const gen = this.store.generation(shard) + 1;
+      const prev = s?.chain ?? Promise.resolve();
+      s = { id, from, gen, failed: false, chain: prev.catch(() => undefined).then(() => this.clearGeneration(shard, gen)) };
+      this.incoming.set(shard, s);
+    }
+    const st = s;
+    if (f[0] === 'sc') {
+      const kvs = f[4];
+      if (!Array.isArray(kvs)) throw new Error('snapshot chunk is not a list');
+      const [dLo] = shardStateRange(shard, 0, 'd');
+      const [iLo] = shardStateRange(shard, 0, 'i');
+      const ops: BatchOp[] = [];
+      for (const kv of kvs) {
+        if (!Array.isArray(kv) || !isBytes(kv[0]) || !isBytes(kv[1]) || kv[0].length < 9) throw new Error('bad snapshot record');
+        const lo = kv[0][0] === dLo[0] ? dLo : iLo;
+        for (let i = 0; i < 5; i++) if (kv[0][i] !== lo[i]) throw new Error('snapshot record outside the shard');
+        ops.push({ type: 'put', key: withGeneration(kv[0], st.gen), value: kv[1] });
+      }
+      st.chain = st.chain.then(() => writeBatch(this.db, ops, false));
+      return;
+    }
+    const msg = fromWireMessage(f[3]);
+    if (msg.snapshot === null || msg.from !== from) throw new Error('snapshot done frame without a snapshot');
+    const desc = decodeDescriptor(msg.snapshot.data);
+    msg.snapshot = { meta: msg.snapshot.meta, data: encodeDescriptor({ gen: st.gen, logTime: desc.logTime }) };
+    st.chain = st.chain.then(
+      () => {
+        this.incoming.delete(shard);
+        this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });
+        this.store.receive([[shard, msg]], Date.now());
+        this.wake();
+      },
+      (e: unknown) => {
+        this.incoming.delete(shard);
+        this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
+        this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
+      },
+    );
+  }
+
+  private async clearGeneration(shard: number, gen: number): Promise<void> {
+    for (const kind of ['d', 'i'] as const) {
+      const [gte, lt] = shardStateRange(shard, gen, kind);
+      await this.db.clear({ gte, lt });
+    }
+  }
+
+  /** The core installed a snapshot: clear the generation it replaced, in the background. */
+  installed(shard: number, snapshot: Snapshot): void {
+    const gen = decodeDescriptor(snapshot.data).gen;
+    this.log.info({ shard, index: snapshot.meta.index, gen }, 'snapshot installed');
+    this.background = this.background.then(() => this.clearGeneration(shard, gen - 1)).catch((e: unknown) => {
+      this.log.warn({ shard, err: (e as Error).message }, 'clearing an old generation failed');
+    });
+  }
+
+  async persistCompaction(shard: number, snapshot: Snapshot): Promise<void> {
+    await writeBatch(this.db, [{ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(snapshot) }], true);
+  }
+
+  async idle(): Promise<void> {
+    await Promise.allSettled([...this.incoming.values()].map((s) => s.chain));
+    await this.background;
+  }
+}

@@ -1,0 +1,220 @@
+import net from 'node:net';
+import { Packr } from 'msgpackr';
+import type { Logger } from 'pino';
+
+/**
+ * Peer transport: one outbound TCP connection to every peer (so one in each
+ * direction per node pair), length-prefixed msgpack frames, one frame per
+ * peer per round carrying every shard's messages. Messages to an unreachable
+ * or slow peer are dropped, never buffered without bound: Raft retransmits.
+ * A malformed frame closes that connection and is logged; it never crashes
+ * the node.
+ */
+
+export type Frame =
+  | ['hello', clusterId: string, from: number]
+  | ['m', items: unknown[]]
+  | ['sc', shard: number, snapId: string, kind: 'd' | 'i', kvs: Array<[Uint8Array, Uint8Array]>]
+  | ['sd', shard: number, snapId: string, msg: unknown];
+
+export interface TransportOptions {
+  nodeId: number;
+  clusterId: string;
+  listenHost: string;
+  listenPort: number;
+  peers: Map<number, string>; // id -> host:port
+  log: Logger;
+  maxFrameBytes: number;
+  /** Bytes queued in a socket beyond which messages to that peer are dropped. */
+  maxQueuedBytes: number;
+  connectTimeoutMs: number;
+  onFrame: (from: number, f: Frame) => void;
+  metrics?: TransportMetrics;
+}
+
+export interface TransportMetrics {
+  bytesSent(peer: number, n: number): void;
+  bytesReceived(peer: number, n: number): void;
+  reconnect(peer: number): void;
+  dropped(peer: number, reason: string, n: number): void;
+  badFrame(): void;
+}
+
+const packOpts = () => ({ useRecords: false, mapsAsObjects: true });
+
+class PeerLink {
+  socket: net.Socket | null = null;
+  connected = false;
+  attempt = 0;
+  timer: NodeJS.Timeout | null = null;
+  closed = false;
+  drainWaiters: Array<() => void> = [];
+
+  constructor(readonly id: number, readonly addr: string, private readonly t: Transport) {}
+
+  start(): void {
+    if (this.closed) return;
+    const [host, portStr] = splitAddr(this.addr);
+    const s = net.connect({ host, port: Number(portStr), noDelay: true });
+    this.socket = s;
+    s.setTimeout(this.t.opts.connectTimeoutMs);
+    s.on('timeout', () => s.destroy(new Error('connect timeout')));
+    s.on('connect', () => {
+      s.setTimeout(0);
+      s.setKeepAlive(true, 1000);
+      this.connected = true;
+      this.attempt = 0;
+      s.write(this.t.encode(['hello', this.t.opts.clusterId, this.t.opts.nodeId]));
+      this.t.opts.log.info({ peer: this.id }, 'peer connected');
+    });
+    s.on('drain', () => this.flushDrainWaiters());
+    s.on('data', () => { /* peers never answer on our outbound link */ });
+    s.on('error', () => { /* 'close' follows */ });
+    s.on('close', () => {
+      const was = this.connected;
+      this.connected = false;
+      this.socket = null;
+      this.flushDrainWaiters();
+      if (this.closed) return;
+      if (was) this.t.opts.log.warn({ peer: this.id }, 'peer connection lost');
+      this.t.opts.metrics?.reconnect(this.id);
+      // Exponential backoff with full jitter, 50 ms .. 2 s.
+      const cap = Math.min(2000, 50 * 2 ** Math.min(this.attempt++, 6));
+      this.timer = setTimeout(() => this.start(), Math.random() * cap);
+    });
+  }
+
+  flushDrainWaiters(): void {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
+  }
+
+  stop(): void {
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.socket?.destroy();
+  }
+}
+
+function splitAddr(addr: string): [string, string] {
+  const i = addr.lastIndexOf(':');
+  return [addr.slice(0, i), addr.slice(i + 1)];
+}
+
+export class Transport {
+  private readonly links = new Map<number, PeerLink>();
+  private server: net.Server | null = null;
+  private readonly inbound = new Set<net.Socket>();
+  private readonly packr = new Packr(packOpts());
+
+  constructor(readonly opts: TransportOptions) {
+    for (const [id, addr] of opts.peers) if (id !== opts.nodeId) this.links.set(id, new PeerLink(id, addr, this));
+  }
+
+  encode(f: Frame): Buffer {
+    const body = this.packr.pack(f);
+    const out = Buffer.allocUnsafe(4 + body.length);
+    out.writeUInt32BE(body.length, 0);
+    body.copy(out, 4);
+    return out;
+  }
+
+  async listen(): Promise<void> {
+    const server = net.createServer((s) => this.accept(s));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.listenPort, this.opts.listenHost, () => resolve());
+    });
+    for (const l of this.links.values()) l.start();
+  }
+
+  private accept(s: net.Socket): void {
+    this.inbound.add(s);
+    s.setNoDelay(true);
+    const unpackr = new Packr(packOpts());
+    let buf: Buffer = Buffer.alloc(0);
+    let from = 0;
+    const fail = (why: string): void => {
+      this.opts.metrics?.badFrame();
+      this.opts.log.warn({ remote: s.remoteAddress, peer: from, why }, 'closing peer connection: bad frame');
+      s.destroy();
+    };
+    s.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      while (buf.length >= 4) {
+        const len = buf.readUInt32BE(0);
+        if (len > this.opts.maxFrameBytes) return fail(`frame of ${len} bytes`);
+        if (buf.length < 4 + len) break;
+        const body = buf.subarray(4, 4 + len);
+        buf = buf.subarray(4 + len);
+        let f: unknown;
+        try {
+          f = unpackr.unpack(body);
+        } catch {
+          return fail('undecodable frame');
+        }
+        if (!Array.isArray(f) || typeof f[0] !== 'string') return fail('frame is not a tagged array');
+        if (from === 0) {
+          if (f[0] !== 'hello' || f[1] !== this.opts.clusterId || !this.links.has(f[2] as number)) return fail('bad hello');
+          from = f[2] as number;
+          continue;
+        }
+        this.opts.metrics?.bytesReceived(from, len + 4);
+        try {
+          this.opts.onFrame(from, f as Frame);
+        } catch (e) {
+          return fail(`rejected frame: ${(e as Error).message}`);
+        }
+      }
+    });
+    s.on('error', () => { /* close follows */ });
+    s.on('close', () => this.inbound.delete(s));
+  }
+
+  /** Send one frame now, or drop it if the peer is down or too far behind. Returns whether it was sent. */
+  send(to: number, f: Frame, count = 1): boolean {
+    const l = this.links.get(to);
+    if (l === undefined) return false;
+    if (!l.connected || l.socket === null) {
+      this.opts.metrics?.dropped(to, 'disconnected', count);
+      return false;
+    }
+    if (l.socket.writableLength > this.opts.maxQueuedBytes) {
+      this.opts.metrics?.dropped(to, 'backlog', count);
+      return false;
+    }
+    const b = this.encode(f);
+    this.opts.metrics?.bytesSent(to, b.length);
+    l.socket.write(b);
+    return true;
+  }
+
+  /** For bulk streams (snapshots): wait until the peer's socket has drained, or fail if it is down. */
+  async sendWithBackpressure(to: number, f: Frame, timeoutMs: number): Promise<void> {
+    const l = this.links.get(to);
+    if (l === undefined || !l.connected || l.socket === null) throw new Error(`peer ${to} not connected`);
+    const b = this.encode(f);
+    this.opts.metrics?.bytesSent(to, b.length);
+    if (l.socket.write(b)) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`peer ${to} did not drain within ${timeoutMs} ms`)), timeoutMs);
+      l.drainWaiters.push(() => {
+        clearTimeout(timer);
+        if (l.connected) resolve();
+        else reject(new Error(`peer ${to} disconnected`));
+      });
+    });
+  }
+
+  connectedPeers(): number[] {
+    return [...this.links.values()].filter((l) => l.connected).map((l) => l.id);
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.links.values()) l.stop();
+    for (const s of this.inbound) s.destroy();
+    await new Promise<void>((resolve) => (this.server === null ? resolve() : this.server.close(() => resolve())));
+  }
+}
