@@ -16,6 +16,8 @@ export interface NodeConfig {
   idempotencyRetentionMs: number;
   maxQueuedPerShard: number;
   maxInbox: number;
+  /** Ticks without a quorum-acked heartbeat after which a leader fails requests fast. */
+  noQuorumTicks: number;
   /** Log entries on disk before compaction, and how many to keep after it. */
   compactEveryEntries: number;
   compactKeepEntries: number;
@@ -39,6 +41,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --bucket-ms N          time-bucket width of the partition key (default 3600000)
   --vnodes N             ring points per shard (default 64)
   --tick-ms N            Raft tick (default 100; election after 10-20 ticks, heartbeat every tick)
+  --compact-every N      compact a shard's log once it holds N entries (default 20000)
+  --compact-keep N       entries kept after compaction for lagging followers (default 5000)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
   --cluster-id ID        refuse peers of another cluster (default "kv")
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)`;
@@ -112,8 +116,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     idempotencyRetentionMs: 10 * 60 * 1000,
     maxQueuedPerShard: 10_000,
     maxInbox: 100_000,
-    compactEveryEntries: 20_000,
-    compactKeepEntries: 5_000,
+    noQuorumTicks: 5,
+    compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
+    compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
     snapshotChunkBytes: 1 << 20,
     snapshotTimeoutMs: 10_000,
     requestTimeoutMs: 5_000,

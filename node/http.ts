@@ -127,12 +127,17 @@ export function buildApp(node: KvNode, log: Logger) {
     return node.map.shards.find((s) => s.id === shard)?.replicas ?? [];
   }
 
-  /** Why a shard cannot serve consistent operations here, if it cannot. */
+  /**
+   * Why a shard cannot serve consistent operations here. An election takes
+   * one to two election timeouts; leaderless for longer (or too few replicas
+   * reachable at all) means no quorum can be formed.
+   */
   function unavailable(shard: number): ApiError {
     const reps = replicasOf(shard);
     const reachable = new Set([cfg.id, ...node.reachablePeers()]);
     const up = reps.filter((r) => reachable.has(r)).length;
-    return up < Math.floor(reps.length / 2) + 1 ? noQuorum(shard) : noLeader(shard);
+    const longLeaderless = node.store.leaderlessTicks(shard) > 2 * cfg.raft.electionTicks;
+    return up < Math.floor(reps.length / 2) + 1 || longLeaderless ? noQuorum(shard) : noLeader(shard);
   }
 
   async function forward(req: FastifyRequest, reply: FastifyReply, to: number): Promise<FastifyReply> {
@@ -149,11 +154,15 @@ export function buildApp(node: KvNode, log: Logger) {
         headersTimeout: cfg.requestTimeoutMs, bodyTimeout: cfg.requestTimeoutMs,
       });
     } catch (e) {
-      // The request may have reached the leader before the failure: unknown for mutations.
       req.log.warn({ to, err: (e as Error).message }, 'forward failed');
-      throw req.method === 'GET'
-        ? new ApiError(503, 'no_leader', `could not reach node ${to}: ${(e as Error).message}`, 'not_applied', {}, 1)
-        : timeout(`forwarding to node ${to}: ${(e as Error).message}`, 'unknown');
+      const code = (e as { code?: string }).code ?? '';
+      // No connection was made: the request certainly did not reach the leader.
+      const notSent = code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND';
+      if (req.method === 'GET' || notSent) {
+        throw new ApiError(503, 'no_leader', `could not reach node ${to} (the shard's last known leader): ${(e as Error).message}`, 'not_applied', {}, 1);
+      }
+      // It may have reached the leader before the failure: unknown for mutations.
+      throw timeout(`forwarding to node ${to}: ${(e as Error).message}`, 'unknown');
     }
     const body = Buffer.from(await res.body.arrayBuffer());
     for (const h of ['content-type', 'x-version', 'x-shard', 'x-consistency', 'x-staleness-ms', 'retry-after']) {
@@ -173,7 +182,7 @@ export function buildApp(node: KvNode, log: Logger) {
     const st = node.store.status(shard);
     if (st.role === 'leader') {
       // A leader that has not heard from a quorum for a few heartbeats is cut off: fail fast.
-      if (st.quorumAckAgeTicks > 3 * cfg.raft.heartbeatTicks + 2) throw noQuorum(shard);
+      if (node.store.cutOff(shard)) throw noQuorum(shard);
       return 'local';
     }
     if (st.leader !== 0 && st.leader !== cfg.id) return st.leader;
@@ -197,6 +206,7 @@ export function buildApp(node: KvNode, log: Logger) {
     }, () => timeout(`waiting for shard ${shard} to commit`, 'unknown'));
     if (out.ok) return { ...out.result, index: out.index };
     if (out.code === 'overloaded') throw overloaded(`shard ${shard} has too many queued requests`);
+    if (out.code === 'no_quorum') throw new ApiError(503, 'no_quorum', `shard ${shard} lost its quorum while the write was in flight`, out.outcome, { shard }, 1);
     if (out.code === 'not_leader') throw new ApiError(503, 'no_leader', `this node lost leadership of shard ${shard}`, out.outcome, { shard }, 1);
     throw new ApiError(503, 'no_leader', `shard ${shard}: ${out.code}`, out.outcome, { shard }, 1);
   }
@@ -206,7 +216,7 @@ export function buildApp(node: KvNode, log: Logger) {
       node.store.readIndex(shard, done);
       node.wake();
     }, () => noQuorum(shard));
-    if (!out.ok) throw out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : noLeader(shard);
+    if (!out.ok) throw out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard);
   }
 
   function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply: FastifyReply): void {
@@ -308,11 +318,11 @@ export function buildApp(node: KvNode, log: Logger) {
     const to = parseTime(q.to, 'to');
     if (!isStatic && (from === undefined || to === undefined)) throw new InputError('invalid_argument', 'a scan needs from and to (event-time range, ms), or static=true');
     if (!isStatic && (to as number) < (from as number)) throw new InputError('invalid_argument', 'to must be >= from');
-    let cursor: { b: number; k: string } | null = null;
+    let cursor: { b: number; k: string | null } | null = null;
     if (q.cursor !== undefined) {
       try {
-        cursor = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8')) as { b: number; k: string };
-        if (!Number.isSafeInteger(cursor.b) || typeof cursor.k !== 'string') throw new Error('shape');
+        cursor = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8')) as { b: number; k: string | null };
+        if (!Number.isSafeInteger(cursor.b) || (cursor.k !== null && typeof cursor.k !== 'string')) throw new Error('shape');
       } catch {
         throw new InputError('invalid_argument', 'cursor is not one this API returned');
       }
@@ -320,7 +330,7 @@ export function buildApp(node: KvNode, log: Logger) {
     // Internal: one bucket of a scan forwarded to a node holding its shard.
     if (q.bucket !== undefined) {
       const bucket = Number(q.bucket);
-      const after = cursor?.k === undefined ? null : Buffer.from(cursor.k, 'base64url');
+      const after = cursor === null || cursor.k === null ? null : Buffer.from(cursor.k, 'base64url');
       return scanBucketLocal(tenant, bucket, prefix, after, limit, from, to, consistency, q, reply, req);
     }
     const firstBucket = isStatic ? STATIC_BUCKET : bucketOf(from, node.map.bucketMs);

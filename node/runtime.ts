@@ -54,7 +54,7 @@ export class KvNode {
     };
     this.store = new Store({
       nodeId: cfg.id, raft, random: Math.random, idempotencyRetentionMs: cfg.idempotencyRetentionMs,
-      maxQueuedPerShard: cfg.maxQueuedPerShard, maxInbox: cfg.maxInbox,
+      maxQueuedPerShard: cfg.maxQueuedPerShard, maxInbox: cfg.maxInbox, noQuorumTicks: cfg.noQuorumTicks,
     });
     for (const s of this.map.shards) {
       if (!s.replicas.includes(cfg.id)) continue;

@@ -14,9 +14,9 @@ export type Outcome = 'not_applied' | 'unknown';
 
 export type ProposeOutcome =
   | { ok: true; result: KvResult; index: number }
-  | { ok: false; code: 'not_leader' | 'overloaded' | 'transferring' | 'superseded' | 'snapshot_installed'; outcome: Outcome; leader: NodeId };
+  | { ok: false; code: 'not_leader' | 'overloaded' | 'transferring' | 'superseded' | 'snapshot_installed' | 'no_quorum'; outcome: Outcome; leader: NodeId };
 
-export type ReadOutcome = { ok: true; index: number } | { ok: false; code: 'not_leader' | 'overloaded'; leader: NodeId };
+export type ReadOutcome = { ok: true; index: number } | { ok: false; code: 'not_leader' | 'overloaded' | 'no_quorum'; leader: NodeId };
 
 export type Done<T> = (r: T) => void;
 
@@ -29,6 +29,10 @@ export interface StoreOptions {
   maxQueuedPerShard: number;
   /** Messages from peers waiting for the next round (more are dropped: Raft retries). */
   maxInbox: number;
+  /** A leader that has not had a heartbeat round acked by a quorum for this
+   *  many ticks fails its waiting requests fast (no_quorum) instead of
+   *  letting them hang until their deadline. */
+  noQuorumTicks: number;
 }
 
 /** What a node loaded from disk for one replica (or a fresh one). */
@@ -82,6 +86,8 @@ class Replica {
   /** When we last heard from a leader / were last known caught up with it (ms). */
   lastLeaderContactMs = -1;
   lastFreshMs = -1;
+  /** Ticks since this replica last knew a leader. */
+  leaderlessTicks = 0;
 
   constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
     this.raft = raft;
@@ -231,6 +237,12 @@ export class Store {
     const ticks = this.pendingTicks;
     this.pendingTicks = 0;
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
+    if (ticks > 0) {
+      for (const r of this.replicas.values()) {
+        r.leaderlessTicks = r.raft.status().leader === 0 ? r.leaderlessTicks + ticks : 0;
+        this.failIfCutOff(r);
+      }
+    }
     for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
     const inbox = this.inbox;
     this.inbox = [];
@@ -280,6 +292,31 @@ export class Store {
         for (const d of q) d({ ok: false, code, leader: r.leader });
       }
     }
+  }
+
+  /** Ticks since this replica last knew a leader (0 if it knows one). */
+  leaderlessTicks(shard: number): number {
+    return this.replica(shard).leaderlessTicks;
+  }
+
+  /** Whether this replica leads but has lost touch with a quorum. */
+  cutOff(shard: number): boolean {
+    const st = this.replica(shard).raft.status();
+    return st.role === Role.Leader && st.quorumAckAgeTicks > this.opts.noQuorumTicks;
+  }
+
+  private failIfCutOff(r: Replica): void {
+    if (!this.cutOff(r.shard)) return;
+    const leader = r.leader;
+    // Proposed entries may still commit if the quorum comes back: unknown.
+    for (const w of r.waiters.values()) w.done({ ok: false, code: 'no_quorum', outcome: 'unknown', leader });
+    r.waiters.clear();
+    for (const p of r.queuedProposals) p.done({ ok: false, code: 'no_quorum', outcome: 'not_applied', leader });
+    r.queuedProposals = [];
+    for (const dones of r.readsInRaft.values()) for (const d of dones) d({ ok: false, code: 'no_quorum', leader });
+    r.readsInRaft.clear();
+    for (const d of r.queuedReads) d({ ok: false, code: 'no_quorum', leader });
+    r.queuedReads = [];
   }
 
   private collectPersist(r: Replica, rd: Ready, round: Round): void {
