@@ -14,6 +14,7 @@ export interface NodeConfig {
   tickMs: number;
   raft: RaftConfig;
   idempotencyRetentionMs: number;
+  idempotencyGcIntervalMs: number;
   maxQueuedPerShard: number;
   maxInbox: number;
   /** Ticks without a quorum-acked heartbeat after which a leader fails requests fast. */
@@ -43,6 +44,7 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --tick-ms N            Raft tick (default 100; election after 10-20 ticks, heartbeat every tick)
   --compact-every N      compact a shard's log once it holds N entries (default 20000)
   --compact-keep N       entries kept after compaction for lagging followers (default 5000)
+  --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
   --cluster-id ID        refuse peers of another cluster (default "kv")
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)`;
@@ -113,7 +115,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     },
     tickMs,
     raft,
-    idempotencyRetentionMs: 10 * 60 * 1000,
+    idempotencyRetentionMs: int(a.get('idempotency-retention-ms'), 10 * 60 * 1000, '--idempotency-retention-ms'),
+    idempotencyGcIntervalMs: 0, // set below from the retention
     maxQueuedPerShard: 10_000,
     maxInbox: 100_000,
     noQuorumTicks: 5,
@@ -125,6 +128,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     maxInFlight: 4096,
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
   };
+  cfg.idempotencyGcIntervalMs = Math.min(5_000, Math.max(100, Math.floor(cfg.idempotencyRetentionMs / 2)));
   if (cfg.cluster.replicas > nodes.length) throw new Error(`--replicas ${cfg.cluster.replicas} exceeds the ${nodes.length} nodes`);
   return cfg;
 }

@@ -20,6 +20,7 @@ export class NodeMetrics {
   readonly transportDropped: client.Counter<'peer' | 'reason'>;
   readonly transportBadFrames: client.Counter;
   readonly eventLoopLag: client.Gauge;
+  readonly idempotencyCollected: client.Counter;
 
   constructor(nodeId: number) {
     const r = this.registry;
@@ -40,6 +41,7 @@ export class NodeMetrics {
     this.transportReconnects = new client.Counter({ name: 'kv_transport_reconnects_total', help: 'Peer reconnect attempts', labelNames: ['peer'], registers: [r] });
     this.transportDropped = new client.Counter({ name: 'kv_transport_dropped_messages_total', help: 'Raft messages dropped (peer down or backlogged)', labelNames: ['peer', 'reason'], registers: [r] });
     this.transportBadFrames = new client.Counter({ name: 'kv_transport_bad_frames_total', help: 'Malformed peer frames (connection closed)', registers: [r] });
+    this.idempotencyCollected = new client.Counter({ name: 'kv_idempotency_collected_total', help: 'Expired idempotency records deleted', registers: [r] });
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 

@@ -7,6 +7,8 @@ import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
 import { HashRing } from '../shard/ring.ts';
 import { Store, type Round } from '../shard/store.ts';
 import { ApplyBatch, loadReplica, openDb, truncateLog, writeBatch, type Db } from './db.ts';
+import { unpack } from '../shard/codec.ts';
+import type { BatchOp } from '../shard/store.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -34,6 +36,8 @@ export class KvNode {
   private snapshotReceiver!: SnapshotReceiver;
   private pendingSnapshotSends: Array<{ shard: number; to: number; msg: Message }> = [];
   private lastLeaders = new Map<number, number>();
+  private gcCursor = new Map<number, Uint8Array>();
+  private lastGcMs = 0;
   fatal: Error | null = null;
 
   constructor(readonly cfg: NodeConfig, readonly log: Logger) {
@@ -137,6 +141,7 @@ export class KvNode {
       await this.runRound(round);
       this.startSnapshotSends();
       await this.maybeCompact();
+      await this.maybeCollectIdempotency();
     }
   }
 
@@ -218,7 +223,48 @@ export class KvNode {
     }
   }
 
+  /**
+   * Idempotency records past the retention window (in the shard's log time)
+   * are already treated as absent by every replica; deleting them is a local
+   * space reclaim that changes no outcome. Each pass reads a bounded slice
+   * of each shard's table, then re-checks and deletes between rounds, so no
+   * apply can race the delete.
+   */
+  private async maybeCollectIdempotency(): Promise<void> {
+    const now = Date.now();
+    if (now - this.lastGcMs < this.cfg.idempotencyGcIntervalMs) return;
+    this.lastGcMs = now;
+    const retention = this.cfg.idempotencyRetentionMs;
+    for (const shard of this.store.shards()) {
+      const gen = this.store.generation(shard);
+      const [lo, hi] = shardStateRange(shard, gen, 'i');
+      const from = this.gcCursor.get(shard);
+      const it = this.db.iterator(from === undefined ? { gte: lo, lt: hi } : { gt: from, lt: hi });
+      let keys: Uint8Array[] = [];
+      try {
+        keys = (await it.nextv(2000)).map(([k]) => k);
+      } finally {
+        await it.close();
+      }
+      if (keys.length === 0) {
+        this.gcCursor.delete(shard);
+        continue;
+      }
+      this.gcCursor.set(shard, keys[keys.length - 1] as Uint8Array);
+      if (this.store.generation(shard) !== gen) continue;
+      const cutoff = this.store.status(shard).logTime - retention;
+      const ops: BatchOp[] = [];
+      for (const k of keys) {
+        const v = this.db.getSync(k);
+        if (v !== undefined && unpack<[number, unknown]>(v)[0] < cutoff) ops.push({ type: 'del', key: k });
+      }
+      await writeBatch(this.db, ops, false);
+      if (ops.length > 0) this.metrics.idempotencyCollected.inc(ops.length);
+    }
+  }
+
   private updateRaftGauges(): void {
+    this.metrics.proposalsPending.set(this.store.pendingRequests());
     for (const shard of this.store.shards()) {
       const st = this.store.status(shard);
       const l = { shard: String(shard) };

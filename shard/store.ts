@@ -294,6 +294,13 @@ export class Store {
     }
   }
 
+  /** Requests queued for the next round plus proposals waiting to commit, over all replicas. */
+  pendingRequests(): number {
+    let n = 0;
+    for (const r of this.replicas.values()) n += r.queued() + r.waiters.size + r.readsInRaft.size;
+    return n;
+  }
+
   /** Ticks since this replica last knew a leader (0 if it knows one). */
   leaderlessTicks(shard: number): number {
     return this.replica(shard).leaderlessTicks;

@@ -1,10 +1,10 @@
 import test from 'ava';
-import { TestCluster, http } from './harness.ts';
+import { TestCluster, getRetry, http, putRetry } from './harness.ts';
 
 const SMALL = ['--shards', '2', '--tick-ms', '50'];
 
 async function shardOf(c: TestCluster, key: string): Promise<number> {
-  return (await http('PUT', `${c.url(1)}/v1/kv/acme/${key}`, 'probe')).json().shard as number;
+  return (await putRetry(`${c.url(1)}/v1/kv/acme/${key}`, 'probe')).json().shard as number;
 }
 
 test.serial('kill -9 of a shard leader during writes: a new leader serves within a few election timeouts and no acknowledged write is lost', async (t) => {
@@ -46,7 +46,7 @@ test.serial('kill -9 of a shard leader during writes: a new leader serves within
   t.true(acked.size > 0);
   // Every acknowledged write is there (its value or a later write of the same key).
   for (const [key, value] of acked) {
-    const r = await http('GET', `${c.url(others[1] as number)}/v1/kv/acme/${key}`);
+    const r = await getRetry(`${c.url(others[1] as number)}/v1/kv/acme/${key}`);
     t.is(r.status, 200);
     const n = Number(r.body.slice(1));
     t.true(n >= Number(value.slice(1)), `${key}: read ${r.body}, acknowledged ${value}`);
@@ -56,7 +56,7 @@ test.serial('kill -9 of a shard leader during writes: a new leader serves within
   await c.waitReady(victim);
   await c.waitLeaders();
   for (const [key] of acked) {
-    const lin = await http('GET', `${c.url(others[0] as number)}/v1/kv/acme/${key}`);
+    const lin = await getRetry(`${c.url(others[0] as number)}/v1/kv/acme/${key}`);
     let st = await http('GET', `${c.url(victim)}/v1/kv/acme/${key}?consistency=stale`);
     for (let k = 0; k < 100 && st.body !== lin.body; k++) {
       await new Promise((r) => setTimeout(r, 50));
@@ -76,7 +76,7 @@ test.serial('a restarted node far behind a compacted log catches up by snapshot'
   const live = [1, 2, 3].filter((i) => i !== lagger);
   let written = 0;
   for (let i = 0; written < 200 && i < 2000; i++) {
-    const r = await http('PUT', `${c.url(live[i % 2] as number)}/v1/kv/acme/s${i}`, `val-${i}`);
+    const r = await putRetry(`${c.url(live[i % 2] as number)}/v1/kv/acme/s${i}`, `val-${i}`);
     t.is(r.status, 200);
     if (r.json().shard === shard) written++;
   }
@@ -90,7 +90,7 @@ test.serial('a restarted node far behind a compacted log catches up by snapshot'
   }
   t.regex(m, /kv_snapshots_total\{direction="received",result="ok",node="\d+"\} [1-9]/);
   // Everything written while it was down is readable from its own replica.
-  const scanLin = await http('GET', `${c.url(lead)}/v1/kv/acme?static=true&limit=1000`);
+  const scanLin = await getRetry(`${c.url(lead)}/v1/kv/acme?static=true&limit=1000`);
   let scanLocal = await http('GET', `${c.url(lagger)}/v1/kv/acme?static=true&limit=1000&consistency=stale`);
   for (let k = 0; k < 100 && scanLocal.body !== scanLin.body; k++) {
     await new Promise((r) => setTimeout(r, 50));
@@ -101,7 +101,7 @@ test.serial('a restarted node far behind a compacted log catches up by snapshot'
 
 test.serial('without a quorum: stale reads answer, writes and linearizable reads fail fast with no_quorum', async (t) => {
   const c = await TestCluster.start(t, 3, SMALL);
-  t.is((await http('PUT', `${c.url(1)}/v1/kv/acme/q`, 'before')).status, 200);
+  t.is((await putRetry(`${c.url(1)}/v1/kv/acme/q`, 'before')).status, 200);
   let st = await http('GET', `${c.url(1)}/v1/kv/acme/q?consistency=stale`);
   for (let k = 0; k < 50 && st.body !== 'before'; k++) st = await http('GET', `${c.url(1)}/v1/kv/acme/q?consistency=stale`);
   await c.kill(2);
@@ -130,4 +130,19 @@ test.serial('without a quorum: stale reads answer, writes and linearizable reads
   const bounded = await http('GET', `${c.url(1)}/v1/kv/acme/q?consistency=stale&maxStalenessMs=1`);
   t.is(bounded.status, 503);
   t.is(bounded.json().error.code, 'too_stale');
+});
+
+test.serial('SIGTERM drains and closes LevelDB cleanly; the node restarts with its data', async (t) => {
+  const c = await TestCluster.start(t, 3, SMALL);
+  t.is((await putRetry(`${c.url(2)}/v1/kv/acme/durable`, 'yes')).status, 200);
+  const p = c.procs.get(2);
+  const exited = new Promise<number | null>((resolve) => p?.once('exit', (code) => resolve(code)));
+  c.signal(2, 'SIGTERM');
+  t.is(await exited, 0);
+  c.procs.delete(2);
+  c.spawn(2);
+  await c.waitReady(2);
+  let r = await http('GET', `${c.url(2)}/v1/kv/acme/durable?consistency=stale`);
+  for (let k = 0; k < 50 && r.status !== 200; k++) r = await http('GET', `${c.url(2)}/v1/kv/acme/durable?consistency=stale`);
+  t.is(r.body, 'yes');
 });

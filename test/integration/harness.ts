@@ -153,3 +153,33 @@ export async function http(method: string, url: string, body?: string | Uint8Arr
   const text = await r.text();
   return { status: r.status, headers: r.headers, body: text, json: () => JSON.parse(text) };
 }
+
+/**
+ * A write that rides out elections, as a client would: 503s that are
+ * certainly not applied are retried, and so are unknown outcomes — with the
+ * same idempotency key, so a retry never applies twice. Bounded by a deadline.
+ */
+export async function putRetry(url: string, body: string, opts: { idem?: string; deadlineMs?: number } = {}): Promise<HttpResult> {
+  return withRetry('PUT', url, body, opts.idem ?? `it-${Math.random().toString(36).slice(2)}`, opts.deadlineMs ?? 15_000);
+}
+
+/** A read that rides out elections: 503s are retried until the deadline. */
+export async function getRetry(url: string, deadlineMs = 15_000): Promise<HttpResult> {
+  return withRetry('GET', url, undefined, undefined, deadlineMs);
+}
+
+async function withRetry(method: string, url: string, body: string | undefined, idem: string | undefined, deadlineMs: number): Promise<HttpResult> {
+  const deadline = Date.now() + deadlineMs;
+  let last: HttpResult | null = null;
+  while (Date.now() < deadline) {
+    try {
+      last = await http(method, url, body, idem === undefined ? {} : { 'idempotency-key': idem }, 5000);
+      if (last.status !== 503 && last.status !== 504) return last;
+    } catch {
+      // connection trouble: retry (same idempotency key)
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (last !== null) return last;
+  throw new Error(`${method} ${url} did not complete within ${deadlineMs} ms`);
+}
