@@ -76,6 +76,8 @@ export function buildApp(node: KvNode, log: Logger) {
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
+    // Clients compare this with the epoch of the map they cached; a higher one means: refresh it.
+    reply.header('x-cluster-epoch', String(node.map.epoch));
     if (node.fatal !== null && !['/health', '/metrics', '/ready'].includes(req.url)) {
       throw new ApiError(503, 'not_ready', `node ${cfg.id} stopped serving after an internal failure: ${node.fatal.message}`, 'not_applied', {}, 5);
     }
