@@ -439,7 +439,12 @@ export function buildApp(node: KvNode, log: Logger) {
     bucketMs: node.map.bucketMs,
     ring: node.map.ring,
     nodeId: cfg.id,
-    nodes: node.map.nodes.map((n) => ({ id: n.id, apiUrl: n.apiUrl, state: n.id === cfg.id ? (node.isReady() ? 'up' : 'starting') : 'unknown' })),
+    // Another node's state is what this node's peer link says about it.
+    nodes: node.map.nodes.map((n) => {
+      const reachable = node.reachablePeers();
+      const state = n.id === cfg.id ? (node.isReady() ? 'up' : 'starting') : reachable.includes(n.id) ? 'up' : 'unreachable';
+      return { id: n.id, apiUrl: n.apiUrl, state };
+    }),
     shards: node.map.shards.map((s) => {
       if (!node.store.has(s.id)) return { id: s.id, replicas: s.replicas, leader: null, term: null, commitIndex: null, appliedIndex: null };
       const st = node.store.status(s.id);
