@@ -147,12 +147,13 @@ export class KvNode {
 
   private async runRound(round: Round): Promise<void> {
     const t0 = performance.now();
+    this.sendMessages(round.early);
     await writeBatch(this.db, round.persist, round.mustSync);
     const t1 = performance.now();
     this.metrics.roundDuration.observe({ phase: 'persist' }, (t1 - t0) / 1000);
     this.metrics.roundEntries.observe(round.persist.length);
     for (const inst of round.installs) this.snapshotReceiver.installed(inst.shard, inst.snapshot);
-    this.sendMessages(round);
+    this.sendMessages(round.messages);
     const ab = new ApplyBatch(this.db);
     this.store.applyRound(round, () => ab.port());
     await writeBatch(this.db, ab.ops, false);
@@ -160,8 +161,8 @@ export class KvNode {
     this.metrics.roundDuration.observe({ phase: 'round' }, (performance.now() - t0) / 1000);
   }
 
-  private sendMessages(round: Round): void {
-    for (const [to, items] of round.messages) {
+  private sendMessages(messages: Round['messages']): void {
+    for (const [to, items] of messages) {
       const wire: Array<[number, unknown]> = [];
       for (const [shard, m] of items) {
         if (m.type === MsgType.Snap) {

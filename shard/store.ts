@@ -88,12 +88,17 @@ class Replica {
   lastFreshMs = -1;
   /** Ticks since this replica last knew a leader. */
   leaderlessTicks = 0;
+  /** Term and vote as last written to disk. */
+  durableTerm: number;
+  durableVote: NodeId;
 
   constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
     this.raft = raft;
     this.machine = machine;
     this.persistedLast = boot.persistedLast;
     this.persistedFirst = (boot.persisted?.snapshot?.meta.index ?? 0) + 1;
+    this.durableTerm = boot.persisted?.hardState.term ?? 0;
+    this.durableVote = boot.persisted?.hardState.vote ?? 0;
     this.applied = boot.applied;
   }
 
@@ -111,6 +116,13 @@ export interface Round {
   /** Snapshots received from leaders: the node installs the state (generation switch) before applying. */
   installs: Array<{ shard: number; snapshot: Snapshot }>;
   messages: Map<NodeId, Array<[shard: number, m: Message]>>;
+  /**
+   * A leader's App and Heartbeat messages, which may be sent before the
+   * persist batch is durable (Raft thesis §10.2.1): the core counts the
+   * leader's own entries toward commit only after advance(). Only when the
+   * round does not change that replica's term or vote.
+   */
+  early: Map<NodeId, Array<[shard: number, m: Message]>>;
   completions: Array<() => void>;
 }
 
@@ -251,17 +263,24 @@ export class Store {
 
     const round: Round = {
       items: [], persist: [], mustSync: false, installs: [],
-      messages: new Map(), completions: [],
+      messages: new Map(), early: new Map(), completions: [],
     };
     for (const r of this.replicas.values()) {
       if (!r.raft.hasReady()) continue;
       const rd = r.raft.ready();
       round.items.push({ replica: r, rd });
       this.collectPersist(r, rd, round);
+      const termStable = rd.hardState === null || (rd.hardState.term === r.durableTerm && rd.hardState.vote === r.durableVote);
       for (const m of rd.messages) {
-        let q = round.messages.get(m.to);
-        if (q === undefined) round.messages.set(m.to, (q = []));
+        const early = termStable && (m.type === MsgType.App || m.type === MsgType.Heartbeat);
+        const into = early ? round.early : round.messages;
+        let q = into.get(m.to);
+        if (q === undefined) into.set(m.to, (q = []));
         q.push([r.shard, m]);
+      }
+      if (rd.hardState !== null) {
+        r.durableTerm = rd.hardState.term;
+        r.durableVote = rd.hardState.vote;
       }
     }
     if (round.items.length === 0) return null;

@@ -31,7 +31,7 @@ function cluster() {
         any = true;
         st.applyRound(round, port(id));
         st.finishRound(round);
-        for (const [to, items] of round.messages) stores.get(to)?.receive(items, i);
+        for (const m of [round.early, round.messages]) for (const [to, items] of m) stores.get(to)?.receive(items, i);
       }
       if (!any) return;
     }
