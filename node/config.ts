@@ -19,6 +19,8 @@ export interface NodeConfig {
   maxInbox: number;
   /** Ticks without a quorum-acked heartbeat after which a leader fails requests fast. */
   noQuorumTicks: number;
+  /** Idle ticks before a leader quiesces its group (0: never). */
+  quiesceAfterTicks: number;
   /** Log entries on disk before compaction, and how many to keep after it. */
   compactEveryEntries: number;
   compactKeepEntries: number;
@@ -45,6 +47,7 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --compact-every N      compact a shard's log once it holds N entries (default 20000)
   --compact-keep N       entries kept after compaction for lagging followers (default 5000)
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
+  --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
   --cluster-id ID        refuse peers of another cluster (default "kv")
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)`;
@@ -120,6 +123,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     maxQueuedPerShard: 10_000,
     maxInbox: 100_000,
     noQuorumTicks: 5,
+    quiesceAfterTicks: int(a.get('quiesce-after-ticks'), 20, '--quiesce-after-ticks', 0),
     compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
     compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
     snapshotChunkBytes: 1 << 20,

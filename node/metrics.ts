@@ -10,6 +10,7 @@ export class NodeMetrics {
   readonly raftCommit: client.Gauge<'shard'>;
   readonly raftApplied: client.Gauge<'shard'>;
   readonly raftIsLeader: client.Gauge<'shard'>;
+  readonly raftQuiesced: client.Gauge<'shard'>;
   readonly leaderChanges: client.Counter<'shard'>;
   readonly proposalsPending: client.Gauge;
   readonly roundDuration: client.Histogram<'phase'>;
@@ -32,6 +33,7 @@ export class NodeMetrics {
     this.raftCommit = new client.Gauge({ name: 'kv_raft_commit_index', help: 'Commit index per shard', labelNames: ['shard'], registers: [r] });
     this.raftApplied = new client.Gauge({ name: 'kv_raft_applied_index', help: 'Applied index per shard', labelNames: ['shard'], registers: [r] });
     this.raftIsLeader = new client.Gauge({ name: 'kv_raft_is_leader', help: '1 if this node leads the shard', labelNames: ['shard'], registers: [r] });
+    this.raftQuiesced = new client.Gauge({ name: 'kv_raft_quiesced', help: '1 if the shard\'s group is quiesced here (idle: no heartbeats)', labelNames: ['shard'], registers: [r] });
     this.leaderChanges = new client.Counter({ name: 'kv_raft_leader_changes_total', help: 'Leader changes seen per shard', labelNames: ['shard'], registers: [r] });
     this.proposalsPending = new client.Gauge({ name: 'kv_proposals_pending', help: 'Requests waiting for the next round', registers: [r] });
     this.roundDuration = new client.Histogram({ name: 'kv_round_phase_seconds', help: 'Duration of round phases (persist = synced LevelDB batch, i.e. append+fsync)', labelNames: ['phase'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [r] });

@@ -37,6 +37,10 @@ export class KvNode {
   private pendingSnapshotSends: Array<{ shard: number; to: number; msg: Message }> = [];
   private lastLeaders = new Map<number, number>();
   private gcCursor = new Map<number, Uint8Array>();
+  /** Node-level liveness of peers: last frame time and the peer process's incarnation. */
+  private readonly incarnation = `${process.pid}-${Date.now()}`;
+  private readonly lastHeard = new Map<number, number>();
+  private readonly peerIncarnation = new Map<number, string>();
   private lastGcMs = 0;
   fatal: Error | null = null;
 
@@ -59,6 +63,7 @@ export class KvNode {
     this.store = new Store({
       nodeId: cfg.id, raft, random: Math.random, idempotencyRetentionMs: cfg.idempotencyRetentionMs,
       maxQueuedPerShard: cfg.maxQueuedPerShard, maxInbox: cfg.maxInbox, noQuorumTicks: cfg.noQuorumTicks,
+      quiesceAfterTicks: cfg.quiesceAfterTicks,
     });
     for (const s of this.map.shards) {
       if (!s.replicas.includes(cfg.id)) continue;
@@ -73,8 +78,10 @@ export class KvNode {
       onFrame: (from, f) => this.onFrame(from, f), metrics: this.metrics.transport(),
     });
     await this.transport.listen();
+    const started = Date.now();
     this.tickTimer = setInterval(() => {
       this.store.tick();
+      this.livenessTick(started);
       this.wake();
     }, cfg.tickMs);
     const h = monitorEventLoopDelay({ resolution: 10 });
@@ -92,8 +99,31 @@ export class KvNode {
     this.log.info({ shards: this.store.shards().length, map: { epoch: this.map.epoch } }, 'node started');
   }
 
+  /** Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. */
+  private livenessTick(started: number): void {
+    const now = Date.now();
+    const silentMs = this.cfg.raft.electionTicks * this.cfg.tickMs;
+    for (const n of this.map.nodes) {
+      if (n.id === this.cfg.id) continue;
+      this.transport.send(n.id, ['p', this.incarnation], 0);
+      if (now - (this.lastHeard.get(n.id) ?? started) > silentMs) this.store.wakeLedBy(n.id);
+    }
+  }
+
   private onFrame(from: number, f: Frame): void {
+    const now = Date.now();
+    this.lastHeard.set(from, now);
+    this.store.nodeHeard(from, now);
     switch (f[0]) {
+      case 'p': {
+        const prev = this.peerIncarnation.get(from);
+        if (typeof f[1] !== 'string') throw new Error('bad ping');
+        // A restarted peer forgot everything; groups it led must not wait for it.
+        if (prev !== undefined && prev !== f[1]) this.store.wakeLedBy(from);
+        this.peerIncarnation.set(from, f[1]);
+        this.wake();
+        return;
+      }
       case 'm': {
         const items: Array<[number, Message]> = [];
         for (const it of f[1]) {
@@ -273,6 +303,7 @@ export class KvNode {
       this.metrics.raftCommit.set(l, st.commit);
       this.metrics.raftApplied.set(l, st.applied);
       this.metrics.raftIsLeader.set(l, st.role === 'leader' ? 1 : 0);
+      this.metrics.raftQuiesced.set(l, st.quiesced ? 1 : 0);
       const prev = this.lastLeaders.get(shard);
       if (prev !== undefined && prev !== st.leader) this.metrics.leaderChanges.inc(l);
       this.lastLeaders.set(shard, st.leader);

@@ -15,7 +15,9 @@ export type Frame =
   | ['hello', clusterId: string, from: number]
   | ['m', items: unknown[]]
   | ['sc', shard: number, snapId: string, kind: 'd' | 'i', kvs: Array<[Uint8Array, Uint8Array]>]
-  | ['sd', shard: number, snapId: string, msg: unknown];
+  | ['sd', shard: number, snapId: string, msg: unknown]
+  /** Node-level heartbeat, one per node pair per tick, whatever the shard count. */
+  | ['p', incarnation: string];
 
 export interface TransportOptions {
   nodeId: number;

@@ -92,6 +92,8 @@ export class RaftNode {
   private timeoutNowSent = false;
   /** Ticks after a restart during which votes are refused (see step()). */
   private restartLeaseTicks = 0;
+  /** Idle and in agreement: ticks are ignored until something wakes the group. */
+  private quiesced = false;
   private uncommittedBytes = 0;
   private needBroadcast = false;
 
@@ -276,6 +278,7 @@ export class RaftNode {
       this.vote = NONE;
     }
     this.lead = NONE;
+    this.quiesced = false;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
     this.resetRandomizedElectionTimeout();
@@ -338,6 +341,7 @@ export class RaftNode {
   /** Start an election now (skipping pre-vote when `transfer`). */
   campaign(transfer = false): void {
     if (!this.promotable() || this.role === Role.Leader) return;
+    this.wake();
     if (this.cfg.preVote && !transfer) {
       this.becomePreCandidate();
       this.requestVotes(MsgType.PreVote, this.term + 1, false);
@@ -390,6 +394,7 @@ export class RaftNode {
 
   tick(): void {
     invariant(!this.inReady, 'tick between ready() and advance()');
+    if (this.quiesced) return;
     this.ticks++;
     if (this.role === Role.Leader) this.tickLeader();
     else this.tickElection();
@@ -461,6 +466,7 @@ export class RaftNode {
   step(m: Message): void {
     invariant(!this.inReady, 'step between ready() and advance()');
     if (m.to !== this.id) return;
+    if (this.quiesced && this.wakesOnMessage(m)) this.wake();
     if (m.term > this.term) {
       if (m.type === MsgType.Vote || m.type === MsgType.PreVote) {
         const force = m.context === TRANSFER_CONTEXT;
@@ -618,6 +624,15 @@ export class RaftNode {
 
   private handleHeartbeat(m: Message): void {
     this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    if (m.reject) {
+      // The leader is quiescing: follow suit if we hold exactly its log. No
+      // answer (it would wake the leader); if we differ, answering wakes it.
+      if (this.log.lastIndex() === m.commit && this.log.committed === m.commit) {
+        this.quiesced = true;
+        this.trace(`quiesced (follower of ${m.from})`);
+        return;
+      }
+    }
     const r = emptyMessage(MsgType.HeartbeatResp, this.id, m.from, this.term);
     r.context = m.context;
     this.send(r);
@@ -791,6 +806,75 @@ export class RaftNode {
     return true;
   }
 
+  // ---------------------------------------------------------------- quiescence
+
+  /**
+   * Leader: quiesce an idle group. Allowed only when every member holds the
+   * whole log, everything is committed and durable, and no read or transfer
+   * is pending. Followers are told with a quiescing heartbeat; from then on
+   * no messages flow and ticks are ignored until wake() or any message.
+   * The host must wake followers whose leader's node stops being heard from
+   * (node-level liveness), or the group could not elect a new leader.
+   */
+  quiesce(): boolean {
+    invariant(!this.inReady, 'quiesce between ready() and advance()');
+    if (this.quiesced) return true;
+    if (this.role !== Role.Leader || this.leadTransferee !== NONE || this.readOnly.pendingCount() > 0) return false;
+    const last = this.log.lastIndex();
+    if (this.log.committed !== last || this.log.stableIndex !== last || this.needBroadcast) return false;
+    for (const [id, pr] of this.prs) {
+      if (id !== this.id && (pr.match !== last || pr.state !== ProgressState.Replicate)) return false;
+    }
+    for (const id of this.prs.keys()) {
+      if (id === this.id) continue;
+      const m = emptyMessage(MsgType.Heartbeat, this.id, id, this.term);
+      m.commit = last;
+      m.reject = true;
+      this.send(m);
+    }
+    this.quiesced = true;
+    // Ticks stop, so a lease would stop ageing: drop it.
+    this.readOnly.invalidateLease();
+    this.trace(`quiesced (leader) at ${last}`);
+    return true;
+  }
+
+  /**
+   * Any message wakes a quiesced node, except: the quiescing heartbeat itself,
+   * and, at a leader, late answers to rounds sent before it quiesced
+   * (HeartbeatResp/AppResp) — a follower that wants the leader awake says so
+   * with a HeartbeatResp carrying reject = true.
+   */
+  private wakesOnMessage(m: Message): boolean {
+    if (m.type === MsgType.Heartbeat && m.reject) return false;
+    if (this.role === Role.Leader && m.term === this.term) {
+      if (m.type === MsgType.AppResp) return false;
+      if (m.type === MsgType.HeartbeatResp && !m.reject) return false;
+    }
+    return true;
+  }
+
+  isQuiesced(): boolean {
+    return this.quiesced;
+  }
+
+  /** Resume ticking. A follower also wakes its leader (one HeartbeatResp). */
+  wake(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.readOnly.invalidateLease();
+    // Check-quorum must see fresh answers, not ones from before the silence.
+    for (const [id, pr] of this.prs) if (id !== this.id) pr.recentActive = false;
+    this.trace('woke');
+    if (this.role !== Role.Leader && this.lead !== NONE) {
+      const m = emptyMessage(MsgType.HeartbeatResp, this.id, this.lead, this.term);
+      m.reject = true;
+      this.send(m);
+    }
+  }
+
   // ---------------------------------------------------------------- client API
 
   propose(data: Uint8Array): ProposeResult {
@@ -842,6 +926,7 @@ export class RaftNode {
   private checkCanPropose(): ProposeResult | null {
     invariant(!this.inReady, 'propose between ready() and advance()');
     if (this.role !== Role.Leader) return { ok: false, code: 'not_leader' };
+    this.wake();
     if (this.leadTransferee !== NONE) return { ok: false, code: 'transferring' };
     return null;
   }
@@ -850,6 +935,7 @@ export class RaftNode {
     invariant(!this.inReady, 'readIndex between ready() and advance()');
     invariant(context > 0, 'read context > 0');
     if (this.role !== Role.Leader) return { ok: false, code: 'not_leader' };
+    this.wake();
     if (this.leadTransferee !== NONE) return { ok: false, code: 'transferring' };
     if (this.readOnly.pendingCount() >= MAX_PENDING_READS) return { ok: false, code: 'overloaded' };
     if (!this.committedInTerm()) {
@@ -881,6 +967,7 @@ export class RaftNode {
   transferLeadership(to: NodeId): boolean {
     invariant(!this.inReady, 'transfer between ready() and advance()');
     if (this.role !== Role.Leader || to === this.id || !this.isVoter(to)) return false;
+    this.wake();
     if (this.leadTransferee === to) return true;
     const pr = this.prs.get(to);
     if (pr === undefined) return false;
@@ -1024,6 +1111,7 @@ export class RaftNode {
       conf: cloneConf(this.conf),
       leadTransferee: this.leadTransferee,
       quorumAckAgeTicks: this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1,
+      quiesced: this.quiesced,
     };
   }
 }

@@ -83,6 +83,11 @@ export class ReadOnly {
     return r === undefined ? [] : this.confirm(r);
   }
 
+  /** Forget the lease: a quorum must ack a new round before the next lease read. */
+  invalidateLease(): void {
+    this.confirmedSentTick = -1;
+  }
+
   pendingCount(): number {
     return this.queue.length + this.beforeCommit.length;
   }

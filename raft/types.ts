@@ -88,6 +88,9 @@ export interface Message {
   index: number;
   entries: Entry[];
   commit: number;
+  /** AppResp/VoteResp/PreVoteResp: refused. Heartbeat: the leader asks the
+   *  follower to quiesce (all hold the whole log; stop ticking until woken).
+   *  HeartbeatResp: a woken follower asks a quiesced leader to wake. */
   reject: boolean;
   rejectHint: number;
   /** Heartbeat / HeartbeatResp: ReadIndex round id being confirmed (0 = none).
@@ -218,4 +221,7 @@ export interface Status {
    *  acknowledged was sent (-1: none yet, or not leader). Hosts use it to
    *  fail fast when the leader has lost its quorum. */
   quorumAckAgeTicks: number;
+  /** Quiesced: an idle group whose members all hold the whole log; ticks
+   *  are ignored until a message, proposal or wake() arrives. */
+  quiesced: boolean;
 }

@@ -33,6 +33,8 @@ export interface StoreOptions {
    *  many ticks fails its waiting requests fast (no_quorum) instead of
    *  letting them hang until their deadline. */
   noQuorumTicks: number;
+  /** A leader with no requests for this many ticks quiesces its group (0: never). */
+  quiesceAfterTicks: number;
 }
 
 /** What a node loaded from disk for one replica (or a fresh one). */
@@ -91,6 +93,8 @@ class Replica {
   /** Term and vote as last written to disk. */
   durableTerm: number;
   durableVote: NodeId;
+  /** Store tick at which this replica last had a request. */
+  lastActiveTick = 0;
 
   constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
     this.raft = raft;
@@ -143,6 +147,8 @@ export class Store {
   private readSeq = 1;
   private inRound = false;
   private reports: Array<{ shard: number; to: NodeId; ok: boolean }> = [];
+  private wakeRequests = new Set<NodeId>();
+  private tickCount = 0;
   droppedInbound = 0;
 
   constructor(readonly opts: StoreOptions) {}
@@ -226,6 +232,23 @@ export class Store {
     r.queuedReads.push(done);
   }
 
+  /**
+   * Node-level liveness: `node` was heard from (any frame) at nowMs. A
+   * quiesced follower of a leader on that node holds the whole log, and the
+   * leader would have woken it (same ordered connection) for anything new:
+   * it is as fresh as this.
+   */
+  nodeHeard(node: NodeId, nowMs: number): void {
+    for (const r of this.replicas.values()) {
+      if (r.leader === node && r.role !== Role.Leader && r.raft.isQuiesced()) r.lastFreshMs = nowMs;
+    }
+  }
+
+  /** Node-level liveness: `node` went silent or restarted; wake the quiesced groups it led. */
+  wakeLedBy(node: NodeId): void {
+    this.wakeRequests.add(node);
+  }
+
   /** Outcome of a snapshot stream to a follower (applied at the next round). */
   reportSnapshot(shard: number, to: NodeId, ok: boolean): void {
     this.reports.push({ shard, to, ok });
@@ -239,7 +262,7 @@ export class Store {
   // ------------------------------------------------------------ rounds
 
   hasWork(): boolean {
-    if (this.pendingTicks > 0 || this.inbox.length > 0) return true;
+    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0) return true;
     for (const r of this.replicas.values()) if (r.queued() > 0 || r.raft.hasReady()) return true;
     return false;
   }
@@ -248,6 +271,11 @@ export class Store {
     invariant(!this.inRound, 'one round at a time');
     const ticks = this.pendingTicks;
     this.pendingTicks = 0;
+    this.tickCount += ticks;
+    if (this.wakeRequests.size > 0) {
+      for (const r of this.replicas.values()) if (r.raft.isQuiesced() && this.wakeRequests.has(r.leader)) r.raft.wake();
+      this.wakeRequests.clear();
+    }
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
     if (ticks > 0) {
       for (const r of this.replicas.values()) {
@@ -260,6 +288,12 @@ export class Store {
     this.inbox = [];
     for (const [shard, m] of inbox) (this.replicas.get(shard) as Replica).raft.step(m);
     for (const r of this.replicas.values()) this.submitQueued(r);
+    if (ticks > 0 && this.opts.quiesceAfterTicks > 0) {
+      for (const r of this.replicas.values()) {
+        if (r.role === Role.Leader && !r.raft.isQuiesced() && r.waiters.size === 0 && r.readsInRaft.size === 0 &&
+          this.tickCount - r.lastActiveTick >= this.opts.quiesceAfterTicks) r.raft.quiesce();
+      }
+    }
 
     const round: Round = {
       items: [], persist: [], mustSync: false, installs: [],
@@ -289,6 +323,7 @@ export class Store {
   }
 
   private submitQueued(r: Replica): void {
+    if (r.queued() > 0) r.lastActiveTick = this.tickCount;
     if (r.queuedProposals.length > 0) {
       const q = r.queuedProposals;
       r.queuedProposals = [];

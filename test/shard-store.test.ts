@@ -13,7 +13,7 @@ function cluster() {
   const stores = new Map<number, Store>();
   for (const id of [1, 2, 3]) {
     const { id: _i, initialConf: _c, random: _r, applied: _a, ...raft } = defaultRaftConfig(id, { voters: [], learners: [] }, Math.random);
-    const st = new Store({ nodeId: id, raft, random: mulberry32(id), idempotencyRetentionMs: 600_000, maxQueuedPerShard: 100, maxInbox: 10_000, noQuorumTicks: 5 });
+    const st = new Store({ nodeId: id, raft, random: mulberry32(id), idempotencyRetentionMs: 600_000, maxQueuedPerShard: 100, maxInbox: 10_000, noQuorumTicks: 5, quiesceAfterTicks: 0 });
     for (const shard of [1, 2]) st.addReplica({ shard, persisted: null, founders: [1, 2, 3], applied: 0, logTime: 0, gen: 0, persistedLast: 0 });
     stores.set(id, st);
     dbs.set(id, new Map());

@@ -146,3 +146,27 @@ test.serial('SIGTERM drains and closes LevelDB cleanly; the node restarts with i
   for (let k = 0; k < 50 && r.status !== 200; k++) r = await http('GET', `${c.url(2)}/v1/kv/acme/durable?consistency=stale`);
   t.is(r.body, 'yes');
 });
+
+test.serial('idle shards quiesce (no per-shard heartbeats); killing a node wakes the groups it led and they elect new leaders', async (t) => {
+  const c = await TestCluster.start(t, 3, [...SMALL, '--shards', '6', '--quiesce-after-ticks', '10']);
+  const quiesced = async (i: number): Promise<number> => {
+    const m = (await http('GET', `${c.url(i)}/metrics`)).body;
+    return [...m.matchAll(/kv_raft_quiesced\{shard="\d+",node="\d+"\} 1/g)].length;
+  };
+  let q = 0;
+  for (let k = 0; k < 100 && q < 6; k++) {
+    await new Promise((r) => setTimeout(r, 100));
+    q = await quiesced(1);
+  }
+  t.is(q, 6, 'every shard on node 1 is quiesced while idle');
+  const leaders = await c.waitLeaders();
+  const victim = leaders.get(1) as number;
+  await c.kill(victim);
+  const live = [1, 2, 3].filter((i) => i !== victim);
+  const after = await c.waitLeaders(30_000, [victim]);
+  for (const [, l] of after) t.true(live.includes(l));
+  for (let k = 0; k < 12; k++) {
+    const r = await putRetry(`${c.url(live[k % 2] as number)}/v1/kv/acme/after-${k}`, 'ok');
+    t.is(r.status, 200);
+  }
+});
