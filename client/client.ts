@@ -5,6 +5,7 @@
  * keeps a circuit breaker per node. See client/README.md.
  */
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { KvError, MAP_STALE_CODES, RETRYABLE_CODES } from './errors.ts';
 import { CircuitBreaker, RetryBudget, backoffDelay, sleep, systemClock } from './policy.ts';
 import { ClientRing, STATIC_BUCKET, bucketOf, loadHash32, type Hash32 } from './ring.ts';
@@ -99,7 +100,12 @@ export class KvClient {
   private readonly transport: Transport;
   private readonly budget: RetryBudget;
   private readonly breakers = new Map<string, CircuitBreaker>();
-  private readonly closeCtl = new AbortController();
+  /** Every call in flight listens on this (removed when the call ends): no listener limit. */
+  private readonly closeCtl = (() => {
+    const c = new AbortController();
+    setMaxListeners(0, c.signal);
+    return c;
+  })();
   private readonly attemptTimeoutMs: number;
   private readonly deadlineMs: number;
   private readonly maxAttempts: number;
