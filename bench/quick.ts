@@ -15,19 +15,18 @@
  * Flags: --duration S (default 10), --clients N (default 64),
  *        --routes spread[,leader] (default spread), --idle-shards N (default 64).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ROOT, portOpen, run } from './proc.ts';
 import {
   TABLE_HEADER, clusterBucketMs, defaultOptions, errorSummary, formatResult, openEndpoints, preload, runLoad, tableRow,
   type LoadOptions, type LoadResult, type Op, type PreloadResult, type Route,
 } from './load.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
 const CLUSTER_SH = join(ROOT, 'cluster.sh');
 const NODES = 3;
 const BASE_PORT = Number(process.env['BENCH_BASE_PORT'] ?? 7401);
@@ -53,36 +52,6 @@ function parseQuickArgs(argv: string[]) {
 
 // ------------------------------------------------------------------ processes
 
-interface ShResult { code: number | null; out: string }
-
-/** Run a command with a time limit; on timeout the child (ours) gets SIGTERM then SIGKILL. */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ShResult> {
-  return new Promise((res) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    const timer = setTimeout(() => {
-      out += `\n[timed out after ${timeoutMs} ms]`;
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 2_000).unref();
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      res({ code, out });
-    });
-  });
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = createConnection({ host: '127.0.0.1', port });
-    const done = (v: boolean) => { s.destroy(); res(v); };
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-    s.setTimeout(500, () => done(false));
-  });
-}
 
 // ------------------------------------------------------------------ /proc
 

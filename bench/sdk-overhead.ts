@@ -47,19 +47,18 @@
  * Flags: --duration S (default 5), --concurrency 1,16 (default), --keys N
  * (default 1000), --max-seconds S (watchdog, default 175).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ROOT, portOpen, run } from './proc.ts';
 import hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
 import { ClientRing, KvClient, KvError, bucketOf, loadHash32, type ClusterMapWire, type KvEvent } from '../client/index.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
 const CLUSTER_SH = join(ROOT, 'cluster.sh');
 const NODES = 3;
 const BASE_PORT = 7601;
@@ -93,36 +92,6 @@ function parseArgs(argv: string[]): Args {
 
 // ------------------------------------------------------------------ processes and the cluster
 
-interface ShResult { code: number | null; out: string }
-
-/** Run a command with a time limit; on timeout the child (ours) gets SIGTERM then SIGKILL. */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<ShResult> {
-  return new Promise((res) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    const timer = setTimeout(() => {
-      out += `\n[timed out after ${timeoutMs} ms]`;
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 2_000).unref();
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      res({ code, out });
-    });
-  });
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = createConnection({ host: '127.0.0.1', port });
-    const done = (v: boolean): void => { s.destroy(); res(v); };
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-    s.setTimeout(500, () => done(false));
-  });
-}
 
 function readPid(dataDir: string, i: number): number | undefined {
   try {
