@@ -221,14 +221,28 @@ export function buildApp(node: KvNode, log: Logger) {
     if (!out.ok) throw out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard);
   }
 
-  function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply: FastifyReply): void {
-    const s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
-    reply.header('x-staleness-ms', Number.isFinite(s) ? String(Math.round(s)) : 'unknown');
+  /**
+   * Enforce maxStalenessMs. A quiesced (idle) replica has heard nothing for a
+   * while, so it cannot show it is fresh: wake its group and wait a few ticks
+   * for a heartbeat to prove it (bounded), else answer too_stale.
+   */
+  async function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply?: FastifyReply): Promise<void> {
+    let s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
     if (q.maxStalenessMs !== undefined) {
       const max = Number(q.maxStalenessMs);
       if (!Number.isFinite(max) || max < 0) throw new InputError('invalid_argument', 'maxStalenessMs must be a non-negative number');
+      if (!(s <= max) && node.store.isQuiesced(shard)) {
+        node.store.wakeShard(shard);
+        node.wake();
+        const until = Date.now() + 4 * cfg.tickMs;
+        while (!(s <= max) && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, Math.max(5, cfg.tickMs / 5)));
+          s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
+        }
+      }
       if (!(s <= max)) throw new ApiError(503, 'too_stale', `replica on node ${cfg.id} may be ${Number.isFinite(s) ? Math.round(s) : 'unboundedly'} ms behind (> ${max})`, 'not_applied', { shard }, 1);
     }
+    reply?.header('x-staleness-ms', Number.isFinite(s) ? String(Math.round(s)) : 'unknown');
   }
 
   // ---------------------------------------------------------------- routes
@@ -281,7 +295,7 @@ export function buildApp(node: KvNode, log: Logger) {
         const reps = replicasOf(shard);
         return forward(req, reply, reps[Math.floor(Math.random() * reps.length)] as number);
       }
-      staleCheck(shard, req.query, reply);
+      await staleCheck(shard, req.query, reply);
     } else {
       const target = consistentTarget(shard);
       if (target !== 'local') return forward(req, reply, target);
@@ -391,9 +405,8 @@ export function buildApp(node: KvNode, log: Logger) {
     if (consistency === 'linearizable') {
       if (consistentTarget(shard) !== 'local') throw noLeader(shard);
       await linearizableBarrier(shard);
-    } else if (q.maxStalenessMs !== undefined) {
-      const s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
-      if (!(s <= Number(q.maxStalenessMs))) throw new ApiError(503, 'too_stale', `replica may be ${Math.round(s)} ms behind`, 'not_applied', { shard }, 1);
+    } else {
+      await staleCheck(shard, q);
     }
     const bp = bucketPrefix(shard, node.store.generation(shard), tenant, bucket);
     const lo = new Uint8Array(bp.length + prefix.length);

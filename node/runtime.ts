@@ -113,7 +113,6 @@ export class KvNode {
   private onFrame(from: number, f: Frame): void {
     const now = Date.now();
     this.lastHeard.set(from, now);
-    this.store.nodeHeard(from, now);
     switch (f[0]) {
       case 'p': {
         const prev = this.peerIncarnation.get(from);

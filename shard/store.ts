@@ -148,6 +148,7 @@ export class Store {
   private inRound = false;
   private reports: Array<{ shard: number; to: NodeId; ok: boolean }> = [];
   private wakeRequests = new Set<NodeId>();
+  private wakeShards = new Set<number>();
   private tickCount = 0;
   droppedInbound = 0;
 
@@ -233,15 +234,11 @@ export class Store {
   }
 
   /**
-   * Node-level liveness: `node` was heard from (any frame) at nowMs. A
-   * quiesced follower of a leader on that node holds the whole log, and the
-   * leader would have woken it (same ordered connection) for anything new:
-   * it is as fresh as this.
+   * Wake one shard's quiesced replica (e.g. a stale read needs fresh proof
+   * of how far behind it is). A follower's wake also wakes its leader.
    */
-  nodeHeard(node: NodeId, nowMs: number): void {
-    for (const r of this.replicas.values()) {
-      if (r.leader === node && r.role !== Role.Leader && r.raft.isQuiesced()) r.lastFreshMs = nowMs;
-    }
+  wakeShard(shard: number): void {
+    this.wakeShards.add(shard);
   }
 
   /** Node-level liveness: `node` went silent or restarted; wake the quiesced groups it led. */
@@ -262,7 +259,7 @@ export class Store {
   // ------------------------------------------------------------ rounds
 
   hasWork(): boolean {
-    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0) return true;
+    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0 || this.wakeShards.size > 0) return true;
     for (const r of this.replicas.values()) if (r.queued() > 0 || r.raft.hasReady()) return true;
     return false;
   }
@@ -272,9 +269,15 @@ export class Store {
     const ticks = this.pendingTicks;
     this.pendingTicks = 0;
     this.tickCount += ticks;
-    if (this.wakeRequests.size > 0) {
-      for (const r of this.replicas.values()) if (r.raft.isQuiesced() && this.wakeRequests.has(r.leader)) r.raft.wake();
+    if (this.wakeRequests.size > 0 || this.wakeShards.size > 0) {
+      for (const r of this.replicas.values()) {
+        if (r.raft.isQuiesced() && (this.wakeRequests.has(r.leader) || this.wakeShards.has(r.shard))) {
+          r.raft.wake();
+          r.lastActiveTick = this.tickCount;
+        }
+      }
       this.wakeRequests.clear();
+      this.wakeShards.clear();
     }
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
     if (ticks > 0) {
@@ -497,7 +500,15 @@ export class Store {
 
   // ------------------------------------------------------------ queries
 
-  /** For stale reads: how far behind the leader this replica may be (ms), or Infinity if unknown. */
+  isQuiesced(shard: number): boolean {
+    return this.replica(shard).raft.isQuiesced();
+  }
+
+  /**
+   * For stale reads: how far behind the leader this replica may be (ms), or
+   * Infinity if unknown. A quiesced replica hears nothing, so its bound only
+   * grows: a bounded read wakes the group to get fresh proof (see http.ts).
+   */
   stalenessMs(shard: number, nowMs: number, tickMs: number): number {
     const r = this.replica(shard);
     const st = r.raft.status();

@@ -170,3 +170,20 @@ test.serial('idle shards quiesce (no per-shard heartbeats); killing a node wakes
     t.is(r.status, 200);
   }
 });
+
+test.serial('a bounded stale read of an idle (quiesced) shard wakes it to prove freshness instead of guessing', async (t) => {
+  const c = await TestCluster.start(t, 3, [...SMALL, '--quiesce-after-ticks', '5']);
+  t.is((await putRetry(`${c.url(1)}/v1/kv/acme/idle`, 'v')).status, 200);
+  // Let every group go quiet.
+  for (let k = 0; k < 100; k++) {
+    const m = (await http('GET', `${c.url(2)}/metrics`)).body;
+    if ([...m.matchAll(/kv_raft_quiesced\{shard="\d+",node="\d+"\} 1/g)].length === 2) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 1500));
+  const r = await http('GET', `${c.url(2)}/v1/kv/acme/idle?consistency=stale&maxStalenessMs=500`);
+  t.is(r.status, 200, r.body);
+  t.true(Number(r.headers.get('x-staleness-ms')) <= 500);
+  const unbounded = await http('GET', `${c.url(3)}/v1/kv/acme/idle?consistency=stale`);
+  t.is(unbounded.status, 200);
+});
