@@ -456,6 +456,9 @@ export class KvClient {
       signal.removeEventListener('abort', link);
     }
     breaker.onSuccess();
+    // A node on a newer cluster map than ours: placement may have changed.
+    const epoch = num(res.headers['x-cluster-epoch']);
+    if (epoch !== null && this.map !== null && epoch > this.map.epoch) void this.refreshMap(`epoch ${epoch} > cached ${this.map.epoch}`, true).catch(() => {});
     const servedBy = num(res.headers['x-served-by']);
     const ok = res.status >= 200 && res.status < 300;
     const notFound = res.status === 404 && spec.method === 'GET';

@@ -310,3 +310,22 @@ test('AbortSignal cancels a call; a mutation already sent reports unknown', asyn
   t.is(e.code, 'aborted');
   t.is(e.outcome, 'unknown');
 });
+
+test('a response from a node on a newer cluster-map epoch makes the client refresh its map', async (t) => {
+  let epoch = 1;
+  const { clock, kv, events } = mk((_url, req) => {
+    if (req.path === '/v1/cluster') {
+      const m = mapRes();
+      return { ...m, body: new TextEncoder().encode(JSON.stringify({ ...JSON.parse(new TextDecoder().decode(m.body)), epoch })) };
+    }
+    return jsonRes(200, { version: 1, shard: 1 }, { 'x-served-by': '1', 'x-cluster-epoch': String(epoch) });
+  });
+  await drive(clock, kv.put({ tenant: 'acme', key: 'a', value: 'v' }));
+  const before = events.filter((e) => e.type === 'map_refresh').length;
+  epoch = 2;
+  await drive(clock, kv.put({ tenant: 'acme', key: 'b', value: 'v' }));
+  await drive(clock, new Promise((r) => setImmediate(r)));
+  const refreshes = events.filter((e) => e.type === 'map_refresh');
+  t.true(refreshes.length > before, 'refreshed');
+  t.is((refreshes[refreshes.length - 1] as { epoch: number }).epoch, 2);
+});
