@@ -49,6 +49,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
   --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
+  --peer-listen H:P      listen for peers here instead of on this node's --peers entry (the entry is
+                         then only where the others dial it, e.g. through a fault-injecting proxy)
   --cluster-id ID        refuse peers of another cluster (default "kv")
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)`;
 
@@ -108,7 +110,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     dataDir: a.get('data') ?? `./.cluster/node-${id}`,
     clusterId: a.get('cluster-id') ?? 'kv',
     listen: `${url.hostname}:${url.port}`,
-    peerListen: me.peerAddr,
+    peerListen: a.get('peer-listen') ?? me.peerAddr,
     cluster: {
       nodes,
       shardCount: int(a.get('shards') ?? env['KV_SHARDS'], 16, '--shards'),
