@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
+import { LinkProxy } from '../netproxy/link-proxy.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -32,6 +33,10 @@ export class TestCluster {
   procs = new Map<number, ChildProcess>();
   urls = new Map<number, string>();
   peers = '';
+  /** With startWithProxy: every node-to-node link goes through this fault-injecting proxy. */
+  proxy: LinkProxy | null = null;
+  /** Per-node peers spec (through the proxy); falls back to `peers`. */
+  peersFor: ((i: number) => string) | null = null;
   dir: string;
   constructor(readonly n: number, readonly args: string[]) {
     this.dir = mkdtempSync(join(tmpdir(), 'kv-it-'));
@@ -53,9 +58,36 @@ export class TestCluster {
     return c;
   }
 
+  /**
+   * Like start(), but every node dials its peers through a LinkProxy
+   * (c.proxy) so tests can partition, blackhole and delay links.
+   */
+  static async startWithProxy(t: ExecutionContext, n = 3, args: string[] = []): Promise<TestCluster> {
+    const c = new TestCluster(n, args);
+    t.teardown(async () => {
+      c.destroy();
+      await c.proxy?.close();
+    });
+    const http = new Map<number, number>();
+    const real = new Map<number, number>();
+    for (let i = 1; i <= n; i++) {
+      http.set(i, await freePort());
+      real.set(i, await freePort());
+      c.urls.set(i, `http://127.0.0.1:${http.get(i)}`);
+    }
+    const proxy = await LinkProxy.start(real);
+    c.proxy = proxy;
+    c.peersFor = (i) => [...http.keys()].map((j) => `${j}=127.0.0.1:${http.get(j)}:${j === i ? real.get(i) : proxy.dialPort(i, j)}`).join(',');
+    c.peers = c.peersFor(1);
+    for (let i = 1; i <= n; i++) c.spawn(i);
+    await c.waitLeaders();
+    return c;
+  }
+
   spawn(i: number): void {
     const log = openSync(join(this.dir, `node-${i}.log`), 'a');
-    const p = spawn(process.execPath, ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', this.peers,
+    const peers = this.peersFor === null ? this.peers : this.peersFor(i);
+    const p = spawn(process.execPath, ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers,
       '--data', join(this.dir, `node-${i}`), '--log-level', 'warn', ...this.args], { cwd: ROOT, stdio: ['ignore', log, log] });
     closeSync(log);
     this.procs.set(i, p);
