@@ -1,6 +1,7 @@
 /**
  * Jepsen-style fault tests of real clusters (test/fault/run.ts): concurrent clients on hot keys while
- * a nemesis kills and pauses nodes and shard leaders; the history must be linearizable. The teeth test
+ * a nemesis kills and pauses nodes and shard leaders, or partitions, bridges and delays the links
+ * between nodes (a fault-injecting proxy, test/netproxy/); the history must be linearizable. The teeth test
  * plants a client-side bug (linearizable reads served as stale reads, from any replica, including one
  * just resumed from SIGSTOP) and checks the checker catches it.
  * Replay a run: `npm run fault -- --seed S --nodes N --nemesis a,b --seconds X`.
@@ -22,6 +23,15 @@ test.serial('3 nodes, kill the shard leader and pause nodes: the history is line
   corruptOneRead(corrupted, problems);
   t.deepEqual(problems, []);
   t.is(checkLinearizable(corrupted).ok, false, 'a read of an overwritten value must be caught');
+});
+
+test.serial('3 nodes, silent partitions, an isolated leader, a bridge and delayed links: the history is linearizable', async (t) => {
+  const r = await runFaultTest({ t, nodes: 3, seconds: 14, seed: 5, nemesis: ['partition', 'isolate-leader', 'bridge', 'delay'], clients: 8 });
+  t.log(r.summary);
+  t.true(r.ok, `${r.problems.join('\n')}\nreplay: ${r.replay}`);
+  t.is(r.verdict.ok, true);
+  t.true(r.counts.ok > 50, `only ${r.counts.ok} ops completed ok`);
+  t.true(r.faults.length >= 3, `only ${r.faults.length} faults injected`);
 });
 
 test.serial('5 nodes, kill nodes and pause the shard leader: the history is linearizable', async (t) => {

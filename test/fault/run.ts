@@ -34,8 +34,10 @@ import { checkLinearizable, formatHistory, type CheckResult, type RegisterOp } f
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-export type Nemesis = 'kill' | 'kill-leader' | 'pause' | 'pause-leader';
-export const NEMESES: readonly Nemesis[] = ['kill', 'kill-leader', 'pause', 'pause-leader'];
+export type Nemesis = 'kill' | 'kill-leader' | 'pause' | 'pause-leader' | 'partition' | 'isolate-leader' | 'bridge' | 'delay';
+export const NEMESES: readonly Nemesis[] = ['kill', 'kill-leader', 'pause', 'pause-leader', 'partition', 'isolate-leader', 'bridge', 'delay'];
+/** Faults of the network between nodes, made by the link proxy (silent blackholes, delays). */
+const NETWORK: readonly Nemesis[] = ['partition', 'isolate-leader', 'bridge', 'delay'];
 
 /**
  * Planted client-side bugs (teeth: the checker must catch them).
@@ -177,8 +179,12 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   const tenant = `fault${opts.seed >>> 0}`;
   const keys = Array.from({ length: nKeys }, (_, i) => `k${i}`);
 
-  const c = await TestCluster.start(fakeT, n, args);
-  opts.t?.teardown(() => c.destroy());
+  const withProxy = opts.nemesis.some((x) => NETWORK.includes(x));
+  const c = withProxy ? await TestCluster.startWithProxy(fakeT, n, args) : await TestCluster.start(fakeT, n, args);
+  opts.t?.teardown(async () => {
+    c.destroy();
+    await c.proxy?.close();
+  });
   log(`cluster of ${n} up (${args.join(' ')})`);
 
   const history: RegisterOp[] = [];
@@ -413,6 +419,10 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
         }
       }
       const kind = bag.pop() as Nemesis;
+      if (NETWORK.includes(kind)) {
+        await networkFault(kind);
+        continue;
+      }
       let victim: number | null = null;
       if (kind === 'kill-leader' || kind === 'pause-leader') victim = await leaderOfHotShard();
       let label: string = kind;
@@ -456,6 +466,54 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
         faults[idx] += ` [${before} → ${await hotLeaders(victim)}]`;
       }
     }
+  }
+
+  /**
+   * One network fault, alone (no node fault at the same time): a random
+   * minority cut off, the hot shard's leader isolated, a bridge (one node
+   * sees both sides, which do not see each other), or every link delayed.
+   * Blackholes are silent: connections stay open and nothing flows.
+   */
+  async function networkFault(kind: Nemesis): Promise<void> {
+    const proxy = c.proxy;
+    if (proxy === null || busy.size > 0) return;
+    const nodes = Array.from({ length: n }, (_, i) => i + 1);
+    for (let i = nodes.length - 1; i > 0; i--) {
+      const j = Math.floor(nemRand() * (i + 1));
+      [nodes[i], nodes[j]] = [nodes[j] as number, nodes[i] as number];
+    }
+    const ms = Math.round(1000 + nemRand() * 2000);
+    const at = ((Date.now() - (endAt - opts.seconds * 1000)) / 1000).toFixed(1);
+    const before = await hotLeaders(0);
+    let what = '';
+    for (const i of nodes) busy.add(i);
+    if (kind === 'delay') {
+      const d = Math.round(10 + nemRand() * 90);
+      proxy.delayAll(d);
+      what = `delay all links ${d}ms`;
+    } else if (kind === 'bridge' && n >= 3) {
+      const bridge = nodes[0] as number;
+      const rest = nodes.slice(1);
+      const left = rest.slice(0, Math.floor(rest.length / 2));
+      const right = rest.slice(Math.floor(rest.length / 2));
+      proxy.bridge(left, bridge, right);
+      what = `bridge n${bridge} between [${left.join(',')}] and [${right.join(',')}]`;
+    } else {
+      let minority = nodes.slice(0, Math.floor((n - 1) / 2));
+      if (kind === 'isolate-leader') {
+        const l = await leaderOfHotShard();
+        if (l !== null) minority = [l];
+      }
+      const majority = nodes.filter((x) => !minority.includes(x));
+      proxy.partition([minority, majority]);
+      what = `${kind} [${minority.join(',')}] | [${majority.join(',')}]`;
+    }
+    const idx = faults.push(`${at}s ${what} for ${ms}ms`) - 1;
+    log(`nemesis: ${faults[idx]}`);
+    await sleep(ms);
+    proxy.heal();
+    busy.clear();
+    faults[idx] += ` [${before} → ${await hotLeaders(0)}]`;
   }
 
   const loadStart = Date.now();
