@@ -15,7 +15,7 @@ import { NEMESES, historyFromJson, runFaultTest, type Nemesis, type Plant } from
 
 function usage(msg?: string): never {
   if (msg) console.error(msg);
-  console.error('usage: npm run fault -- [--seed N] [--nodes 3|5] [--seconds S] [--nemesis kill,kill-leader,pause,pause-leader|none] [--clients C] [--keys K] [--faults F (at once, ≤ minority)] [--node-args "--lease ..."] [--max-states N] | --check FILE.json [--plant stale-reads|corrupt-reads]');
+  console.error('usage: npm run fault -- [--seed N] [--nodes 3|5] [--seconds S] [--nemesis kill,kill-leader,pause,pause-leader,partition,isolate-leader,bridge,delay|none] [--clients C] [--keys K] [--faults F (at once, ≤ minority)] [--node-args "--lease ..."] [--max-states N] | --check FILE.json [--plant stale-reads|corrupt-reads]');
   process.exit(2);
 }
 
