@@ -1,6 +1,6 @@
 /**
  * Public types of the Raft core. The core is a pure, deterministic state
- * machine: no I/O, no clock, no Math.random, no async. The host feeds it
+ * machine: no I/O, no clock, no ambient randomness (a seeded source is injected), no async. The host feeds it
  * ticks, messages and proposals, and drains `ready()` for what to persist,
  * send and apply (see persistence contract in raft-node.ts).
  */
