@@ -288,7 +288,7 @@ test('stale reads spread over the replicas', async (t) => {
 
 test('a response served by another node teaches the client the new leader', async (t) => {
   const shard = await shardOfKey('acme');
-  const { clock, kv, transport } = mk((url, req) => {
+  const { clock, kv, transport } = mk((_url, req) => {
     if (req.path === '/v1/cluster') return mapRes({ 1: 1, 2: 2 });
     return jsonRes(200, { version: 1, shard }, { 'x-served-by': '3' });
   });
