@@ -1,7 +1,8 @@
 /** Process helpers shared by the benchmark scripts. */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,4 +37,23 @@ export function portOpen(port: number): Promise<boolean> {
     s.once('error', () => done(false));
     s.setTimeout(500, () => done(false));
   });
+}
+
+/** The pid cluster.sh recorded for node i under dataDir, if any. */
+export function readPid(dataDir: string, i: number): number | undefined {
+  try {
+    const n = Number(readFileSync(join(dataDir, `node-${i}.pid`), 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }

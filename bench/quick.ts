@@ -20,7 +20,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdir
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, portOpen, run } from './proc.ts';
+import { ROOT, alive, portOpen, readPid, run } from './proc.ts';
 import {
   TABLE_HEADER, clusterBucketMs, defaultOptions, errorSummary, formatResult, openEndpoints, preload, runLoad, tableRow,
   type LoadOptions, type LoadResult, type Op, type PreloadResult, type Route,
@@ -50,28 +50,7 @@ function parseQuickArgs(argv: string[]) {
   return a;
 }
 
-// ------------------------------------------------------------------ processes
-
-
 // ------------------------------------------------------------------ /proc
-
-function readPid(dataDir: string, i: number): number | undefined {
-  try {
-    const n = Number(readFileSync(join(dataDir, `node-${i}.pid`), 'utf8').trim());
-    return Number.isInteger(n) && n > 0 ? n : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   try {

@@ -53,7 +53,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, portOpen, run } from './proc.ts';
+import { ROOT, alive, portOpen, readPid, run } from './proc.ts';
 import hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
 import { ClientRing, KvClient, KvError, bucketOf, loadHash32, type ClusterMapWire, type KvEvent } from '../client/index.ts';
@@ -90,26 +90,8 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-// ------------------------------------------------------------------ processes and the cluster
+// ------------------------------------------------------------------ the cluster
 
-
-function readPid(dataDir: string, i: number): number | undefined {
-  try {
-    const n = Number(readFileSync(join(dataDir, `node-${i}.pid`), 'utf8').trim());
-    return Number.isInteger(n) && n > 0 ? n : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const uptime = (): string => {
   const r = spawnSync('uptime', [], { encoding: 'utf8' });

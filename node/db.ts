@@ -5,7 +5,6 @@ import type { KvStatePort } from '../shard/kv-machine.ts';
 import { appliedKey, generationKey, hardStateKey, logIndexOf, logKey, logRange, snapMetaKey } from '../shard/layout.ts';
 import { decodeEntry, decodeHardState, decodeSnapshot } from '../shard/raft-codec.ts';
 import type { BatchOp, ReplicaBoot } from '../shard/store.ts';
-import { pack } from '../shard/codec.ts';
 
 export type Db = ClassicLevel<Uint8Array, Uint8Array>;
 
@@ -57,13 +56,6 @@ export async function loadReplica(db: Db, shard: number, founders: number[]): Pr
 /** Delete log entries of a shard below an index (after a snapshot or a compaction). */
 export async function truncateLog(db: Db, shard: number, below: number): Promise<void> {
   await db.clear({ gte: logKey(shard, 0), lt: logKey(shard, below) });
-}
-
-export async function writeGeneration(db: Db, shard: number, gen: number, applied: number, logTime: number): Promise<void> {
-  await writeBatch(db, [
-    { type: 'put', key: generationKey(shard), value: pack(gen) },
-    { type: 'put', key: appliedKey(shard), value: pack([applied, logTime]) },
-  ], true);
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');

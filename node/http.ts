@@ -321,7 +321,7 @@ export function buildApp(node: KvNode, log: Logger) {
         },
       },
     },
-  }, async (req, reply) => {
+  }, async (req) => {
     const { tenant } = req.params;
     checkTenant(tenant);
     const q = req.query;
@@ -347,7 +347,7 @@ export function buildApp(node: KvNode, log: Logger) {
     if (q.bucket !== undefined) {
       const bucket = Number(q.bucket);
       const after = cursor === null || cursor.k === null ? null : Buffer.from(cursor.k, 'base64url');
-      return scanBucketLocal(tenant, bucket, prefix, after, limit, from, to, consistency, q, reply, req);
+      return { items: await scanBucketRaw(tenant, bucket, prefix, after, limit, from, to, consistency, q), cursor: null };
     }
     const firstBucket = isStatic ? STATIC_BUCKET : bucketOf(from, node.map.bucketMs);
     const lastBucket = isStatic ? STATIC_BUCKET : bucketOf(to, node.map.bucketMs);
@@ -437,14 +437,6 @@ export function buildApp(node: KvNode, log: Logger) {
       await it.close();
     }
     return out;
-  }
-
-  async function scanBucketLocal(tenant: string, bucket: number, prefix: Uint8Array, after: Uint8Array | null, limit: number,
-    from: number | undefined, to: number | undefined, consistency: Consistency, q: ScanQuery, reply: FastifyReply, req: FastifyRequest) {
-    void reply;
-    void req;
-    const items = await scanBucketRaw(tenant, bucket, prefix, after, limit, from, to, consistency, q);
-    return { items, cursor: null };
   }
 
   app.get('/v1/cluster', async () => ({

@@ -92,11 +92,6 @@ export function dataKey(shard: number, gen: number, tenant: string, bucket: numb
   return b;
 }
 
-/** The record key that follows a data key's prefix. */
-export function recordKeyOf(dataKeyBytes: Uint8Array, prefixLength: number): Uint8Array {
-  return dataKeyBytes.subarray(prefixLength);
-}
-
 export function idemKey(shard: number, gen: number, tenant: string, key: string): Uint8Array {
   const k = utf8.encode(key);
   const { b, off } = tenantPrefix(I, shard, gen, tenant, k.length);

@@ -1,5 +1,5 @@
 import { invariant } from '../raft/assert.ts';
-import type { ConfChange, Entry, EntryType, HardState, Message, MsgType, Snapshot, SnapshotMeta } from '../raft/index.ts';
+import type { ConfChange, Entry, EntryType, HardState, Message, MsgType, Snapshot } from '../raft/index.ts';
 import { pack, unpack } from './codec.ts';
 
 /** Encodings of Raft state on disk and on the wire (compact msgpack arrays). */
@@ -45,10 +45,6 @@ export function encodeSnapshot(s: Snapshot): Uint8Array {
 
 export function decodeSnapshot(b: Uint8Array): Snapshot {
   return fromWireSnapshot(unpack<WireSnapshot>(b));
-}
-
-export function snapshotMetaOf(s: Snapshot): SnapshotMeta {
-  return s.meta;
 }
 
 export function toWireMessage(m: Message): WireMessage {

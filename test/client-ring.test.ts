@@ -4,17 +4,9 @@ import { HashRing } from '../shard/ring.ts';
 import { partitionKeyBytes as serverPkb, bucketOf as serverBucketOf } from '../shard/keys.ts';
 import { createHash32 } from '../node/hash.ts';
 import { ClientRing, loadHash32, partitionKeyBytes, bucketOf } from '../client/ring.ts';
+import { seeded } from './client/fakes.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seeded;
 
 const ALPHA = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-';
 

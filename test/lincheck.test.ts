@@ -3,6 +3,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { checkLinearizable, formatHistory, type RegisterOp } from './lincheck/checker.ts';
 import { parseJepsenLog } from './lincheck/jepsen-log.ts';
+import { mulberry32 } from './raft/mem-cluster.ts';
 
 const CORPUS = fileURLToPath(new URL('./fixtures/lincheck-corpus/', import.meta.url));
 
@@ -28,18 +29,6 @@ const r = (output: number | null, start: number, end: number, extra: Partial<Reg
   op({ kind: 'read', output, start, end, ...extra });
 const cas = (expect: number | null, value: number | null, casOk: boolean, start: number, end: number, extra: Partial<RegisterOp> = {}) =>
   op({ kind: 'cas', expect, value, casOk, start, end, ...extra });
-
-/** mulberry32: tiny seeded PRNG so property-test failures replay. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // (a) the Jepsen etcd corpus
