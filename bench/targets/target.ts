@@ -26,6 +26,8 @@ export interface Target {
   scan(ref: KeyRef, limit: number, consistency: Consistency): Promise<OpResult>;
   /** PIDs of the server processes (for CPU accounting); empty when they are not ours. */
   serverPids(): number[];
+  /** Client-side counters for the report (e.g. answers forwarded by another node); cumulative. */
+  counters?(): Record<string, number>;
   /** Close connections and stop what was started (by PID), remove temp dirs. Idempotent; never throws. Returns notes. */
   close(): Promise<string[]>;
 }
