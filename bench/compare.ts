@@ -107,6 +107,7 @@ interface PhaseRecord {
   errorCodes?: Record<string, number>;
   serverCpuPct?: number;
   clientCpuPct?: number;
+  machineCpuPct?: number;
   dropped?: number;
   preloadS?: number;
   startMs?: number;
@@ -122,6 +123,8 @@ interface Cell {
   errorCodes: Record<string, number>;
   serverCpuPct?: number;
   clientCpuPct: number;
+  /** CPU of every other process on the machine during the measured windows (% of one core). */
+  otherCpuPct?: number;
   percentiles: Array<[number, number]>;
 }
 
@@ -144,7 +147,7 @@ async function main(): Promise<void> {
   const time = new Date().toISOString();
   const records: PhaseRecord[] = [];
   const hists = new Map<string, Histogram[]>();
-  const cpuOf = new Map<string, { server: number[]; client: number[]; errors: number; codes: Record<string, number> }>();
+  const cpuOf = new Map<string, { server: number[]; client: number[]; other: number[]; errors: number; codes: Record<string, number> }>();
   let anyFailure = false;
   let n = 0;
 
@@ -174,13 +177,15 @@ async function main(): Promise<void> {
             rec.errorCodes = r.errorCodes;
             if (r.serverCpuPct !== undefined) rec.serverCpuPct = r.serverCpuPct;
             rec.clientCpuPct = r.clientCpuPct;
+            if (r.machineCpuPct !== undefined) rec.machineCpuPct = r.machineCpuPct;
             if (r.offered !== undefined) rec.dropped = r.dropped;
             const key = `${w.name}|${target}`;
             const hs = hists.get(key) ?? [];
             hs.push(...Object.values(out.hists).filter((h): h is Histogram => h !== undefined));
             hists.set(key, hs);
-            const c = cpuOf.get(key) ?? { server: [], client: [], errors: 0, codes: {} };
+            const c = cpuOf.get(key) ?? { server: [], client: [], other: [], errors: 0, codes: {} };
             if (r.serverCpuPct !== undefined) c.server.push(r.serverCpuPct);
+            if (r.serverCpuPct !== undefined && r.machineCpuPct !== undefined) c.other.push(Math.max(0, r.machineCpuPct - r.serverCpuPct - r.clientCpuPct));
             c.client.push(r.clientCpuPct);
             c.errors += r.errors;
             for (const [k, v] of Object.entries(r.errorCodes)) c.codes[k] = (c.codes[k] ?? 0) + v;
@@ -218,6 +223,7 @@ async function main(): Promise<void> {
         errorCodes: c?.codes ?? {},
         ...(c !== undefined && c.server.length > 0 ? { serverCpuPct: mean(c.server) } : {}),
         clientCpuPct: mean(c?.client ?? []),
+        ...(c !== undefined && c.other.length > 0 ? { otherCpuPct: mean(c.other) } : {}),
         percentiles: percentileCurve(merged),
       });
     }
@@ -234,20 +240,20 @@ async function main(): Promise<void> {
     `store and etcd with ${a.nodes} nodes/members${a.targets.includes('store') ? ` (store: ${a.shards} shards × ${a.replicas} replicas, client ${a.storeClient})` : ''}` +
     `${a.targets.includes('etcd') ? `; etcd puts ${a.etcdPutRoute === 'leader' ? 'to the leader' : 'round-robin'}` : ''}.`);
   L.push('');
-  L.push('| workload | target | ops/s (mean) | ops/s per round | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU | loadgen CPU |');
-  L.push('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |');
+  L.push('| workload | target | ops/s (mean) | ops/s per round | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU | loadgen CPU | other CPU |');
+  L.push('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |');
   for (const w of a.workloads) {
     for (const t of a.targets) {
       const c = cell(w.name, t);
       const failed = records.filter((r) => r.workload === w.name && r.target === t && !r.ok);
       if (c === undefined) {
-        L.push(`| ${w.name} | ${t} | failed | | | | | | ${failed.map((f) => f.failure ?? '').join('; ').slice(0, 200)} | | |`);
+        L.push(`| ${w.name} | ${t} | failed | | | | | | ${failed.map((f) => f.failure ?? '').join('; ').slice(0, 200)} | | | |`);
         continue;
       }
       const l = c.latency;
       L.push(`| ${w.name} | ${t} | ${fmtRate(c.opsPerSec)} | ${c.rounds.map(fmtRate).join(', ')}${failed.length > 0 ? ` (+${failed.length} failed)` : ''} | ` +
         `${fmtMs(l.p50Ms)} | ${fmtMs(l.p99Ms)} | ${fmtMs(l.p999Ms)} | ${fmtMs(l.maxMs)} | ${c.errors === 0 ? '0' : `${c.errors}: ${errorSummary(c.errorCodes)}`} | ` +
-        `${c.serverCpuPct === undefined ? 'n/a' : `${c.serverCpuPct.toFixed(0)}%`} | ${c.clientCpuPct.toFixed(0)}% |`);
+        `${c.serverCpuPct === undefined ? 'n/a' : `${c.serverCpuPct.toFixed(0)}%`} | ${c.clientCpuPct.toFixed(0)}% | ${c.otherCpuPct === undefined ? 'n/a' : `${c.otherCpuPct.toFixed(0)}%`} |`);
     }
   }
   L.push('');
@@ -273,8 +279,9 @@ async function main(): Promise<void> {
     L.push('');
   }
   const m = finishMachine(machine);
-  L.push(`- ops/s ratios above 1× favour the store; p99 ratios below 1× do. Server CPU: the target's processes, % of one core (of ${m.cores * 100}%); ` +
-    'the load generator shares the same cores.');
+  L.push(`- ops/s ratios above 1× favour the store; p99 ratios below 1× do. CPU columns are % of one core (of ${m.cores * 100}%) over the measured ` +
+    'windows: server = the target\'s processes, loadgen = this process (same cores), other = every other process on the machine (a shared machine: ' +
+    'where "other" is large, every number of that row is lower than the machine can do).');
   L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}; load average ${m.loadavgStart.join(' ')} at start, ` +
     `${(m.loadavgEnd ?? []).join(' ')} at end; git ${git.commit.slice(0, 12)}${git.dirty ? ' (dirty)' : ''} on ${git.branch}.`);
   if (stop.stopped) L.push('- **stopped early**: partial results.');

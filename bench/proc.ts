@@ -150,3 +150,12 @@ export function clkTck(): number {
   }
   return clkTckCached;
 }
+
+/** Machine-wide busy and total jiffies (all cores) from /proc/stat. */
+export function machineTicks(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((x, y) => x + y, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: total - idle, total };
+}

@@ -19,7 +19,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { clkTck, cpuTicks } from './proc.ts';
+import { clkTck, cpuTicks, machineTicks } from './proc.ts';
 import { LocalCluster } from './local-cluster.ts';
 import {
   TABLE_HEADER, clusterBucketMs, defaultOptions, errorSummary, formatResult, openEndpoints, preload, runLoad, tableRow,
@@ -58,15 +58,6 @@ function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Machine-wide busy and total jiffies from /proc/stat. */
-function machineTicks(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  const total = v.reduce((x, y) => x + y, 0);
-  const idle = (v[3] ?? 0) + (v[4] ?? 0);
-  return { busy: total - idle, total };
 }
 
 const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');

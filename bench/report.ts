@@ -136,6 +136,10 @@ export function markdownReport(rep: BenchReport): string {
   if (r.offered !== undefined) facts.push(`offered ${r.offered} requests, dropped ${r.dropped} (at the outstanding limit)`);
   facts.push(`load generator CPU ${r.clientCpuPct.toFixed(0)}% of one core`);
   if (r.serverCpuPct !== undefined) facts.push(`${p.target} processes CPU ${r.serverCpuPct.toFixed(0)}% of one core (of ${rep.machine.cores * 100}%)`);
+  if (r.machineCpuPct !== undefined) {
+    const others = r.machineCpuPct - (r.serverCpuPct ?? 0) - r.clientCpuPct;
+    facts.push(`whole machine ${r.machineCpuPct.toFixed(0)}%${r.serverCpuPct !== undefined ? ` (other processes ≈ ${Math.max(0, others).toFixed(0)}%)` : ''}`);
+  }
   const fw = r.counters;
   if ((fw['answers'] ?? 0) > 0) facts.push(`forwarded by another node ${((100 * (fw['forwarded'] ?? 0)) / (fw['answers'] ?? 1)).toFixed(1)}% of answers`);
   L.push(`- ${facts.join('; ')}.`);

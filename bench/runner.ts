@@ -20,7 +20,8 @@
 import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/promises';
 import type { StopSignal } from './cleanup.ts';
 import { newHistogram, percentileCurve, recordMs, summarize, type Histogram, type LatencySummary } from './hist.ts';
-import { clkTck, cpuTicks } from './proc.ts';
+import { clkTck, cpuTicks, machineTicks } from './proc.ts';
+import { cpus } from 'node:os';
 import type { OpResult, Target } from './targets/target.ts';
 import {
   KeyChooser, MIXES, keyRef, opPicker, opTypesOf, rng, streamSeed,
@@ -100,6 +101,8 @@ export interface PhaseResult {
   clientCpuPct: number;
   /** The target's processes together, % of one core over the measured window (undefined: not ours). */
   serverCpuPct?: number;
+  /** The whole machine (every process), % of one core over the measured window (of cores × 100 %). */
+  machineCpuPct?: number;
   /** Target counters over the measured window (e.g. forwarded answers). */
   counters: Record<string, number>;
   stoppedEarly: boolean;
@@ -173,8 +176,10 @@ export async function runPhase(target: Target, spec: PhaseSpec): Promise<PhaseOu
   let srvT1 = 0;
   let cnt0: Record<string, number> = {};
   let cnt1: Record<string, number> | undefined;
-  const sampleStart = (): void => { srv0 = pids.map(cpuTicks); srvT0 = performance.now(); cnt0 = target.counters?.() ?? {}; };
-  const sampleEnd = (): void => { srv1 = pids.map(cpuTicks); srvT1 = performance.now(); cnt1 = target.counters?.() ?? {}; };
+  let mach0 = { busy: 0, total: 0 };
+  let mach1 = { busy: 0, total: 0 };
+  const sampleStart = (): void => { srv0 = pids.map(cpuTicks); srvT0 = performance.now(); cnt0 = target.counters?.() ?? {}; mach0 = machineTicks(); };
+  const sampleEnd = (): void => { srv1 = pids.map(cpuTicks); srvT1 = performance.now(); cnt1 = target.counters?.() ?? {}; mach1 = machineTicks(); };
   const startTimer = setTimeout(sampleStart, spec.warmupMs);
   const endTimer = setTimeout(sampleEnd, spec.warmupMs + spec.durationMs);
   if (spec.warmupMs === 0) { clearTimeout(startTimer); sampleStart(); }
@@ -360,6 +365,7 @@ export async function runPhase(target: Target, spec: PhaseSpec): Promise<PhaseOu
       warmupS: spec.warmupMs / 1000,
       clientCpuPct: ((cpu.user + cpu.system) / 1000 / wallMs) * 100,
       ...(serverCpuPct === undefined ? {} : { serverCpuPct }),
+      ...(mach1.total > mach0.total ? { machineCpuPct: ((mach1.busy - mach0.busy) / (mach1.total - mach0.total)) * 100 * cpus().length } : {}),
       counters,
       stoppedEarly: spec.stop.stopped,
     },
