@@ -282,7 +282,7 @@ async function main(): Promise<void> {
   L.push(`- ops/s ratios above 1× favour the store; p99 ratios below 1× do. CPU columns are % of one core (of ${m.cores * 100}%) over the measured ` +
     'windows: server = the target\'s processes, loadgen = this process (same cores), other = every other process on the machine (a shared machine: ' +
     'where "other" is large, every number of that row is lower than the machine can do).');
-  L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}; load average ${m.loadavgStart.join(' ')} at start, ` +
+  L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, data dirs in ${m.tmpDir} (${m.tmpFs}); load average ${m.loadavgStart.join(' ')} at start, ` +
     `${(m.loadavgEnd ?? []).join(' ')} at end; git ${git.commit.slice(0, 12)}${git.dirty ? ' (dirty)' : ''} on ${git.branch}.`);
   if (stop.stopped) L.push('- **stopped early**: partial results.');
   if (anyFailure) L.push(`- some phases failed; logs of the processes started are in ${workDir}.`);

@@ -4,7 +4,8 @@
  * scripts: `npm run bench ... | tail -1 | jq`).
  */
 import { spawnSync } from 'node:child_process';
-import { cpus, loadavg, release, totalmem } from 'node:os';
+import { statfsSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import type { LatencySummary } from './hist.ts';
 import { ROOT } from './proc.ts';
 import type { PhaseResult, PreloadResult } from './runner.ts';
@@ -17,6 +18,9 @@ export interface Machine {
   memGiB: number;
   node: string;
   kernel: string;
+  /** Where the data dirs of started targets live, and its file system (fsync on tmpfs would be free). */
+  tmpDir: string;
+  tmpFs: string;
   /** 1/5/15-minute load averages when the run started and ended. */
   loadavgStart: number[];
   loadavgEnd?: number[];
@@ -30,8 +34,23 @@ export function machineInfo(): Machine {
     memGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     node: process.version,
     kernel: release(),
+    tmpDir: tmpdir(),
+    tmpFs: fsType(tmpdir()),
     loadavgStart: loadavg().map((x) => Math.round(x * 100) / 100),
   };
+}
+
+const FS_MAGIC: Record<number, string> = {
+  0xef53: 'ext4', 0x01021994: 'tmpfs', 0x58465342: 'xfs', 0x9123683e: 'btrfs', 0x794c7630: 'overlayfs', 0x6969: 'nfs', 0x858458f6: 'ramfs', 0x2fc12fc1: 'zfs', 0x65735546: 'fuse',
+};
+
+function fsType(path: string): string {
+  try {
+    const t = Number(statfsSync(path).type);
+    return FS_MAGIC[t] ?? `0x${t.toString(16)}`;
+  } catch {
+    return 'unknown';
+  }
 }
 
 export function finishMachine(m: Machine): Machine {
@@ -153,7 +172,7 @@ export function markdownReport(rep: BenchReport): string {
   const endpoints = rep.target['endpoints'];
   if (Array.isArray(endpoints)) L.push(`- endpoints: ${endpoints.join(' ')}${typeof rep.target['version'] === 'string' ? ` (version ${rep.target['version']})` : ''}.`);
   const m = rep.machine;
-  L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}; load average ${m.loadavgStart.join(' ')} at start` +
+  L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, data dirs in ${m.tmpDir} (${m.tmpFs}); load average ${m.loadavgStart.join(' ')} at start` +
     `${m.loadavgEnd !== undefined ? `, ${m.loadavgEnd.join(' ')} at end` : ''}; git ${rep.git.commit.slice(0, 12)}${rep.git.dirty ? ' (dirty)' : ''} on ${rep.git.branch}.`);
   for (const n of rep.notes) L.push(`- ${n}`);
   if (r.stoppedEarly) L.push('- **stopped early** (signal or watchdog): partial results.');

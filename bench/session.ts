@@ -91,7 +91,8 @@ export async function runSession(a: CommonArgs, req: PhaseRequest, ctx: SessionC
   } finally {
     const closeNotes = await target.close();
     notes.push(...closeNotes);
-    ctx.log(`${req.label}: ${req.target} stopped${closeNotes.length > 0 ? ` (${closeNotes.join('; ')})` : ''}`);
+    const what = target.info['started'] === undefined ? 'connections closed (not started here, left running)' : 'stopped';
+    ctx.log(`${req.label}: ${req.target} ${what}${closeNotes.length > 0 ? ` (${closeNotes.join('; ')})` : ''}`);
   }
   return out;
 }
