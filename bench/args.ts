@@ -35,7 +35,7 @@ export function defaultCommonArgs(): CommonArgs {
     keys: 10_000, valueBytes: 256, tenants: 64, buckets: 8, scanLimit: 100,
     concurrency: 64, maxOutstanding: 1_000,
     warmupS: 2, durationS: 10, seed: 1, timeoutMs: 10_000, maxOps: 50_000_000,
-    storeClient: 'raw', etcdPutRoute: 'spread', verify: true, keepLogs: false, quiet: false,
+    storeClient: 'raw', etcdPutRoute: 'leader', verify: true, keepLogs: false, quiet: false,
   };
 }
 
@@ -64,7 +64,7 @@ export const COMMON_HELP = `  cluster started by the harness (store, etcd):
     --no-verify          do not check the length of read values
   target details:
     --store-client raw|sdk      store: raw HTTP routed to the shard leader (default) or the SDK (client/)
-    --etcd-put-route spread|leader  etcd: puts round-robin (default) or to the leader
+    --etcd-put-route leader|spread  etcd: puts to the leader (default) or round-robin over the members
   output:
     --html FILE          also write a self-contained HTML report
     --keep-logs          keep the temp dir with the logs of the processes started (else removed on success)
