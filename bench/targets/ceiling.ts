@@ -31,7 +31,7 @@ export async function openCeilingTarget(o: TargetOptions): Promise<Target> {
   const child = spawnLogged(process.execPath, args, { ...process.env }, logFile);
   const pid = child.pid;
   if (pid === undefined) throw new Error(`could not start the ceiling server (see ${logFile})`);
-  const unregister = registerCleanup(`ceiling server pid ${pid}`, () => stopPid(pid, 5_000), () => killNow(pid));
+  const unregister = registerCleanup(`ceiling server pid ${pid}`, () => stopPid(pid, 5_000), () => killNow(pid), { pids: () => [pid], dirs: [] });
   let http: HttpKv | undefined;
   let closing: Promise<string[]> | null = null;
   const close = (): Promise<string[]> => {

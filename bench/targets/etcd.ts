@@ -105,7 +105,7 @@ export async function openEtcdTarget(o: TargetOptions): Promise<Target> {
   const unregister = registerCleanup(`etcd cluster ${dir}`, async () => {
     await Promise.all(pids().map((p) => stopPid(p, 10_000)));
     removeDirs();
-  }, () => { for (const p of pids()) killNow(p); removeDirs(); });
+  }, () => { for (const p of pids()) killNow(p); removeDirs(); }, { pids, dirs: members.map((m) => m.dataDir) });
 
   let pools: Pool[] = [];
   let closing: Promise<string[]> | null = null;

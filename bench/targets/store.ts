@@ -49,7 +49,7 @@ export async function openStoreTarget(o: TargetOptions): Promise<Target> {
         nodes: o.nodes, shards: o.shards, replicas: o.replicas, basePort: base, peerBasePort: base + 1000,
       }, join(o.workDir, `store-${clusterSeq}-logs`));
       const c = cluster;
-      unregister = registerCleanup(`store cluster ${c.dataDir}`, () => c.teardown(), () => c.teardownSync());
+      unregister = registerCleanup(`store cluster ${c.dataDir}`, () => c.teardown(), () => c.teardownSync(), { pids: () => c.nodePids(), dirs: [c.dataDir] });
       o.log(`store: ${c.command()}`);
       const ms = await c.start();
       o.log(`store: ${o.nodes} nodes up in ${(ms / 1000).toFixed(1)} s (pids ${c.nodePids().join(' ')})`);
