@@ -225,8 +225,9 @@ export function buildApp(node: KvNode, log: Logger) {
   /**
    * Enforce maxStalenessMs. A quiesced (idle) replica has heard nothing for a
    * while, so it cannot show it is fresh: wake its group and wait for a
-   * heartbeat to prove it — a wake-up takes a round trip and a tick or two, more
-   * on a loaded machine, so up to one election timeout — else answer too_stale.
+   * heartbeat to prove it — a wake-up takes a round trip and a tick or two, far
+   * more on an overloaded machine (a CI run at load 8 needed > 500 ms), so up to
+   * 2 s (bounded by half the request deadline) — else answer too_stale.
    */
   async function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply?: FastifyReply): Promise<void> {
     let s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
@@ -236,7 +237,7 @@ export function buildApp(node: KvNode, log: Logger) {
       if (!(s <= max) && node.store.isQuiesced(shard)) {
         node.store.wakeShard(shard);
         node.wake();
-        const until = Date.now() + cfg.raft.electionTicks * cfg.tickMs;
+        const until = Date.now() + Math.min(cfg.requestTimeoutMs / 2, Math.max(2000, cfg.raft.electionTicks * cfg.tickMs));
         while (!(s <= max) && Date.now() < until) {
           await new Promise((r) => setTimeout(r, Math.max(5, cfg.tickMs / 5)));
           s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
