@@ -16,7 +16,7 @@ import { corruptOneRead, runFaultTest } from './fault/run.ts';
 const clockTest = faketimeLibrary() !== null || process.env['CI'] === 'true' ? test.serial : test.serial.skip;
 
 test.serial('3 nodes, kill the shard leader and pause nodes: the history is linearizable', async (t) => {
-  const r = await runFaultTest({ t, nodes: 3, seconds: 15, seed: 101, nemesis: ['kill-leader', 'pause'], clients: 8 });
+  const r = await runFaultTest({ t, nodes: 3, seconds: 15, seed: 101, nemesis: ['kill-leader', 'pause'], clients: 8, minFaults: 3 });
   t.log(r.summary);
   t.true(r.ok, `${r.problems.join('\n')}\nreplay: ${r.replay}`);
   t.is(r.verdict.ok, true);
@@ -31,7 +31,7 @@ test.serial('3 nodes, kill the shard leader and pause nodes: the history is line
 });
 
 test.serial('3 nodes, silent and flapping partitions, an isolated leader, a bridge, delays, a crash inside a partition: the history is linearizable', async (t) => {
-  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 5, nemesis: ['partition', 'isolate-leader', 'bridge', 'delay', 'flap', 'combined'], clients: 8 });
+  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 5, nemesis: ['partition', 'isolate-leader', 'bridge', 'delay', 'flap', 'combined'], clients: 8, minFaults: 3 });
   t.log(r.summary);
   t.true(r.ok, `${r.problems.join('\n')}\nreplay: ${r.replay}`);
   t.is(r.verdict.ok, true);
@@ -40,7 +40,7 @@ test.serial('3 nodes, silent and flapping partitions, an isolated leader, a brid
 });
 
 test.serial('5 nodes, kill nodes and pause the shard leader: the history is linearizable', async (t) => {
-  const r = await runFaultTest({ t, nodes: 5, seconds: 15, seed: 204, nemesis: ['kill', 'pause-leader'], clients: 8 });
+  const r = await runFaultTest({ t, nodes: 5, seconds: 15, seed: 204, nemesis: ['kill', 'pause-leader'], clients: 8, minFaults: 3 });
   t.log(r.summary);
   t.true(r.ok, `${r.problems.join('\n')}\nreplay: ${r.replay}`);
   t.is(r.verdict.ok, true);
@@ -56,7 +56,7 @@ test.serial('teeth: "linearizable" reads served stale (from any replica, paused 
 });
 
 clockTest('3 nodes, the leader\'s clock runs 5× slow and it is isolated: ReadIndex reads stay linearizable', async (t) => {
-  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 9, nemesis: ['clock'], clients: 8, keys: 1, args: ['--shards', '4', '--tick-ms', '100'] });
+  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 9, nemesis: ['clock'], clients: 8, keys: 1, minFaults: 2, args: ['--shards', '4', '--tick-ms', '100'] });
   t.log(r.summary);
   t.true(r.ok, `${r.problems.join('\n')}\nreplay: ${r.replay}`);
   t.true(r.faults.filter((f) => f.includes('clock')).length >= 2, 'clock faults injected');
@@ -65,7 +65,7 @@ clockTest('3 nodes, the leader\'s clock runs 5× slow and it is isolated: ReadIn
 clockTest('teeth: with --lease, the same clock fault makes the isolated leader serve stale reads, and the checker catches it', async (t) => {
   // Documents the lease's assumption (bounded clock drift): a leader whose clock runs 5× slow keeps
   // its lease long after the followers elected another leader.
-  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 9, nemesis: ['clock'], clients: 8, keys: 1, args: ['--shards', '4', '--tick-ms', '100', '--lease'], writeFailure: false });
+  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 9, nemesis: ['clock'], clients: 8, keys: 1, minFaults: 3, args: ['--shards', '4', '--tick-ms', '100', '--lease'], writeFailure: false });
   t.log(r.summary);
   t.false(r.ok);
   t.is(r.verdict.ok, false, 'the checker must report a violation (not unknown, not ok)');

@@ -84,6 +84,8 @@ export interface FaultOptions {
   restartAll?: boolean;
   /** use fresh keys every this many seconds, so each key's history stays small enough to check (chaos runs) */
   keyEpochSeconds?: number;
+  /** keep the load and the nemesis going past `seconds` (up to 2×) until this many faults were injected */
+  minFaults?: number;
   /** rate of the isolated leader's clock in the `clock` nemesis (default 0.2: five times slow) */
   clockRate?: number;
 }
@@ -278,13 +280,20 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   };
 
   const endAt = Date.now() + opts.seconds * 1000;
+  /**
+   * The load runs for `seconds`, and on past that (up to twice as long) until `minFaults` faults were
+   * injected: on a loaded machine a fault and its recovery take longer, and a run that injected too
+   * few faults proves little. Waiting for the event, not for a fixed time.
+   */
+  const hardEnd = endAt + opts.seconds * 1000;
+  const running = (marginMs = 0): boolean => Date.now() < endAt - marginMs || (faults.length < (opts.minFaults ?? 0) && Date.now() < hardEnd - marginMs);
   const loadStart = Date.now();
 
   async function clientLoop(id: number): Promise<void> {
     const r = mulberry32((opts.seed * 7919 + id * 104729) >>> 0);
     let seq = 0;
     const errors = () => counts.fail + counts.info + counts.droppedReads + counts.staleReadsDropped;
-    while (Date.now() < endAt) {
+    while (running()) {
       const errorsBefore = errors();
       const x = r();
       const key = keyAt(Math.floor(r() * nKeys));
@@ -473,7 +482,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
     if (worker > 0) await sleep(700 * worker);
     while (true) {
       await sleep(1000 + nemRand() * 1000);
-      if (Date.now() >= endAt - 500) return;
+      if (!running(500)) return;
       // each enabled fault once per round, in a seeded order: every kind shows up in a short run
       if (bag.length === 0) {
         bag.push(...opts.nemesis);
