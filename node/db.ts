@@ -1,7 +1,6 @@
 import { ClassicLevel } from 'classic-level';
 import type { Entry, HardState, Persisted, Snapshot } from '../raft/index.ts';
 import { unpack } from '../shard/codec.ts';
-import type { KvStatePort } from '../shard/kv-machine.ts';
 import { appliedKey, generationKey, hardStateKey, logIndexOf, logKey, logRange, snapMetaKey } from '../shard/layout.ts';
 import { decodeEntry, decodeHardState, decodeSnapshot } from '../shard/raft-codec.ts';
 import type { BatchOp, ReplicaBoot } from '../shard/store.ts';
@@ -61,31 +60,35 @@ export async function truncateLog(db: Db, shard: number, below: number): Promise
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
 /**
- * The state port used while applying a round: synchronous reads (getSync)
- * through an overlay of the writes made earlier in the same round, so later
- * entries see earlier ones before the batch is written.
+ * Applied state not yet in LevelDB. A round applies its committed entries as
+ * soon as it begins (they are durable in the log already) and completes
+ * their requests at once; their writes ride in the next persist batch, and
+ * until that batch lands, reads — the state machine's own and the API's
+ * point reads — see them here. Scans and snapshot streams read LevelDB
+ * directly, so they first wait until the batch holding the latest applied
+ * state has landed.
  */
-export class ApplyBatch {
-  readonly ops: BatchOp[] = [];
-  private readonly overlay = new Map<string, Uint8Array | null>();
+export class Overlay {
+  private readonly map = new Map<string, { value: Uint8Array | null; batch: number }>();
 
-  constructor(private readonly db: Db) {}
+  /** undefined: not here (read LevelDB); null: deleted. */
+  get(key: Uint8Array): Uint8Array | null | undefined {
+    return this.map.get(hex(key))?.value;
+  }
 
-  port(): KvStatePort {
-    return {
-      get: (key) => {
-        const o = this.overlay.get(hex(key));
-        if (o !== undefined) return o ?? undefined;
-        return this.db.getSync(key);
-      },
-      put: (key, value) => {
-        this.overlay.set(hex(key), value);
-        this.ops.push({ type: 'put', key, value });
-      },
-      del: (key) => {
-        this.overlay.set(hex(key), null);
-        this.ops.push({ type: 'del', key });
-      },
-    };
+  /** Record a write that goes out in batch `batch`; returns the key to release with it. */
+  set(key: Uint8Array, value: Uint8Array | null, batch: number): string {
+    const k = hex(key);
+    this.map.set(k, { value, batch });
+    return k;
+  }
+
+  /** Batch `batch` landed: forget what it wrote, unless a later batch wrote the key again. */
+  release(keys: string[], batch: number): void {
+    for (const k of keys) if (this.map.get(k)?.batch === batch) this.map.delete(k);
+  }
+
+  get size(): number {
+    return this.map.size;
   }
 }

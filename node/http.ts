@@ -301,7 +301,7 @@ export function buildApp(node: KvNode, log: Logger) {
       if (target !== 'local') return forward(req, reply, target);
       await linearizableBarrier(shard);
     }
-    const raw = await node.dbHandle().get(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
+    const raw = await node.readState(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
     reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
     if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
     const rec = decodeRecord(raw);
@@ -408,6 +408,8 @@ export function buildApp(node: KvNode, log: Logger) {
     } else {
       await staleCheck(shard, q);
     }
+    // The scan reads LevelDB directly: first let the latest applied changes land there.
+    await node.appliedWritten();
     const bp = bucketPrefix(shard, node.store.generation(shard), tenant, bucket);
     const lo = new Uint8Array(bp.length + prefix.length);
     lo.set(bp, 0);
