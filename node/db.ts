@@ -13,10 +13,27 @@ export async function openDb(dir: string): Promise<Db> {
   return db;
 }
 
-/** Write a batch; `sync` makes it durable before the promise resolves (the library's default is false). */
+/** classic-level's implementation of batch(), below abstract-level's public wrapper. */
+interface RawBatch {
+  _batch(ops: BatchOp[], options: { sync: boolean }): Promise<void>;
+}
+
+/**
+ * Write a batch; `sync` makes it durable before the promise resolves (the
+ * library's default is false). Goes straight to classic-level's _batch():
+ * abstract-level's public batch() clones every operation and runs it through
+ * encodings and hooks we do not use, which made it cost about 3x the write
+ * itself (measured: 16 puts, ~220-350 us vs ~75-110 us of CPU). Our keys and
+ * values are always Uint8Arrays, which the binding takes as they are.
+ */
 export async function writeBatch(db: Db, ops: BatchOp[], sync: boolean): Promise<void> {
   if (ops.length === 0) return;
-  await db.batch(ops as Array<{ type: 'put'; key: Uint8Array; value: Uint8Array }>, { sync });
+  if (db.status !== 'open') throw new Error(`LevelDB is ${db.status}, not open`);
+  // The binding would turn anything else into an empty key or value, silently.
+  for (const op of ops) {
+    if (!(op.key instanceof Uint8Array) || (op.type === 'put' && !(op.value instanceof Uint8Array))) throw new Error('batch keys and values must be Uint8Arrays');
+  }
+  await (db as unknown as RawBatch)._batch(ops, { sync });
 }
 
 /** Load what a replica persisted: hard state, snapshot meta, log, applied state, generation. */
