@@ -298,11 +298,16 @@ export class KvNode {
     return new Promise((resolve) => this.landWaiters.push({ seq, resolve }));
   }
 
-  /** A state value as applied: staged in the overlay, else from LevelDB. */
-  async readState(key: Uint8Array): Promise<Uint8Array | undefined> {
+  /**
+   * A state value as applied: staged in the overlay, else from LevelDB.
+   * Synchronous (getSync): about 6 us when the block is cached, against a
+   * thread-pool round trip and a promise for get(); the state of this
+   * store's working set lives in LevelDB's cache and the page cache.
+   */
+  readState(key: Uint8Array): Uint8Array | undefined {
     const o = this.overlay.get(key);
     if (o !== undefined) return o ?? undefined;
-    return this.db.get(key);
+    return this.db.getSync(key);
   }
 
   private async maintenance(): Promise<void> {

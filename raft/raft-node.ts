@@ -1127,6 +1127,24 @@ export class RaftNode {
     this.applied(rd);
   }
 
+  // Cheap reads for hot paths (status() copies the configuration).
+  currentRole(): Role {
+    return this.role;
+  }
+
+  currentLeader(): NodeId {
+    return this.lead;
+  }
+
+  commitIndex(): number {
+    return this.log.committed;
+  }
+
+  /** Leader only: ticks since the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */
+  quorumAckAgeTicks(): number {
+    return this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1;
+  }
+
   status(): Status {
     return {
       id: this.id,
@@ -1140,7 +1158,7 @@ export class RaftNode {
       firstIndex: this.log.firstIndex(),
       conf: cloneConf(this.conf),
       leadTransferee: this.leadTransferee,
-      quorumAckAgeTicks: this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1,
+      quorumAckAgeTicks: this.quorumAckAgeTicks(),
       quiesced: this.quiesced,
     };
   }

@@ -303,7 +303,7 @@ export class Store {
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
     if (ticks > 0) {
       for (const r of this.replicas.values()) {
-        r.leaderlessTicks = r.raft.status().leader === 0 ? r.leaderlessTicks + ticks : 0;
+        r.leaderlessTicks = r.raft.currentLeader() === 0 ? r.leaderlessTicks + ticks : 0;
         this.failIfCutOff(r);
       }
     }
@@ -386,8 +386,8 @@ export class Store {
 
   /** Whether this replica leads but has lost touch with a quorum. */
   cutOff(shard: number): boolean {
-    const st = this.replica(shard).raft.status();
-    return st.role === Role.Leader && st.quorumAckAgeTicks > this.opts.noQuorumTicks;
+    const raft = this.replica(shard).raft;
+    return raft.currentRole() === Role.Leader && raft.quorumAckAgeTicks() > this.opts.noQuorumTicks;
   }
 
   private failIfCutOff(r: Replica): void {
@@ -538,8 +538,7 @@ export class Store {
       }
       r.readsWaitingApply = still;
     }
-    const st = r.raft.status();
-    if (st.role !== Role.Leader && r.applied >= st.commit && r.lastLeaderContactMs >= 0) r.lastFreshMs = r.lastLeaderContactMs;
+    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.applied >= r.raft.commitIndex()) r.lastFreshMs = r.lastLeaderContactMs;
   }
 
   // ------------------------------------------------------------ queries
@@ -555,9 +554,21 @@ export class Store {
    */
   stalenessMs(shard: number, nowMs: number, tickMs: number): number {
     const r = this.replica(shard);
-    const st = r.raft.status();
-    if (st.role === Role.Leader) return st.quorumAckAgeTicks < 0 ? Infinity : st.quorumAckAgeTicks * tickMs;
+    if (r.raft.currentRole() === Role.Leader) {
+      const age = r.raft.quorumAckAgeTicks();
+      return age < 0 ? Infinity : age * tickMs;
+    }
     return r.lastFreshMs < 0 ? Infinity : Math.max(0, nowMs - r.lastFreshMs);
+  }
+
+  /** This replica's role (cheap, for the request path). */
+  roleOf(shard: number): Role {
+    return this.replica(shard).raft.currentRole();
+  }
+
+  /** The leader this replica knows (0: none). */
+  leaderOf(shard: number): NodeId {
+    return this.replica(shard).raft.currentLeader();
   }
 
   status(shard: number): ReturnType<RaftNode['status']> & { applied: number; logTime: number; gen: number } {
