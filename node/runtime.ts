@@ -261,7 +261,10 @@ export class KvNode {
       },
       (e: unknown) => {
         this.fatal = e as Error;
+        this.writing = null;
         this.log.fatal({ err: e }, 'persisting a batch failed: the node stops serving');
+        for (const w of this.landWaiters) w.resolve();
+        this.landWaiters = [];
         this.wake();
       },
     );
