@@ -1050,14 +1050,15 @@ export class RaftNode {
 
   hasReady(): boolean {
     this.flush();
-    const hs = this.hardState();
+    const ph = this.prevHard;
+    const vote = this.cfg.bugs?.skipVotePersist === true ? NONE : this.vote;
     return (
       this.msgs.length > 0 ||
       this.readStates.length > 0 ||
       this.log.pendingSnapshot !== null ||
       this.log.inProgressIndex < this.log.lastIndex() ||
       this.log.hasNextCommitted() ||
-      hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit ||
+      this.term !== ph.term || vote !== ph.vote || this.log.committed !== ph.commit ||
       this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role
     );
   }

@@ -95,6 +95,9 @@ class Replica {
   durableVote: NodeId;
   handedTerm: number;
   handedVote: NodeId;
+  /** Term and vote in the last hard state put in a batch. */
+  writtenTerm: number;
+  writtenVote: NodeId;
   /** Store tick at which this replica last had a request. */
   lastActiveTick = 0;
 
@@ -107,6 +110,8 @@ class Replica {
     this.durableVote = boot.persisted?.hardState.vote ?? 0;
     this.handedTerm = this.durableTerm;
     this.handedVote = this.durableVote;
+    this.writtenTerm = boot.persisted === null ? -1 : this.durableTerm;
+    this.writtenVote = this.durableVote;
     this.applied = boot.applied;
   }
 
@@ -421,7 +426,16 @@ export class Store {
       r.persistedLast = idx;
       round.mustSync = true;
     }
-    if (rd.hardState !== null) round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(rd.hardState) });
+    // Commit is volatile in Raft: a restart recovers it as max(persisted commit,
+    // applied index), and applied is written with the state. So the hard state is
+    // written only when term or vote change — not on every commit move of every
+    // busy shard in every round.
+    const hs = rd.hardState;
+    if (hs !== null && (hs.term !== r.writtenTerm || hs.vote !== r.writtenVote)) {
+      round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(hs) });
+      r.writtenTerm = hs.term;
+      r.writtenVote = hs.vote;
+    }
     if (rd.entries.length > 0) {
       for (const e of rd.entries) round.persist.push({ type: 'put', key: logKey(shard, e.index), value: encodeEntry(e) });
       const last = (rd.entries[rd.entries.length - 1] as Entry).index;
