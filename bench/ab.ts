@@ -1,0 +1,240 @@
+/**
+ * `npm run bench:ab`: two builds of the store side by side on this machine,
+ * alternately, so that the noise of a shared machine hits both.
+ *
+ *   npm run bench:ab -- --a main --b . --pairs 3 --ops put,get-lin,get-stale
+ *
+ * --a / --b name a source tree: a directory (`.` is this checkout, with its
+ * uncommitted changes) or a git revision, which is exported with `git archive`
+ * into a temporary directory that shares this checkout's node_modules.
+ * Each pair starts a fresh 3-node cluster from A, runs the phases (bench/load.ts:
+ * closed-loop clients, preload before the first read phase), stops and
+ * removes it, then does the same for B. Nodes are started directly
+ * (`node --import tsx node/main.ts`), A on --base-port (default 7401) and B
+ * on base + 100 (peers on +1000).
+ *
+ * Reported per phase and side: the median over pairs of ops/s, p50 and p99,
+ * every run's ops/s, and the nodes' CPU (utime + stime of the three
+ * processes, /proc/<pid>/stat) per successful operation — over the whole
+ * phase, warm-up included, so it slightly overstates the cost per op, alike
+ * for both sides. On a saturated machine that figure is the sturdier one.
+ *
+ * Flags: --pairs N (3), --ops LIST (put), --route spread|leader (leader),
+ * --shards N (16), --clients N (64), --duration S (8), --warmup S (2),
+ * --base-port P (7401), --node-args-a "...", --node-args-b "..." (extra node
+ * flags), --keep-logs DIR (copy node logs there).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ROOT, portOpen } from './proc.ts';
+import { clusterBucketMs, defaultOptions, openEndpoints, preload, runLoad, type LoadOptions, type Op, type Route } from './load.ts';
+
+interface Args {
+  a: string; b: string; pairs: number; ops: Op[]; route: Route; shards: number; clients: number;
+  durationS: number; warmupS: number; basePort: number; nodeArgsA: string[]; nodeArgsB: string[]; keepLogs: string | null;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    a: 'main', b: '.', pairs: 3, ops: ['put'], route: 'leader', shards: 16, clients: 64, durationS: 8, warmupS: 2,
+    basePort: 7401, nodeArgsA: [], nodeArgsB: [], keepLogs: null,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i] as string;
+    const v = argv[++i];
+    if (v === undefined) throw new Error(`${k} needs a value`);
+    const n = Number(v);
+    switch (k) {
+      case '--a': a.a = v; break;
+      case '--b': a.b = v; break;
+      case '--pairs': a.pairs = n; break;
+      case '--ops': a.ops = v.split(',') as Op[]; break;
+      case '--route': a.route = v as Route; break;
+      case '--shards': a.shards = n; break;
+      case '--clients': a.clients = n; break;
+      case '--duration': a.durationS = n; break;
+      case '--warmup': a.warmupS = n; break;
+      case '--base-port': a.basePort = n; break;
+      case '--node-args-a': a.nodeArgsA = v.split(' ').filter(Boolean); break;
+      case '--node-args-b': a.nodeArgsB = v.split(' ').filter(Boolean); break;
+      case '--keep-logs': a.keepLogs = v; break;
+      default: throw new Error(`unknown flag ${k}`);
+    }
+  }
+  for (const o of a.ops) if (!['put', 'get-lin', 'get-stale'].includes(o)) throw new Error(`unknown op ${o}`);
+  if (a.route !== 'leader' && a.route !== 'spread') throw new Error('--route is leader or spread');
+  if (![a.pairs, a.shards, a.clients, a.durationS, a.basePort].every((x) => Number.isInteger(x) && x > 0)) throw new Error('numeric flags must be positive integers');
+  return a;
+}
+
+const tmpDirs: string[] = [];
+
+/** A directory to run from: as given, or a git revision exported next to this checkout's node_modules. */
+function sourceTree(spec: string): { dir: string; label: string } {
+  const asDir = resolve(ROOT, spec);
+  if (existsSync(join(asDir, 'node', 'main.ts'))) return { dir: asDir, label: spec === '.' ? 'this checkout' : asDir };
+  const rev = spawnSync('git', ['rev-parse', '--short', spec], { cwd: ROOT, encoding: 'utf8' });
+  if (rev.status !== 0) throw new Error(`${spec} is neither a source tree nor a git revision`);
+  const dir = mkdtempSync(join(tmpdir(), 'kv-ab-src-'));
+  tmpDirs.push(dir);
+  const r = spawnSync('sh', ['-c', `git archive ${spec} | tar -x -C ${dir}`], { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`git archive ${spec} failed: ${r.stderr}`);
+  symlinkSync(realpathSync(join(ROOT, 'node_modules')), join(dir, 'node_modules'));
+  return { dir, label: `${spec} (${rev.stdout.trim()})` };
+}
+
+function cpuTicks(pid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[11]) + Number(rest[12]);
+  } catch {
+    return 0;
+  }
+}
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+class Cluster {
+  readonly procs: ChildProcess[] = [];
+  readonly data = mkdtempSync(join(tmpdir(), 'kv-ab-data-'));
+  constructor(readonly src: string, readonly base: number, readonly shards: number, readonly extra: string[]) {}
+
+  endpoints(): string[] {
+    return [0, 1, 2].map((i) => `http://127.0.0.1:${this.base + i}`);
+  }
+
+  async start(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      for (const p of [this.base + i, this.base + 1000 + i]) if (await portOpen(p)) throw new Error(`port ${p} is in use (--base-port)`);
+    }
+    const peers = [0, 1, 2].map((i) => `${i + 1}=127.0.0.1:${this.base + i}:${this.base + 1000 + i}`).join(',');
+    for (let i = 1; i <= 3; i++) {
+      const args = ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers, '--data', join(this.data, `node-${i}`),
+        '--shards', String(this.shards), '--replicas', '3', '--log-level', 'warn', ...this.extra];
+      const log = openSync(join(this.data, `node-${i}.log`), 'a');
+      this.procs.push(spawn(process.execPath, args, { cwd: this.src, stdio: ['ignore', log, log] }));
+    }
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      try {
+        const r = await fetch(`${this.endpoints()[0]}/v1/cluster`, { signal: AbortSignal.timeout(1000) });
+        const m = (await r.json()) as { shards: Array<{ leader: number | null }> };
+        if (m.shards.length > 0 && m.shards.every((s) => s.leader !== null)) return;
+      } catch { /* not up yet */ }
+      await sleep(200);
+    }
+    throw new Error(`cluster from ${this.src} did not elect every leader within 60 s (logs in ${this.data})`);
+  }
+
+  cpuSeconds(): number {
+    return this.procs.reduce((s, p) => s + (p.pid === undefined ? 0 : cpuTicks(p.pid)), 0) / CLK_TCK;
+  }
+
+  async stop(keepLogs: string | null, label: string): Promise<void> {
+    for (const p of this.procs) if (p.exitCode === null) p.kill('SIGTERM');
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && this.procs.some((p) => p.exitCode === null && p.signalCode === null)) await sleep(100);
+    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    if (keepLogs !== null) {
+      mkdirSync(keepLogs, { recursive: true });
+      for (let i = 1; i <= 3; i++) {
+        const f = join(this.data, `node-${i}.log`);
+        if (existsSync(f)) copyFileSync(f, join(keepLogs, `${label}-node-${i}.log`));
+      }
+    }
+    rmSync(this.data, { recursive: true, force: true });
+  }
+}
+
+interface Run { ops: number; p50: number; p99: number; cpuUsPerOp: number; errors: number }
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const sides = [
+    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA },
+    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB },
+  ];
+  const results = new Map<string, Run[]>();
+  let current: Cluster | null = null;
+  const stopSignal = { stopped: false };
+  process.on('SIGINT', () => {
+    stopSignal.stopped = true;
+    process.stderr.write('\nSIGINT: stopping after this phase\n');
+  });
+  const log = (s: string) => process.stderr.write(`[bench:ab] ${s}\n`);
+  try {
+    for (let pair = 1; pair <= args.pairs && !stopSignal.stopped; pair++) {
+      for (const side of sides) {
+        if (stopSignal.stopped) break;
+        const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+        log(`pair ${pair}, ${side.name} (${side.label}), load average ${load}`);
+        const c = new Cluster(side.dir, side.base, args.shards, side.extra);
+        current = c;
+        try {
+          await c.start();
+          const opts: LoadOptions = {
+            ...defaultOptions(), endpoints: c.endpoints(), clients: args.clients, connectionsPerNode: args.clients,
+            durationMs: args.durationS * 1000, warmupMs: args.warmupS * 1000, route: args.route, stopSignal,
+          };
+          opts.keyspace.bucketMs = (await clusterBucketMs(c.endpoints()[0] as string)) ?? opts.keyspace.bucketMs;
+          const eps = openEndpoints(opts);
+          let loaded = false;
+          try {
+            for (const op of args.ops) {
+              if (op !== 'put' && !loaded) {
+                await preload({ ...opts, op: 'put' }, 120_000, eps);
+                loaded = true;
+              }
+              const cpu0 = c.cpuSeconds();
+              const r = await runLoad({ ...opts, op }, eps);
+              const cpu = c.cpuSeconds() - cpu0;
+              const total = r.okOps * (args.warmupS + args.durationS) / args.durationS;
+              const run: Run = { ops: r.opsPerSec, p50: r.latency.p50Ms, p99: r.latency.p99Ms, cpuUsPerOp: (cpu * 1e6) / Math.max(1, total), errors: r.errorOps };
+              const key = `${op}|${side.name}`;
+              results.set(key, [...(results.get(key) ?? []), run]);
+              log(`  ${op}: ${r.opsPerSec.toFixed(0)} ops/s, p50 ${r.latency.p50Ms.toFixed(1)} ms, p99 ${r.latency.p99Ms.toFixed(1)} ms, ` +
+                `${run.cpuUsPerOp.toFixed(0)} us node CPU/op${r.errorOps > 0 ? `, ${r.errorOps} errors` : ''}`);
+            }
+          } finally {
+            await eps.close();
+          }
+        } finally {
+          await c.stop(args.keepLogs, `pair${pair}-${side.name}`);
+          current = null;
+        }
+      }
+    }
+  } finally {
+    if (current !== null) await current.stop(null, 'aborted');
+    for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+  }
+  console.log(`## bench:ab — ${args.pairs} pairs, ${args.clients} clients, route ${args.route}, ${args.shards} shards, ${args.durationS} s (+${args.warmupS} s warm-up)`);
+  console.log('');
+  console.log(`A = ${sides[0]?.label} ${args.nodeArgsA.join(' ')}  \nB = ${sides[1]?.label} ${args.nodeArgsB.join(' ')}`);
+  console.log('');
+  console.log('| phase | side | ops/s (median) | p50 ms | p99 ms | node CPU µs/op | runs (ops/s) | errors |');
+  console.log('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |');
+  for (const op of args.ops) {
+    for (const side of sides) {
+      const rs = results.get(`${op}|${side.name}`) ?? [];
+      console.log(`| ${op} | ${side.name} | ${median(rs.map((r) => r.ops)).toFixed(0)} | ${median(rs.map((r) => r.p50)).toFixed(1)} | ` +
+        `${median(rs.map((r) => r.p99)).toFixed(1)} | ${median(rs.map((r) => r.cpuUsPerOp)).toFixed(0)} | ${rs.map((r) => r.ops.toFixed(0)).join(', ')} | ` +
+        `${rs.reduce((s, r) => s + r.errors, 0)} |`);
+    }
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
