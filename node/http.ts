@@ -336,8 +336,12 @@ export function buildApp(node: KvNode, log: Logger) {
     const t = parseTime(req.query.t);
     const consistency = consistencyOf(req.query.consistency);
     const { shard, bucket } = locate(tenant, t);
+    // Stale reads see only state that has landed in LevelDB: applied state still in the overlay (it rides
+    // in the next batch) would be lost by a kill -9, and a replica must never go back in time across a
+    // restart. Linearizable reads may use the overlay: after a crash they wait for a new ReadIndex.
     const serve = (): void => {
-      const raw = node.readState(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
+      const k = dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes);
+      const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
       reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
       if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
       const rec = decodeRecord(raw);
