@@ -29,29 +29,36 @@ function requestIdOf(req: { headers: Record<string, string | string[] | undefine
   return randomUUID();
 }
 
-/** `done` at most once: with the outcome, or with `onTimeout()` after ms. */
-function withDeadline<T>(ms: number, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
+/**
+ * Run fn; a throw goes to fastify's error handler as if thrown by the route.
+ * Never throws: completions run inside the Store's rounds.
+ */
+function guarded(reply: FastifyReply, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    try {
+      void reply.send(e);
+    } catch (e2) {
+      reply.log.error({ err: e2 }, 'could not answer a request');
+    }
+  }
+}
+
+/** `done` at most once: with the outcome, or `onTimeout()` after ms; both guarded. */
+function withDeadline<T>(reply: FastifyReply, ms: number, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
   let settled = false;
   const timer = setTimeout(() => {
     if (settled) return;
     settled = true;
-    onTimeout();
+    guarded(reply, onTimeout);
   }, ms);
   return (v) => {
     if (settled) return;
     settled = true;
     clearTimeout(timer);
-    done(v);
+    guarded(reply, () => done(v));
   };
-}
-
-/** Run fn; a synchronous throw goes to fastify's error handler as if thrown by the route. */
-function guarded(reply: FastifyReply, fn: () => void): void {
-  try {
-    fn();
-  } catch (e) {
-    void reply.send(e);
-  }
 }
 
 export function buildApp(node: KvNode, log: Logger) {
@@ -225,9 +232,9 @@ export function buildApp(node: KvNode, log: Logger) {
 
   /** Propose and answer from the outcome (callbacks, not promises: this is the write path). */
   function propose(reply: FastifyReply, shard: number, cmd: Parameters<KvNode['store']['propose']>[1], answer: (r: KvResult & { index: number }) => void): FastifyReply {
-    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(cfg.requestTimeoutMs, (out) => {
+    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(reply, cfg.requestTimeoutMs, (out) => {
       if (!out.ok) void reply.send(proposeError(shard, out));
-      else guarded(reply, () => answer({ ...out.result, index: out.index }));
+      else answer({ ...out.result, index: out.index });
     }, () => void reply.send(timeout(`waiting for shard ${shard} to commit`, 'unknown'))));
     node.wake();
     return reply;
@@ -235,19 +242,28 @@ export function buildApp(node: KvNode, log: Logger) {
 
   /** Call `then` once a ReadIndex round shows this replica is current (else answer with the error). */
   function linearizableBarrier(reply: FastifyReply, shard: number, then: () => void): void {
-    node.store.readIndex(shard, withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (out) => {
+    node.store.readIndex(shard, withDeadline<ReadOutcome>(reply, cfg.requestTimeoutMs, (out) => {
       if (!out.ok) void reply.send(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
-      else guarded(reply, then);
+      else then();
     }, () => void reply.send(noQuorum(shard))));
     node.wake();
   }
 
   function barrier(shard: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      node.store.readIndex(shard, withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (out) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        reject(noQuorum(shard));
+      }, cfg.requestTimeoutMs);
+      node.store.readIndex(shard, (out) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
         if (!out.ok) reject(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
         else resolve();
-      }, () => reject(noQuorum(shard))));
+      });
       node.wake();
     });
   }
