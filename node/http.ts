@@ -349,29 +349,30 @@ export function buildApp(node: KvNode, log: Logger) {
     const t = parseTime(req.query.t);
     const consistency = consistencyOf(req.query.consistency);
     const { shard, bucket } = locate(tenant, t);
-    const serve = (): void => {
-      const raw = node.readState(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
-      reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
-      if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
-      const rec = decodeRecord(raw);
-      reply.header('x-version', String(rec.version)).header('content-type', 'application/octet-stream');
-      void reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
-    };
     if (consistency === 'stale') {
       if (!node.store.has(shard)) {
         const reps = replicasOf(shard);
         return forward(req, reply, reps[Math.floor(Math.random() * reps.length)] as number);
       }
       const wait = staleCheck(shard, req.query, reply);
-      if (wait !== undefined) return wait.then(() => serve()).then(() => reply);
-      serve();
+      if (wait !== undefined) return wait.then(() => serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency)).then(() => reply);
+      serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency);
       return reply;
     }
     const target = consistentTarget(shard);
     if (target !== 'local') return forward(req, reply, target);
-    linearizableBarrier(reply, shard, serve);
+    linearizableBarrier(reply, shard, () => serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency));
     return reply;
   });
+
+  function serveRecord(reply: FastifyReply, shard: number, bucket: number, tenant: string, key: string, keyBytes: Uint8Array, consistency: Consistency): void {
+    const raw = node.readState(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
+    reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
+    if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
+    const rec = decodeRecord(raw);
+    reply.header('x-version', String(rec.version)).header('content-type', 'application/octet-stream');
+    void reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
+  }
 
   app.get<{ Params: { tenant: string }; Querystring: ScanQuery & { bucket?: string } }>('/v1/kv/:tenant', {
     schema: {
