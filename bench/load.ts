@@ -29,24 +29,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
+import { newHistogram, summarize, type LatencySummary } from './hist.ts';
+import { DEFAULT_KEYSPACE, keyRef, rng, type KeyRef, type Keyspace } from './workload.ts';
+
+export { DEFAULT_KEYSPACE, keyRef, type KeyRef, type Keyspace, type LatencySummary };
 
 export type Op = 'put' | 'get-lin' | 'get-stale';
 export type Route = 'spread' | 'leader';
 export const OPS: readonly Op[] = ['put', 'get-lin', 'get-stale'];
-
-export interface Keyspace {
-  /** Number of distinct keys (key i belongs to tenant i % tenants). */
-  keys: number;
-  tenants: number;
-  /** Event times spread over this many hourly buckets, so a tenant's data spreads over shards. */
-  buckets: number;
-  /** Event time of bucket 0 (ms). */
-  baseT: number;
-  bucketMs: number;
-  tenantPrefix: string;
-}
 
 export interface LoadOptions {
   endpoints: string[];
@@ -72,16 +63,6 @@ export interface LoadOptions {
   seed: number;
   /** Polled between requests: a true value stops the phase early (SIGINT). */
   stopSignal?: { stopped: boolean };
-}
-
-export interface LatencySummary {
-  count: number;
-  meanMs: number;
-  p50Ms: number;
-  p90Ms: number;
-  p99Ms: number;
-  p999Ms: number;
-  maxMs: number;
 }
 
 export interface LoadResult {
@@ -111,15 +92,6 @@ export interface LoadResult {
   stoppedEarly: boolean;
 }
 
-export const DEFAULT_KEYSPACE: Keyspace = {
-  keys: 4096,
-  tenants: 64,
-  buckets: 24,
-  baseT: Date.UTC(2025, 0, 1),
-  bucketMs: 3_600_000,
-  tenantPrefix: 'bench',
-};
-
 export function defaultOptions(): LoadOptions {
   return {
     endpoints: ['http://127.0.0.1:7001', 'http://127.0.0.1:7002', 'http://127.0.0.1:7003'],
@@ -139,59 +111,6 @@ export function defaultOptions(): LoadOptions {
   };
 }
 
-// ------------------------------------------------------------------ keyspace
-
-export interface KeyRef {
-  tenant: string;
-  key: string;
-  t: number;
-  /** Partition key as the server sees it: tenant + bucket. */
-  pk: string;
-}
-
-/** Key i: tenant i % tenants, bucket (i / tenants) % buckets, so every tenant has data in every bucket. */
-export function keyRef(ks: Keyspace, i: number): KeyRef {
-  const tenant = `${ks.tenantPrefix}${i % ks.tenants}`;
-  const bucket = Math.floor(i / ks.tenants) % ks.buckets;
-  // A deterministic offset inside the bucket, so t differs per key but stays in its bucket.
-  const within = (Math.imul(i, 2654435761) >>> 0) % ks.bucketMs;
-  const t = ks.baseT + bucket * ks.bucketMs + within;
-  return { tenant, key: `k${i}`, t, pk: `${tenant}\u0000${Math.floor(t / ks.bucketMs)}` };
-}
-
-/** xorshift32: cheap per-client randomness, reproducible from the seed. */
-function rng(seed: number): () => number {
-  let x = (seed | 0) || 0x9e3779b9;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
-
-// ------------------------------------------------------------------ histogram
-
-function newHistogram() {
-  // Microseconds, 1 µs .. 10 min, 3 significant digits.
-  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: 3, autoResize: true });
-}
-type Histogram = ReturnType<typeof newHistogram>;
-
-function summarize(h: Histogram): LatencySummary {
-  const ms = (us: number) => us / 1000;
-  if (h.totalCount === 0) return { count: 0, meanMs: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, p999Ms: 0, maxMs: 0 };
-  return {
-    count: h.totalCount,
-    meanMs: ms(h.mean),
-    p50Ms: ms(h.getValueAtPercentile(50)),
-    p90Ms: ms(h.getValueAtPercentile(90)),
-    p99Ms: ms(h.getValueAtPercentile(99)),
-    p999Ms: ms(h.getValueAtPercentile(99.9)),
-    maxMs: ms(h.maxValue),
-  };
-}
-
 // ------------------------------------------------------------------ endpoints and routing
 
 interface ClusterView {
@@ -207,7 +126,8 @@ function normalizeUrl(u: string): string {
   return url.origin;
 }
 
-class Endpoints {
+/** Connection pools to the nodes and the routing of a request to one of them. */
+export class Endpoints {
   readonly urls: string[];
   readonly pools: Pool[];
   /** Node id behind each endpoint (from its own /v1/cluster `nodeId`), when known. */
@@ -323,7 +243,7 @@ class Endpoints {
 
 // ------------------------------------------------------------------ one request
 
-interface Outcome {
+export interface Outcome {
   ok: boolean;
   /** Error class key, when not ok. */
   err?: string;
@@ -331,7 +251,8 @@ interface Outcome {
   shard?: number;
 }
 
-async function doRequest(pool: Pool, op: Op, ref: KeyRef, value: Buffer, opts: LoadOptions): Promise<Outcome> {
+/** One put or get; the JSON error code (or status) becomes the error key. Throws on transport errors. */
+export async function doRequest(pool: Pool, op: Op, ref: KeyRef, value: Buffer, opts: Pick<LoadOptions, 'route' | 'verify' | 'valueBytes'>): Promise<Outcome> {
   const path = `/v1/kv/${encodeURIComponent(ref.tenant)}/${encodeURIComponent(ref.key)}?t=${ref.t}` +
     (op === 'get-lin' ? '&consistency=linearizable' : op === 'get-stale' ? '&consistency=stale' : '');
   const res = await pool.request(op === 'put'
@@ -522,7 +443,6 @@ export async function preload(opts: LoadOptions, timeLimitMs = 120_000, shared?:
 export function openEndpoints(opts: LoadOptions): Endpoints {
   return new Endpoints(opts.endpoints, opts.connectionsPerNode, opts.timeoutMs);
 }
-export type { Endpoints };
 
 // ------------------------------------------------------------------ reporting
 

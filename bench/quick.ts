@@ -15,19 +15,18 @@
  * Flags: --duration S (default 10), --clients N (default 64),
  *        --routes spread[,leader] (default spread), --idle-shards N (default 64).
  */
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, alive, portOpen, readPid, run } from './proc.ts';
+import { clkTck, cpuTicks, machineTicks } from './proc.ts';
+import { LocalCluster } from './local-cluster.ts';
 import {
   TABLE_HEADER, clusterBucketMs, defaultOptions, errorSummary, formatResult, openEndpoints, preload, runLoad, tableRow,
   type LoadOptions, type LoadResult, type Op, type PreloadResult, type Route,
 } from './load.ts';
 
 
-const CLUSTER_SH = join(ROOT, 'cluster.sh');
 const NODES = 3;
 const BASE_PORT = Number(process.env['BENCH_BASE_PORT'] ?? 7401);
 const WATCHDOG_MS = 12 * 60_000;
@@ -61,34 +60,7 @@ function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   }
 }
 
-/** utime + stime in clock ticks (all threads). */
-function cpuTicks(pid: number): number | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    return Number(rest[11]) + Number(rest[12]);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Machine-wide busy and total jiffies from /proc/stat. */
-function machineTicks(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  const total = v.reduce((x, y) => x + y, 0);
-  const idle = (v[3] ?? 0) + (v[4] ?? 0);
-  return { busy: total - idle, total };
-}
-
 const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-
-function clkTck(): number {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isFinite(n) && n > 0 ? n : 100;
-}
 
 // ------------------------------------------------------------------ logs
 
@@ -125,86 +97,6 @@ function summarizeLogs(dir: string): LogSummary[] {
   return out;
 }
 
-// ------------------------------------------------------------------ the cluster
-
-class Cluster {
-  private started = false;
-  private pids: number[] = [];
-  private tearing: Promise<string[]> | null = null;
-  constructor(readonly dataDir: string, readonly shards: number, readonly logsOut: string) {}
-
-  env(): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KV_')) env[k] = v;
-    env['KV_DATA_DIR'] = this.dataDir;
-    env['KV_BASE_PORT'] = String(BASE_PORT);
-    env['KV_SHARDS'] = String(this.shards);
-    return env;
-  }
-
-  command(): string {
-    return `KV_DATA_DIR=${this.dataDir} KV_BASE_PORT=${BASE_PORT} KV_SHARDS=${this.shards} ./cluster.sh start ${NODES}`;
-  }
-
-  async start(): Promise<number> {
-    for (let i = 0; i < NODES; i++) {
-      for (const p of [BASE_PORT + i, BASE_PORT + 1000 + i]) {
-        if (await portOpen(p)) throw new Error(`port ${p} is already in use: is another cluster running there? (set BENCH_BASE_PORT)`);
-      }
-    }
-    const t0 = performance.now();
-    this.started = true; // from here on, cleanup must run
-    const r = await run(CLUSTER_SH, ['start', String(NODES)], this.env(), 90_000);
-    this.pids = Array.from({ length: NODES }, (_, i) => readPid(this.dataDir, i + 1)).filter((p): p is number => p !== undefined);
-    if (r.code !== 0) throw new Error(`cluster.sh start failed (exit ${r.code}):\n${r.out}`);
-    if (this.pids.length !== NODES) throw new Error(`expected ${NODES} pid files in ${this.dataDir}, found ${this.pids.length}`);
-    return performance.now() - t0;
-  }
-
-  nodePids(): number[] {
-    return this.pids;
-  }
-
-  /** Stop, copy logs out, clean. Idempotent (a second call waits for the first); never throws. */
-  teardown(): Promise<string[]> {
-    if (!this.started) return Promise.resolve([]);
-    this.tearing ??= this.doTeardown();
-    return this.tearing;
-  }
-
-  private async doTeardown(): Promise<string[]> {
-    const notes: string[] = [];
-    // pid files may have appeared after start() gave up (e.g. interrupted during cluster.sh start)
-    for (let i = 1; i <= NODES; i++) {
-      const p = readPid(this.dataDir, i);
-      if (p !== undefined && !this.pids.includes(p)) this.pids.push(p);
-    }
-    const stop = await run(CLUSTER_SH, ['stop'], this.env(), 30_000);
-    if (stop.code !== 0) notes.push(`cluster.sh stop exited ${stop.code}: ${stop.out.trim()}`);
-    for (const pid of this.pids) {
-      if (alive(pid)) {
-        notes.push(`node pid ${pid} still alive after cluster.sh stop: SIGKILL`);
-        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-    }
-    try {
-      mkdirSync(this.logsOut, { recursive: true });
-      if (existsSync(this.dataDir)) {
-        for (const f of readdirSync(this.dataDir)) if (f.endsWith('.log')) copyFileSync(join(this.dataDir, f), join(this.logsOut, f));
-      }
-    } catch (e) {
-      notes.push(`copying logs failed: ${(e as Error).message}`);
-    }
-    const clean = await run(CLUSTER_SH, ['clean'], this.env(), 30_000);
-    if (clean.code !== 0) {
-      notes.push(`cluster.sh clean exited ${clean.code}: ${clean.out.trim()}`);
-      if (this.pids.every((p) => !alive(p))) rmSync(this.dataDir, { recursive: true, force: true });
-    }
-    this.started = false;
-    return notes;
-  }
-}
-
 // ------------------------------------------------------------------ main
 
 const mib = (kb: number | undefined): string => (kb === undefined ? 'n/a' : (kb / 1024).toFixed(0));
@@ -213,7 +105,7 @@ async function main(): Promise<void> {
   const args = parseQuickArgs(process.argv.slice(2));
   const tmp = mkdtempSync(join(tmpdir(), 'kv-bench-'));
   const stopSignal = { stopped: false };
-  const clusters: Cluster[] = [];
+  const clusters: LocalCluster[] = [];
   const teardownNotes: string[] = [];
   let tornDown: Promise<void> | null = null;
   const teardownAll = (): Promise<void> => {
@@ -249,8 +141,8 @@ async function main(): Promise<void> {
   let startMs64 = 0;
   const logs16 = join(tmp, `logs-${args.loadShards}-shards`);
   const logs64 = join(tmp, `logs-${args.idleShards}-shards`);
-  const c16 = new Cluster(join(tmp, 'cluster-load'), args.loadShards, logs16);
-  const c64 = new Cluster(join(tmp, 'cluster-idle'), args.idleShards, logs64);
+  const c16 = new LocalCluster(join(tmp, 'cluster-load'), { nodes: NODES, shards: args.loadShards, basePort: BASE_PORT }, logs16);
+  const c64 = new LocalCluster(join(tmp, 'cluster-idle'), { nodes: NODES, shards: args.idleShards, basePort: BASE_PORT }, logs64);
   let failure: Error | undefined;
 
   try {

@@ -33,7 +33,15 @@ export interface NodeConfig {
   /** Rounds that may begin while a batch is being written (their writes form the next batch); 0: one round per batch. */
   midFlightRounds: number;
   logLevel: string;
+  /**
+   * A deliberately planted bug, for proving the fault suite catches it (never in
+   * production): `local-lin-reads` serves "linearizable" reads from this node's
+   * own replica, leader or not, without ReadIndex or lease.
+   */
+  plantBug: PlantedServerBug | null;
 }
+
+export type PlantedServerBug = 'local-lin-reads';
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
 
@@ -55,7 +63,10 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --peer-listen H:P      listen for peers here instead of on this node's --peers entry (the entry is
                          then only where the others dial it, e.g. through a fault-injecting proxy)
   --cluster-id ID        refuse peers of another cluster (default "kv")
-  --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)`;
+  --max-in-flight N      HTTP requests served at once; beyond: 503 overloaded, not_applied (default 4096)
+  --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)
+  --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
+                         (local-lin-reads: linearizable reads served by any replica without ReadIndex)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -134,10 +145,16 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     snapshotChunkBytes: 1 << 20,
     snapshotTimeoutMs: 10_000,
     requestTimeoutMs: 5_000,
-    maxInFlight: 4096,
+    maxInFlight: int(a.get('max-in-flight'), 4096, '--max-in-flight'),
     midFlightRounds: int(a.get('mid-flight-rounds') ?? env['KV_MID_FLIGHT_ROUNDS'], 64, '--mid-flight-rounds', 0),
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
+    plantBug: null,
   };
+  const plant = a.get('plant-bug');
+  if (plant !== undefined) {
+    if (plant !== 'local-lin-reads') throw new Error(`--plant-bug must be local-lin-reads, got ${plant}`);
+    cfg.plantBug = plant;
+  }
   cfg.idempotencyGcIntervalMs = Math.min(5_000, Math.max(100, Math.floor(cfg.idempotencyRetentionMs / 2)));
   if (cfg.cluster.replicas > nodes.length) throw new Error(`--replicas ${cfg.cluster.replicas} exceeds the ${nodes.length} nodes`);
   return cfg;

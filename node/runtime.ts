@@ -47,6 +47,9 @@ export class KvNode {
   private db!: Db;
   private transport!: Transport;
   private tickTimer: NodeJS.Timeout | null = null;
+  /** Monotonic time ticks count from, and ticks handed to the store so far (see catchUpTicks). */
+  private tickOrigin = 0;
+  private ticksGiven = 0;
   private lagTimer: NodeJS.Timeout | null = null;
   private wakeResolve: (() => void) | null = null;
   private loopDone: Promise<void> = Promise.resolve();
@@ -116,8 +119,9 @@ export class KvNode {
     });
     await this.transport.listen();
     const started = Date.now();
+    this.tickOrigin = performance.now();
     this.tickTimer = setInterval(() => {
-      this.store.tick();
+      this.catchUpTicks();
       this.livenessTick(started);
       this.wake();
     }, cfg.tickMs);
@@ -134,6 +138,27 @@ export class KvNode {
     });
     this.ready = true;
     this.log.info({ shards: this.store.shards().length, map: { epoch: this.map.epoch } }, 'node started');
+  }
+
+  /**
+   * Ticks follow the monotonic clock, not the count of timer callbacks: a
+   * timer that fires late (event-loop stall, GC, SIGSTOP) owes the ticks it
+   * missed. Without this a leader resumed after a long pause would still count
+   * its lease as fresh — one tick older, not seconds older — and could serve a
+   * lease read after another leader was elected. Called by the timer and
+   * before every round, so a request handled right after a stall (I/O runs
+   * before timers when the loop wakes) already sees the elapsed ticks. A
+   * stall longer than two election timeouts is capped: every timeout has
+   * expired by then anyway.
+   */
+  private catchUpTicks(): void {
+    const due = Math.floor((performance.now() - this.tickOrigin) / this.cfg.tickMs);
+    let missed = due - this.ticksGiven;
+    if (missed <= 0) return;
+    const cap = 2 * this.cfg.raft.electionTicks + 2;
+    if (missed > cap) missed = cap;
+    for (let i = 0; i < missed; i++) this.store.tick();
+    this.ticksGiven = due;
   }
 
   /** Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. */
@@ -226,6 +251,7 @@ export class KvNode {
   /** Begin a round: send what may go early, apply what is committed, and add its writes to the next batch. */
   private runRound(): boolean {
     const t0 = performance.now();
+    this.catchUpTicks();
     const round = this.store.beginRound();
     if (round === null) return false;
     this.sendMessages(round.early);

@@ -90,6 +90,12 @@ class Replica {
   lastFreshMs = -1;
   /** Ticks since this replica last knew a leader. */
   leaderlessTicks = 0;
+  /**
+   * Tick count at which this leader was first seen without a recent quorum
+   * ack (-1: it has one). It counts as cut off only at a later tick, so acks
+   * that waited in a socket while the process stalled are read first.
+   */
+  cutOffSeenAt = -1;
   /** Term and vote as last made durable, and as last handed out in a Ready. */
   durableTerm: number;
   durableVote: NodeId;
@@ -306,16 +312,20 @@ export class Store {
       this.wakeShards.clear();
     }
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
-    if (ticks > 0) {
-      for (const r of this.replicas.values()) {
-        r.leaderlessTicks = r.raft.currentLeader() === 0 ? r.leaderlessTicks + ticks : 0;
-        this.failIfCutOff(r);
-      }
-    }
     for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
     const inbox = this.inbox;
     this.inbox = [];
     for (const [shard, m] of inbox) (this.replicas.get(shard) as Replica).raft.step(m);
+    // After the inbox: acks that arrived with these ticks count before a leader is judged cut off.
+    if (ticks > 0) {
+      for (const r of this.replicas.values()) {
+        r.leaderlessTicks = r.raft.currentLeader() === 0 ? r.leaderlessTicks + ticks : 0;
+        const noAcks = r.raft.currentRole() === Role.Leader && r.raft.quorumAckAgeTicks() > this.opts.noQuorumTicks;
+        if (!noAcks) r.cutOffSeenAt = -1;
+        else if (r.cutOffSeenAt < 0) r.cutOffSeenAt = this.tickCount;
+        this.failIfCutOff(r);
+      }
+    }
     for (const r of this.replicas.values()) this.submitQueued(r);
     if (ticks > 0 && this.opts.quiesceAfterTicks > 0) {
       for (const r of this.replicas.values()) {
@@ -390,9 +400,14 @@ export class Store {
   }
 
   /** Whether this replica leads but has lost touch with a quorum. */
+  /**
+   * A leader that has heard no quorum for more than noQuorumTicks, seen so at
+   * two different ticks (a stalled process catching up on its ticks must get
+   * to read the acks waiting in its sockets first): it fails requests fast.
+   */
   cutOff(shard: number): boolean {
-    const raft = this.replica(shard).raft;
-    return raft.currentRole() === Role.Leader && raft.quorumAckAgeTicks() > this.opts.noQuorumTicks;
+    const r = this.replica(shard);
+    return r.role === Role.Leader && r.cutOffSeenAt >= 0 && this.tickCount > r.cutOffSeenAt;
   }
 
   private failIfCutOff(r: Replica): void {

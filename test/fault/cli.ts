@@ -15,7 +15,7 @@ import { NEMESES, historyFromJson, runFaultTest, type Nemesis, type Plant } from
 
 function usage(msg?: string): never {
   if (msg) console.error(msg);
-  console.error('usage: npm run fault -- [--seed N] [--nodes 3|5] [--seconds S] [--nemesis kill,kill-leader,pause,pause-leader,partition,isolate-leader,bridge,delay|none] [--clients C] [--keys K] [--faults F (at once, ≤ minority)] [--node-args "--lease ..."] [--max-states N] | --check FILE.json [--plant stale-reads|corrupt-reads]');
+  console.error('usage: npm run fault -- [--seed N] [--nodes 3|5] [--seconds S] [--nemesis kill,kill-leader,pause,pause-leader,partition,isolate-leader,bridge,delay,flap,combined,clock|none] [--clients C] [--keys K] [--faults F (at once, ≤ minority)] [--node-args "--lease ..."] [--max-states N] [--restart-all yes|no] [--clock-rate R] [--plant stale-reads|corrupt-reads|local-lin-reads] | --check FILE.json');
   process.exit(2);
 }
 
@@ -30,7 +30,7 @@ for (let i = 0; i < argv.length; i++) {
   flags.set(a.slice(2), v);
   i++;
 }
-for (const k of flags.keys()) if (!['seed', 'nodes', 'seconds', 'nemesis', 'clients', 'keys', 'plant', 'faults', 'node-args', 'check', 'max-states'].includes(k)) usage(`unknown flag --${k}`);
+for (const k of flags.keys()) if (!['seed', 'nodes', 'seconds', 'nemesis', 'clients', 'keys', 'plant', 'faults', 'node-args', 'check', 'max-states', 'restart-all', 'clock-rate'].includes(k)) usage(`unknown flag --${k}`);
 
 const int = (k: string, d: number): number => {
   const v = flags.get(k);
@@ -59,7 +59,7 @@ const nemRaw = flags.get('nemesis') ?? 'kill,kill-leader,pause,pause-leader';
 const nemesis = nemRaw === 'none' ? [] : nemRaw.split(',').map((s) => s.trim()).filter((s) => s !== '');
 for (const x of nemesis) if (!(NEMESES as readonly string[]).includes(x)) usage(`unknown nemesis ${x}`);
 const plant = flags.get('plant');
-if (plant !== undefined && plant !== 'stale-reads' && plant !== 'corrupt-reads') usage(`unknown plant ${plant}`);
+if (plant !== undefined && plant !== 'stale-reads' && plant !== 'corrupt-reads' && plant !== 'local-lin-reads') usage(`unknown plant ${plant}`);
 
 const r = await runFaultTest({
   seed,
@@ -72,6 +72,8 @@ const r = await runFaultTest({
   maxStates: int('max-states', 2_000_000),
   args: ['--shards', '4', '--tick-ms', '50', ...(flags.get('node-args') ?? '').split(' ').filter((x) => x !== '')],
   plant: plant as Plant | undefined,
+  restartAll: flags.get('restart-all') !== 'no',
+  ...(flags.get('clock-rate') !== undefined ? { clockRate: Number(flags.get('clock-rate')) } : {}),
   log: (l) => console.error(`[fault] ${l}`),
 });
 console.log(r.summary);

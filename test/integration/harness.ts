@@ -37,6 +37,8 @@ export class TestCluster {
   proxy: LinkProxy | null = null;
   /** Per-node peers spec (through the proxy); falls back to `peers`. */
   peersFor: ((i: number) => string) | null = null;
+  /** Extra environment per node process (e.g. libfaketime for clock faults). */
+  envFor: ((i: number) => Record<string, string>) | null = null;
   dir: string;
   constructor(readonly n: number, readonly args: string[]) {
     this.dir = mkdtempSync(join(tmpdir(), 'kv-it-'));
@@ -62,8 +64,9 @@ export class TestCluster {
    * Like start(), but every node dials its peers through a LinkProxy
    * (c.proxy) so tests can partition, blackhole and delay links.
    */
-  static async startWithProxy(t: ExecutionContext, n = 3, args: string[] = []): Promise<TestCluster> {
+  static async startWithProxy(t: ExecutionContext, n = 3, args: string[] = [], envFor: ((i: number) => Record<string, string>) | null = null): Promise<TestCluster> {
     const c = new TestCluster(n, args);
+    c.envFor = envFor;
     t.teardown(async () => {
       c.destroy();
       await c.proxy?.close();
@@ -88,7 +91,9 @@ export class TestCluster {
     const log = openSync(join(this.dir, `node-${i}.log`), 'a');
     const peers = this.peersFor === null ? this.peers : this.peersFor(i);
     const p = spawn(process.execPath, ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers,
-      '--data', join(this.dir, `node-${i}`), '--log-level', 'warn', ...this.args], { cwd: ROOT, stdio: ['ignore', log, log] });
+      '--data', join(this.dir, `node-${i}`), '--log-level', 'warn', ...this.args], {
+      cwd: ROOT, stdio: ['ignore', log, log], env: this.envFor === null ? process.env : { ...process.env, ...this.envFor(i) },
+    });
     closeSync(log);
     this.procs.set(i, p);
   }
