@@ -231,6 +231,7 @@ export class KvNode {
         continue;
       }
       const canRound = this.writing === null || this.midRounds < this.cfg.midFlightRounds;
+      if (canRound) this.catchUpTicks();
       const began = canRound && this.runRound();
       if (began && this.writing !== null) this.midRounds++;
       if (this.writing === null) this.submit();
@@ -251,7 +252,6 @@ export class KvNode {
   /** Begin a round: send what may go early, apply what is committed, and add its writes to the next batch. */
   private runRound(): boolean {
     const t0 = performance.now();
-    this.catchUpTicks();
     const round = this.store.beginRound();
     if (round === null) return false;
     this.sendMessages(round.early);

@@ -407,7 +407,7 @@ export class Store {
    */
   cutOff(shard: number): boolean {
     const r = this.replica(shard);
-    return r.role === Role.Leader && r.cutOffSeenAt >= 0 && this.tickCount > r.cutOffSeenAt;
+    return r.raft.currentRole() === Role.Leader && r.cutOffSeenAt >= 0 && this.tickCount > r.cutOffSeenAt;
   }
 
   private failIfCutOff(r: Replica): void {

@@ -64,11 +64,19 @@ clockTest('3 nodes, the leader\'s clock runs 5× slow and it is isolated: ReadIn
 
 clockTest('teeth: with --lease, the same clock fault makes the isolated leader serve stale reads, and the checker catches it', async (t) => {
   // Documents the lease's assumption (bounded clock drift): a leader whose clock runs 5× slow keeps
-  // its lease long after the followers elected another leader.
-  const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed: 9, nemesis: ['clock'], clients: 8, keys: 1, minFaults: 3, args: ['--shards', '4', '--tick-ms', '100', '--lease'], writeFailure: false });
-  t.log(r.summary);
-  t.false(r.ok);
-  t.is(r.verdict.ok, false, 'the checker must report a violation (not unknown, not ok)');
+  // its lease long after the followers elected another leader. Each fault opens a window of about a
+  // second in which the old leader serves stale reads; whether a client reads there is up to timing,
+  // so like the simulator's teeth this tries seeds until one is caught (at most 3; usually the first).
+  let caught = 0;
+  for (const seed of [9, 10, 11]) {
+    const r = await runFaultTest({ t, nodes: 3, seconds: 16, seed, nemesis: ['clock'], clients: 8, keys: 1, minFaults: 3, args: ['--shards', '4', '--tick-ms', '100', '--lease'], writeFailure: false });
+    t.log(r.summary);
+    if (r.verdict.ok === false) {
+      caught = seed;
+      break;
+    }
+  }
+  t.not(caught, 0, 'the checker must report a violation (not unknown, not ok) within 3 seeds');
 });
 
 test.serial('teeth: a server that serves linearizable reads from any replica without ReadIndex (--plant-bug local-lin-reads) is caught', async (t) => {
