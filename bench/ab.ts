@@ -20,7 +20,7 @@
  * for both sides. On a saturated machine that figure is the sturdier one.
  *
  * Flags: --pairs N (3), --ops LIST (put), --route spread|leader (leader),
- * --shards N (16), --clients N (64), --duration S (8), --warmup S (2),
+ * --shards N (16; --shards-b N for B alone), --clients N (64), --duration S (8), --warmup S (2),
  * --base-port P (7401), --node-args-a "...", --node-args-b "..." (extra node
  * flags), --keep-logs DIR (copy node logs there).
  */
@@ -33,13 +33,13 @@ import { ROOT, portOpen } from './proc.ts';
 import { clusterBucketMs, defaultOptions, openEndpoints, preload, runLoad, type LoadOptions, type Op, type Route } from './load.ts';
 
 interface Args {
-  a: string; b: string; pairs: number; ops: Op[]; route: Route; shards: number; clients: number;
+  a: string; b: string; pairs: number; ops: Op[]; route: Route; shards: number; shardsB: number | null; clients: number;
   durationS: number; warmupS: number; basePort: number; nodeArgsA: string[]; nodeArgsB: string[]; keepLogs: string | null;
 }
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
-    a: 'main', b: '.', pairs: 3, ops: ['put'], route: 'leader', shards: 16, clients: 64, durationS: 8, warmupS: 2,
+    a: 'main', b: '.', pairs: 3, ops: ['put'], route: 'leader', shards: 16, shardsB: null, clients: 64, durationS: 8, warmupS: 2,
     basePort: 7401, nodeArgsA: [], nodeArgsB: [], keepLogs: null,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -54,6 +54,7 @@ function parseArgs(argv: string[]): Args {
       case '--ops': a.ops = v.split(',') as Op[]; break;
       case '--route': a.route = v as Route; break;
       case '--shards': a.shards = n; break;
+      case '--shards-b': a.shardsB = n; break;
       case '--clients': a.clients = n; break;
       case '--duration': a.durationS = n; break;
       case '--warmup': a.warmupS = n; break;
@@ -161,8 +162,8 @@ const median = (xs: number[]): number => {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const sides = [
-    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA },
-    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB },
+    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA, shards: args.shards },
+    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB, shards: args.shardsB ?? args.shards },
   ];
   const results = new Map<string, Run[]>();
   let current: Cluster | null = null;
@@ -178,7 +179,7 @@ async function main(): Promise<void> {
         if (stopSignal.stopped) break;
         const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
         log(`pair ${pair}, ${side.name} (${side.label}), load average ${load}`);
-        const c = new Cluster(side.dir, side.base, args.shards, side.extra);
+        const c = new Cluster(side.dir, side.base, side.shards, side.extra);
         current = c;
         try {
           await c.start();
@@ -220,7 +221,7 @@ async function main(): Promise<void> {
   }
   console.log(`## bench:ab — ${args.pairs} pairs, ${args.clients} clients, route ${args.route}, ${args.shards} shards, ${args.durationS} s (+${args.warmupS} s warm-up)`);
   console.log('');
-  console.log(`A = ${sides[0]?.label} ${args.nodeArgsA.join(' ')}  \nB = ${sides[1]?.label} ${args.nodeArgsB.join(' ')}`);
+  console.log(`A = ${sides[0]?.label} ${args.nodeArgsA.join(' ')}, ${sides[0]?.shards} shards  \nB = ${sides[1]?.label} ${args.nodeArgsB.join(' ')}, ${sides[1]?.shards} shards`);
   console.log('');
   console.log('| phase | side | ops/s (median) | p50 ms | p99 ms | node CPU µs/op | runs (ops/s) | errors |');
   console.log('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |');

@@ -30,29 +30,36 @@ function requestIdOf(req: { headers: Record<string, string | string[] | undefine
   return randomUUID();
 }
 
-/** `done` at most once: with the outcome, or with `onTimeout()` after ms. */
-function withDeadline<T>(ms: number, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
+/**
+ * Run fn; a throw goes to fastify's error handler as if thrown by the route.
+ * Never throws: completions run inside the Store's rounds.
+ */
+function guarded(reply: FastifyReply, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    try {
+      void reply.send(e);
+    } catch (e2) {
+      reply.log.error({ err: e2 }, 'could not answer a request');
+    }
+  }
+}
+
+/** `done` at most once: with the outcome, or `onTimeout()` after ms; both guarded. */
+function withDeadline<T>(reply: FastifyReply, ms: number, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
   let settled = false;
   const timer = setTimeout(() => {
     if (settled) return;
     settled = true;
-    onTimeout();
+    guarded(reply, onTimeout);
   }, ms);
   return (v) => {
     if (settled) return;
     settled = true;
     clearTimeout(timer);
-    done(v);
+    guarded(reply, () => done(v));
   };
-}
-
-/** Run fn; a synchronous throw goes to fastify's error handler as if thrown by the route. */
-function guarded(reply: FastifyReply, fn: () => void): void {
-  try {
-    fn();
-  } catch (e) {
-    void reply.send(e);
-  }
 }
 
 export function buildApp(node: KvNode, log: Logger) {
@@ -226,9 +233,9 @@ export function buildApp(node: KvNode, log: Logger) {
 
   /** Propose and answer from the outcome (callbacks, not promises: this is the write path). */
   function propose(reply: FastifyReply, shard: number, cmd: Parameters<KvNode['store']['propose']>[1], answer: (r: KvResult & { index: number }) => void): FastifyReply {
-    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(cfg.requestTimeoutMs, (out) => {
+    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(reply, cfg.requestTimeoutMs, (out) => {
       if (!out.ok) void reply.send(proposeError(shard, out));
-      else guarded(reply, () => answer({ ...out.result, index: out.index }));
+      else answer({ ...out.result, index: out.index });
     }, () => void reply.send(timeout(`waiting for shard ${shard} to commit`, 'unknown'))));
     node.wake();
     return reply;
@@ -236,19 +243,28 @@ export function buildApp(node: KvNode, log: Logger) {
 
   /** Call `then` once a ReadIndex round shows this replica is current (else answer with the error). */
   function linearizableBarrier(reply: FastifyReply, shard: number, then: () => void): void {
-    node.store.readIndex(shard, withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (out) => {
+    node.store.readIndex(shard, withDeadline<ReadOutcome>(reply, cfg.requestTimeoutMs, (out) => {
       if (!out.ok) void reply.send(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
-      else guarded(reply, then);
+      else then();
     }, () => void reply.send(noQuorum(shard))));
     node.wake();
   }
 
   function barrier(shard: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      node.store.readIndex(shard, withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (out) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        reject(noQuorum(shard));
+      }, cfg.requestTimeoutMs);
+      node.store.readIndex(shard, (out) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
         if (!out.ok) reject(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
         else resolve();
-      }, () => reject(noQuorum(shard))));
+      });
       node.wake();
     });
   }
@@ -336,38 +352,41 @@ export function buildApp(node: KvNode, log: Logger) {
     const t = parseTime(req.query.t);
     const consistency = consistencyOf(req.query.consistency);
     const { shard, bucket } = locate(tenant, t);
-    // Stale reads see only state that has landed in LevelDB: applied state still in the overlay (it rides
-    // in the next batch) would be lost by a kill -9, and a replica must never go back in time across a
-    // restart. Linearizable reads may use the overlay: after a crash they wait for a new ReadIndex.
-    const serve = (): void => {
-      const k = dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes);
-      const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
-      reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
-      if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
-      const rec = decodeRecord(raw);
-      reply.header('x-version', String(rec.version)).header('content-type', 'application/octet-stream');
-      void reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
-    };
     if (consistency === 'stale') {
       if (!node.store.has(shard)) {
         const reps = replicasOf(shard);
         return forward(req, reply, reps[Math.floor(Math.random() * reps.length)] as number);
       }
       const wait = staleCheck(shard, req.query, reply);
-      if (wait !== undefined) return wait.then(() => serve()).then(() => reply);
-      serve();
+      if (wait !== undefined) return wait.then(() => serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency)).then(() => reply);
+      serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency);
       return reply;
     }
     if (cfg.plantBug === 'local-lin-reads' && node.store.has(shard)) {
       // PLANTED BUG (--plant-bug, tests only): no leader, no ReadIndex — whatever this replica has
-      serve();
+      serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency);
       return reply;
     }
     const target = consistentTarget(shard);
     if (target !== 'local') return forward(req, reply, target);
-    linearizableBarrier(reply, shard, serve);
+    linearizableBarrier(reply, shard, () => serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency));
     return reply;
   });
+
+  /**
+   * Stale reads see only state that has landed in LevelDB: applied state still in the overlay (it rides
+   * in the next batch) would be lost by a kill -9, and a replica must never go back in time across a
+   * restart. Linearizable reads may use the overlay: after a crash they wait for a new ReadIndex.
+   */
+  function serveRecord(reply: FastifyReply, shard: number, bucket: number, tenant: string, key: string, keyBytes: Uint8Array, consistency: Consistency): void {
+    const k = dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes);
+    const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
+    reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
+    if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
+    const rec = decodeRecord(raw);
+    reply.header('x-version', String(rec.version)).header('content-type', 'application/octet-stream');
+    void reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
+  }
 
   app.get<{ Params: { tenant: string }; Querystring: ScanQuery & { bucket?: string } }>('/v1/kv/:tenant', {
     schema: {
@@ -524,7 +543,11 @@ export function buildApp(node: KvNode, log: Logger) {
     return node.metrics.registry.metrics();
   });
   // Debug: digests of this node's replicas (fault tests compare replicas after healing).
-  app.get('/v1/debug/digest', async () => ({ node: cfg.id, shards: await Promise.all(node.store.shards().map((s) => shardDigest(node.dbHandle(), s))) }));
+  // The digest reads LevelDB directly: first let the latest applied changes land there.
+  app.get('/v1/debug/digest', async () => {
+    await node.appliedWritten();
+    return { node: cfg.id, shards: await Promise.all(node.store.shards().map((s) => shardDigest(node.dbHandle(), s))) };
+  });
 
   app.get('/health', async () => ({ status: 'ok', node: cfg.id }));
   app.get('/ready', async (_req, reply) => {

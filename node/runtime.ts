@@ -180,7 +180,10 @@ export class KvNode {
         const prev = this.peerIncarnation.get(from);
         if (typeof f[1] !== 'string') throw new Error('bad ping');
         // A restarted peer forgot everything; groups it led must not wait for it.
-        if (prev !== undefined && prev !== f[1]) this.store.wakeLedBy(from);
+        if (prev !== undefined && prev !== f[1]) {
+          this.store.wakeLedBy(from);
+          this.store.peerRestarted(from);
+        }
         this.peerIncarnation.set(from, f[1]);
         this.wake();
         return;

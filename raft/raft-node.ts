@@ -1005,6 +1005,23 @@ export class RaftNode {
     if (pr !== undefined && pr.state === ProgressState.Replicate) pr.becomeProbe();
   }
 
+  /**
+   * Member `id` restarted. It may have lost the unsynced tail of its log or —
+   * after a storage fault beyond the model (a torn synced record) — entries it
+   * had acknowledged; the leader would then wait forever for an index it no
+   * longer has (a rejection at or below match is taken as stale). Forget what
+   * it was known to hold and probe it afresh from the end of our log. Commit
+   * never moves back, so this costs only a probe.
+   */
+  forgetProgress(id: NodeId): void {
+    const pr = this.role === Role.Leader && id !== this.id ? this.prs.get(id) : undefined;
+    if (pr === undefined) return;
+    pr.match = 0;
+    pr.becomeProbe();
+    pr.next = this.log.lastIndex() + 1;
+    this.trace(`forget progress of restarted ${id}`);
+  }
+
   reportSnapshot(id: NodeId, ok: boolean): void {
     const pr = this.role === Role.Leader ? this.prs.get(id) : undefined;
     if (pr === undefined || pr.state !== ProgressState.Snapshot) return;

@@ -176,6 +176,7 @@ export class Store {
   private unapplied: Round | null = null;
   private reports: Array<{ shard: number; to: NodeId; ok: boolean }> = [];
   private wakeRequests = new Set<NodeId>();
+  private restartedPeers = new Set<NodeId>();
   private wakeShards = new Set<number>();
   private tickCount = 0;
   droppedInbound = 0;
@@ -274,6 +275,11 @@ export class Store {
     this.wakeRequests.add(node);
   }
 
+  /** Node-level liveness: `node` restarted (a new incarnation); groups led here probe it afresh. */
+  peerRestarted(node: NodeId): void {
+    this.restartedPeers.add(node);
+  }
+
   /** Outcome of a snapshot stream to a follower (applied at the next round). */
   reportSnapshot(shard: number, to: NodeId, ok: boolean): void {
     this.reports.push({ shard, to, ok });
@@ -286,7 +292,7 @@ export class Store {
   // ------------------------------------------------------------ rounds
 
   hasWork(): boolean {
-    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0 || this.wakeShards.size > 0) return true;
+    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0 || this.wakeShards.size > 0 || this.restartedPeers.size > 0) return true;
     for (const r of this.replicas.values()) if (r.queued() > 0 || r.raft.hasReady()) return true;
     return false;
   }
@@ -310,6 +316,10 @@ export class Store {
       }
       this.wakeRequests.clear();
       this.wakeShards.clear();
+    }
+    if (this.restartedPeers.size > 0) {
+      for (const r of this.replicas.values()) for (const n of this.restartedPeers) r.raft.forgetProgress(n);
+      this.restartedPeers.clear();
     }
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
     for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
