@@ -24,13 +24,14 @@
  * PID) on every way out, as in the rest of the harness (bench/cleanup.ts).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { num, stderrWriters } from './args.ts';
 import { cleanupAll, installSignalHandlers, registerCleanup, startReaper, startWatchdog, type StopSignal } from './cleanup.ts';
 import { LocalCluster } from './local-cluster.ts';
-import { ROOT, alive, findFreePorts, readPid, run } from './proc.ts';
+import { ROOT, alive, clkTck, cpuTicks, findFreePorts, machineTicks, readPid, run } from './proc.ts';
+import { mergeHistograms, summarize, type Histogram } from './hist.ts';
 import { errorSummary, finishMachine, fmtMs, fmtRate, gitInfo, machineInfo } from './report.ts';
 import { makeValue, preloadKeys, runPhase, type PhaseOutput } from './runner.ts';
 import {
@@ -53,6 +54,7 @@ const HELP = `usage: npm run bench:scaling -- [flags]
 
   --only LIST            sections to run, comma-separated: shards,values,bigdata (default all)
   --duration S           measured seconds per load phase (default 10)
+  --rounds N             sections 1 and 2: rounds; each alternates the shard counts / value sizes (default 2)
   --warmup S             unmeasured seconds before each phase (default 2)
   --clients C            closed-loop clients of the load phases (default 64)
   --phase-keys N         keyspace of the load phases of sections 1 and 2 (default 10000)
@@ -76,6 +78,7 @@ const HELP = `usage: npm run bench:scaling -- [flags]
 
 interface Args {
   only: Section[];
+  rounds: number;
   durationS: number;
   warmupS: number;
   clients: number;
@@ -106,7 +109,7 @@ function numList(name: string, v: string | undefined, min: number, max: number):
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
-    only: [...SECTIONS], durationS: 10, warmupS: 2, clients: 64, phaseKeys: 10_000,
+    only: [...SECTIONS], rounds: 2, durationS: 10, warmupS: 2, clients: 64, phaseKeys: 10_000,
     shardCounts: [8, 64, 256], valueSizes: [64, 1024, 16_384, 65_536], settleS: 5, idleWindowS: 10,
     keys: 1_000_000, loadClients: 256, loadLimitS: 1_500, bigShards: 16, compactEvery: 20_000, compactKeep: 1_000,
     catchupLimitS: 900, etcd: true, timeoutMs: 10_000, keepLogs: false, quiet: false,
@@ -122,6 +125,7 @@ function parseArgs(argv: string[]): Args {
         a.only = list as Section[];
         break;
       }
+      case '--rounds': a.rounds = num(f, value(), 1, 20); break;
       case '--duration': a.durationS = num(f, value(), 0.5, 3600, false); break;
       case '--warmup': a.warmupS = num(f, value(), 0, 600, false); break;
       case '--clients': a.clients = num(f, value(), 1, 4096); break;
@@ -204,6 +208,8 @@ interface OpStats {
   errorCodes: Record<string, number>;
   serverCpuPct?: number;
   clientCpuPct: number;
+  /** Every other process on the machine during the measured window, % of one core. */
+  otherCpuPct?: number;
 }
 
 function opStats(out: PhaseOutput, op: 'write' | 'read'): OpStats {
@@ -219,6 +225,52 @@ function opStats(out: PhaseOutput, op: 'write' | 'read'): OpStats {
     errorCodes: s?.errorCodes ?? {},
     ...(r.serverCpuPct !== undefined ? { serverCpuPct: r.serverCpuPct } : {}),
     clientCpuPct: r.clientCpuPct,
+    ...(r.serverCpuPct !== undefined && r.machineCpuPct !== undefined ? { otherCpuPct: Math.max(0, r.machineCpuPct - r.serverCpuPct - r.clientCpuPct) } : {}),
+  };
+}
+
+/** Histograms of every round's measured requests, per row and op, merged for the tables. */
+const hists = new Map<string, Histogram[]>();
+function keepHist(key: string, out: PhaseOutput, op: 'write' | 'read'): void {
+  const h = out.hists[op];
+  if (h === undefined) return;
+  const l = hists.get(key) ?? [];
+  l.push(h);
+  hists.set(key, l);
+}
+
+/** A row of a section over its rounds: ops/s mean and per round, latency of all rounds' requests together. */
+interface Agg {
+  rounds: number[];
+  opsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  serverCpuPct?: number;
+  clientCpuPct: number;
+  otherCpuPct?: number;
+}
+
+const meanOf = (xs: number[]): number => (xs.length === 0 ? 0 : xs.reduce((x, y) => x + y, 0) / xs.length);
+
+function aggregate(key: string, stats: OpStats[]): Agg | undefined {
+  if (stats.length === 0) return undefined;
+  const lat = summarize(mergeHistograms(hists.get(key) ?? []));
+  const codes: Record<string, number> = {};
+  for (const s of stats) for (const [k, n] of Object.entries(s.errorCodes)) codes[k] = (codes[k] ?? 0) + n;
+  const srv = stats.map((s) => s.serverCpuPct).filter((x): x is number => x !== undefined);
+  const oth = stats.map((s) => s.otherCpuPct).filter((x): x is number => x !== undefined);
+  return {
+    rounds: stats.map((s) => Math.round(s.opsPerSec)),
+    opsPerSec: meanOf(stats.map((s) => s.opsPerSec)),
+    p50Ms: lat.p50Ms, p99Ms: lat.p99Ms, maxMs: lat.maxMs,
+    errors: stats.reduce((x, s) => x + s.errors, 0),
+    errorCodes: codes,
+    ...(srv.length > 0 ? { serverCpuPct: meanOf(srv) } : {}),
+    clientCpuPct: meanOf(stats.map((s) => s.clientCpuPct)),
+    ...(oth.length > 0 ? { otherCpuPct: meanOf(oth) } : {}),
   };
 }
 
@@ -241,12 +293,35 @@ async function phase(ctx: Ctx, target: Target, label: string, workload: Workload
   return out;
 }
 
+/** CPU meter: % of one core per process since start, the machine's (all processes), and this process's. */
+function cpuMeter(pids: number[]): () => { perPid: Array<number | null>; machine: number; self: number } {
+  const p0 = pids.map(cpuTicks);
+  const m0 = machineTicks();
+  const s0 = process.cpuUsage();
+  const t0 = performance.now();
+  return () => {
+    const secs = (performance.now() - t0) / 1000;
+    const m1 = machineTicks();
+    const s = process.cpuUsage(s0);
+    return {
+      perPid: pids.map((p, i) => {
+        const a = p0[i];
+        const b = cpuTicks(p);
+        return a === undefined || b === undefined ? null : Math.round(((b - a) / clkTck() / secs) * 1000) / 10;
+      }),
+      machine: m1.total > m0.total ? Math.round(((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * cpus().length) : 0,
+      self: Math.round(((s.user + s.system) / 1000 / (secs * 1000)) * 100),
+    };
+  };
+}
+
 const round1 = (x: number | undefined): number | null => (x === undefined ? null : Math.round(x * 10) / 10);
 
 // ------------------------------------------------------------------ 1. shards
 
-interface ShardRow {
+interface ShardRun {
   shards: number;
+  round: number;
   startS?: number;
   write?: OpStats;
   read?: OpStats;
@@ -258,86 +333,150 @@ interface ShardRow {
   notes: string[];
 }
 
-async function sectionShards(ctx: Ctx): Promise<ShardRow[]> {
+interface ShardRow {
+  shards: number;
+  write?: Agg;
+  read?: Agg;
+  /** Per node: the highest over the rounds. */
+  idleCpuPct?: Array<number | null>;
+  rssMiB?: Array<number | null>;
+  /** Per node, the last round's. */
+  quiesced?: Array<number | null>;
+  runs: ShardRun[];
+}
+
+const maxPerNode = (xs: Array<Array<number | null> | undefined>): Array<number | null> | undefined => {
+  const ok = xs.filter((x): x is Array<number | null> => x !== undefined);
+  if (ok.length === 0) return undefined;
+  return Array.from({ length: NODES }, (_, i) => {
+    const v = ok.map((x) => x[i]).filter((y): y is number => y !== null && y !== undefined);
+    return v.length === 0 ? null : Math.max(...v);
+  });
+};
+
+async function shardRun(ctx: Ctx, shards: number, round: number): Promise<ShardRun> {
   const a = ctx.a;
-  const rows: ShardRow[] = [];
   const ks = phaseKeyspace(a.phaseKeys);
   const value = makeValue(256, 1);
-  for (const shards of a.shardCounts) {
-    if (ctx.stop.stopped) break;
-    const row: ShardRow = { shards, loadavg: loadAvg(), notes: [] };
-    rows.push(row);
-    const label = `shards=${shards}`;
-    let st: Started | undefined;
-    let sc: StoreClient | undefined;
-    try {
-      st = await startCluster(ctx, label, shards);
-      const c = st.cluster;
-      row.startS = round1(st.startMs / 1000) ?? 0;
-      sc = await storeClient(c.endpoints(), a.clients, a.timeoutMs, 256, () => c.nodePids());
-      row.write = opStats(await phase(ctx, sc.target, `${label} write`, 'write', 'linearizable', ks, value), 'write');
-      ctx.log(`${label}: preloading ${ks.keys} keys for the reads (not measured)`);
-      const pl = await preloadKeys(sc.target, ks, value, 64, 300_000, ctx.stop, ctx.progress);
-      if (pl.failed > 0 || pl.written < ks.keys) row.notes.push(`preload wrote ${pl.written} of ${ks.keys} keys`);
-      row.read = opStats(await phase(ctx, sc.target, `${label} read-lin`, 'read', 'linearizable', ks, value), 'read');
-      await sc.target.close();
-      sc = undefined;
-      ctx.log(`${label}: idle: settling ${a.settleS} s, then sampling CPU for ${a.idleWindowS} s`);
-      await sleep(a.settleS * 1000);
-      const pids = c.nodePids();
-      const cpu = await cpuOver(pids, a.idleWindowS * 1000, ctx.stop);
-      row.idleCpuPct = cpu.map((x) => (x === undefined ? null : Math.round(x * 100) / 100));
-      row.rssMiB = pids.map((p) => round1(memMiB(p)));
-      row.quiesced = await Promise.all(c.endpoints().map(async (u) => (await metricSum(u, 'kv_raft_quiesced')) ?? null));
-      ctx.log(`${label}: idle CPU ${row.idleCpuPct.map((x) => `${x ?? '?'}%`).join(' ')}, RSS ${row.rssMiB.map((x) => `${x ?? '?'} MiB`).join(' ')}, quiesced groups ${row.quiesced.join(' ')}`);
-    } catch (e) {
-      row.failure = (e as Error).message;
-      ctx.log(`${label}: FAILED: ${row.failure}`);
-    } finally {
-      if (sc !== undefined) await sc.target.close();
-      if (st !== undefined) row.notes.push(...(await st.done()));
+  const run1: ShardRun = { shards, round, loadavg: loadAvg(), notes: [] };
+  const label = `shards=${shards} r${round}`;
+  let st: Started | undefined;
+  let sc: StoreClient | undefined;
+  try {
+    st = await startCluster(ctx, label.replace(' ', '-'), shards);
+    const c = st.cluster;
+    run1.startS = round1(st.startMs / 1000) ?? 0;
+    sc = await storeClient(c.endpoints(), a.clients, a.timeoutMs, 256, () => c.nodePids());
+    const w = await phase(ctx, sc.target, `${label} write`, 'write', 'linearizable', ks, value);
+    run1.write = opStats(w, 'write');
+    keepHist(`shards ${shards} write`, w, 'write');
+    ctx.log(`${label}: preloading ${ks.keys} keys for the reads (not measured)`);
+    const pl = await preloadKeys(sc.target, ks, value, 64, 300_000, ctx.stop, ctx.progress);
+    if (pl.failed > 0 || pl.written < ks.keys) run1.notes.push(`preload wrote ${pl.written} of ${ks.keys} keys`);
+    const r = await phase(ctx, sc.target, `${label} read-lin`, 'read', 'linearizable', ks, value);
+    run1.read = opStats(r, 'read');
+    keepHist(`shards ${shards} read`, r, 'read');
+    await sc.target.close();
+    sc = undefined;
+    ctx.log(`${label}: idle: settling ${a.settleS} s, then sampling CPU for ${a.idleWindowS} s`);
+    await sleep(a.settleS * 1000);
+    const pids = c.nodePids();
+    const cpu = await cpuOver(pids, a.idleWindowS * 1000, ctx.stop);
+    run1.idleCpuPct = cpu.map((x) => (x === undefined ? null : Math.round(x * 100) / 100));
+    run1.rssMiB = pids.map((p) => round1(memMiB(p)));
+    run1.quiesced = await Promise.all(c.endpoints().map(async (u) => (await metricSum(u, 'kv_raft_quiesced')) ?? null));
+    ctx.log(`${label}: idle CPU ${run1.idleCpuPct.map((x) => `${x ?? '?'}%`).join(' ')}, RSS ${run1.rssMiB.map((x) => `${x ?? '?'} MiB`).join(' ')}, quiesced groups ${run1.quiesced.join(' ')}`);
+  } catch (e) {
+    run1.failure = (e as Error).message;
+    ctx.log(`${label}: FAILED: ${run1.failure}`);
+  } finally {
+    if (sc !== undefined) await sc.target.close();
+    if (st !== undefined) run1.notes.push(...(await st.done()));
+  }
+  return run1;
+}
+
+/** Rounds alternate the shard counts (8, 64, 256, 8, 64, 256, ...), so slow drift of a shared machine hits them alike. */
+async function sectionShards(ctx: Ctx): Promise<ShardRow[]> {
+  const a = ctx.a;
+  const runs: ShardRun[] = [];
+  for (let round = 1; round <= a.rounds; round++) {
+    for (const shards of a.shardCounts) {
+      if (ctx.stop.stopped) break;
+      runs.push(await shardRun(ctx, shards, round));
     }
   }
-  return rows;
+  return a.shardCounts.map((shards) => {
+    const rs = runs.filter((r) => r.shards === shards);
+    const write = aggregate(`shards ${shards} write`, rs.map((r) => r.write).filter((x): x is OpStats => x !== undefined));
+    const read = aggregate(`shards ${shards} read`, rs.map((r) => r.read).filter((x): x is OpStats => x !== undefined));
+    const idle = maxPerNode(rs.map((r) => r.idleCpuPct));
+    const rss = maxPerNode(rs.map((r) => r.rssMiB));
+    const q = [...rs].reverse().find((r) => r.quiesced !== undefined)?.quiesced;
+    return {
+      shards, runs,
+      ...(write !== undefined ? { write } : {}), ...(read !== undefined ? { read } : {}),
+      ...(idle !== undefined ? { idleCpuPct: idle } : {}), ...(rss !== undefined ? { rssMiB: rss } : {}), ...(q !== undefined ? { quiesced: q } : {}),
+    };
+  });
 }
 
 // ------------------------------------------------------------------ 2. values
 
-interface ValueRow {
+interface ValueRun {
   bytes: number;
+  round: number;
   write?: OpStats;
-  mbPerSec?: number;
   loadavg: number[];
   failure?: string;
   notes: string[];
 }
 
+interface ValueRow {
+  bytes: number;
+  write?: Agg;
+  mbPerSec?: number;
+  runs: ValueRun[];
+}
+
+async function valueRun(ctx: Ctx, bytes: number, round: number): Promise<ValueRun> {
+  const a = ctx.a;
+  const ks = phaseKeyspace(a.phaseKeys);
+  const run1: ValueRun = { bytes, round, loadavg: loadAvg(), notes: [] };
+  const label = `value=${bytes}B r${round}`;
+  let st: Started | undefined;
+  let sc: StoreClient | undefined;
+  try {
+    st = await startCluster(ctx, label.replace(' ', '-'), 16);
+    const c = st.cluster;
+    sc = await storeClient(c.endpoints(), a.clients, a.timeoutMs, bytes, () => c.nodePids());
+    const w = await phase(ctx, sc.target, `${label} write`, 'write', 'linearizable', ks, makeValue(bytes, 1));
+    run1.write = opStats(w, 'write');
+    keepHist(`value ${bytes} write`, w, 'write');
+  } catch (e) {
+    run1.failure = (e as Error).message;
+    ctx.log(`${label}: FAILED: ${run1.failure}`);
+  } finally {
+    if (sc !== undefined) await sc.target.close();
+    if (st !== undefined) run1.notes.push(...(await st.done()));
+  }
+  return run1;
+}
+
 async function sectionValues(ctx: Ctx): Promise<ValueRow[]> {
   const a = ctx.a;
-  const rows: ValueRow[] = [];
-  const ks = phaseKeyspace(a.phaseKeys);
-  for (const bytes of a.valueSizes) {
-    if (ctx.stop.stopped) break;
-    const row: ValueRow = { bytes, loadavg: loadAvg(), notes: [] };
-    rows.push(row);
-    const label = `value=${bytes}B`;
-    let st: Started | undefined;
-    let sc: StoreClient | undefined;
-    try {
-      st = await startCluster(ctx, label, 16);
-      const c = st.cluster;
-      sc = await storeClient(c.endpoints(), a.clients, a.timeoutMs, bytes, () => c.nodePids());
-      row.write = opStats(await phase(ctx, sc.target, `${label} write`, 'write', 'linearizable', ks, makeValue(bytes, 1)), 'write');
-      row.mbPerSec = (row.write.opsPerSec * bytes) / 1e6;
-    } catch (e) {
-      row.failure = (e as Error).message;
-      ctx.log(`${label}: FAILED: ${row.failure}`);
-    } finally {
-      if (sc !== undefined) await sc.target.close();
-      if (st !== undefined) row.notes.push(...(await st.done()));
+  const runs: ValueRun[] = [];
+  for (let round = 1; round <= a.rounds; round++) {
+    for (const bytes of a.valueSizes) {
+      if (ctx.stop.stopped) break;
+      runs.push(await valueRun(ctx, bytes, round));
     }
   }
-  return rows;
+  return a.valueSizes.map((bytes) => {
+    const rs = runs.filter((r) => r.bytes === bytes);
+    const write = aggregate(`value ${bytes} write`, rs.map((r) => r.write).filter((x): x is OpStats => x !== undefined));
+    return { bytes, runs, ...(write !== undefined ? { write, mbPerSec: (write.opsPerSec * bytes) / 1e6 } : {}) };
+  });
 }
 
 // ------------------------------------------------------------------ 3. big data
@@ -355,6 +494,10 @@ interface LoadSummary {
   checkpoints: Checkpoint[];
   rssAfterMiB?: Array<number | null>;
   hwmMiB?: Array<number | null>;
+  /** During the load, % of one core: each server process, the load generator, the whole machine. */
+  nodeCpuPct?: Array<number | null>;
+  clientCpuPct?: number;
+  machineCpuPct?: number;
 }
 
 interface RestartResult {
@@ -389,6 +532,9 @@ interface CatchupResult {
   mbPerSecWire?: number;
   streamMbPerSec?: { min: number; median: number; max: number };
   sentCounterDelta?: number;
+  /** From the spawn to caught up, % of one core: each node (node 3: its new process), the whole machine. */
+  nodeCpuPct?: Array<number | null>;
+  machineCpuPct?: number;
   failure?: string;
 }
 
@@ -418,6 +564,7 @@ async function loadWithRss(ctx: Ctx, label: string, put: (i: number) => Promise<
   const a = ctx.a;
   const checkpoints: Checkpoint[] = [];
   ctx.log(`${label}: loading ${keys} keys of 100 B, ${a.loadClients} writers (limit ${a.loadLimitS} s)`);
+  const meter = cpuMeter(pids());
   const r: BulkLoadResult = await bulkLoad({
     put, from: 0, to: keys, concurrency: a.loadClients, limitMs: a.loadLimitS * 1000, stop: ctx.stop,
     each: (p: LoadProgress, perSec: number) => ctx.progress?.(`[${label} load] ${fmtRate(p.written)}/${fmtRate(keys)} keys, ${fmtRate(perSec)}/s, ${p.failed} failed`),
@@ -429,10 +576,11 @@ async function loadWithRss(ctx: Ctx, label: string, put: (i: number) => Promise<
     },
   });
   const secs = r.elapsedMs / 1000;
+  const cpu = meter();
   ctx.log(`${label}: ${r.written} written, ${r.failed} failed in ${secs.toFixed(1)} s (${fmtRate(r.written / secs)} keys/s)${r.cut ? ' — CUT by the time limit' : ''}`);
   return {
     keys, written: r.written, failed: r.failed, secs: round1(secs) ?? 0, keysPerSec: Math.round(r.written / secs), cut: r.cut,
-    errorCodes: r.errorCodes, checkpoints,
+    errorCodes: r.errorCodes, checkpoints, nodeCpuPct: cpu.perPid, clientCpuPct: cpu.self, machineCpuPct: cpu.machine,
   };
 }
 
@@ -602,13 +750,23 @@ async function catchupTest(ctx: Ctx, c: LocalCluster, victim: number, ks: Keyspa
     const logs = Array.from({ length: NODES }, (_, i) => join(c.dataDir, `node-${i + 1}.log`));
     const offsets = logs.map(fileSize);
     const sent0 = await Promise.all(survivors.map((u) => metricSum(u, 'kv_snapshots_total', { direction: 'sent', result: 'ok' })));
+    const survivorPids = livePids(c);
+    const meter = cpuMeter(survivorPids);
     const tWall = Date.now();
     const t1 = performance.now();
     const restarting = run(CLUSTER_SH, ['restart', String(victim)], c.env(), 120_000);
     const limit = Math.max(60_000, limitMs);
     while (!ctx.stop.stopped && performance.now() - t1 < limit) {
       if (res.readyMs === undefined && (await get200(`${url}/ready`, 500)).ok) res.readyMs = Math.round(performance.now() - t1);
-      if (res.readyMs !== undefined && (await caughtUp(url, target))) { res.caughtUpMs = Math.round(performance.now() - t1); break; }
+      if (res.readyMs !== undefined && (await caughtUp(url, target))) {
+        res.caughtUpMs = Math.round(performance.now() - t1);
+        const cpu = meter();
+        const vp = readPid(c.dataDir, victim);
+        const vt = vp === undefined ? undefined : cpuTicks(vp);
+        res.nodeCpuPct = cpu.perPid.map((x, i) => (i === victim - 1 ? (vt === undefined ? null : Math.round((vt / clkTck() / (res.caughtUpMs as number / 1000)) * 1000) / 10) : x));
+        res.machineCpuPct = cpu.machine;
+        break;
+      }
       await sleep(50);
     }
     const rr = await restarting;
@@ -722,8 +880,6 @@ async function etcdLoad(ctx: Ctx, keys: number): Promise<LoadSummary & { version
 // ------------------------------------------------------------------ report
 
 const cells = (xs: Array<number | null> | undefined, digits = 1): string => (xs === undefined ? '—' : xs.map((x) => (x === null ? '?' : x.toFixed(digits))).join(' / '));
-const lat = (s: OpStats | undefined): string => (s === undefined ? '— | —' : `${fmtMs(s.p50Ms)} | ${fmtMs(s.p99Ms)}`);
-const errs = (s: OpStats | undefined): string => (s === undefined || s.errors === 0 ? '0' : `${s.errors}: ${errorSummary(s.errorCodes)}`);
 const la = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' ');
 const met = (ok: boolean | undefined): string => (ok === undefined ? 'n/a' : ok ? '**met**' : '**not met**');
 const secs = (ms: number | undefined): string => (ms === undefined ? '—' : `${(ms / 1000).toFixed(2)} s`);
@@ -731,6 +887,7 @@ const secs = (ms: number | undefined): string => (ms === undefined ? '—' : `${
 interface Verdicts {
   writeRatio64to8?: number;
   writeRatioMet?: boolean;
+  writeRatioPerRound?: Array<number | null>;
   idleCpuMax256?: number;
   idleCpuMet?: boolean;
   restartMet?: boolean;
@@ -740,12 +897,16 @@ interface Verdicts {
 
 function verdicts(shards: ShardRow[] | undefined, big: BigResult | undefined): Verdicts {
   const v: Verdicts = {};
-  const w = (n: number): number | undefined => shards?.find((r) => r.shards === n)?.write?.opsPerSec;
+  const w = (n: number): Agg | undefined => shards?.find((r) => r.shards === n)?.write;
   const w8 = w(8);
   const w64 = w(64);
-  if (w8 !== undefined && w64 !== undefined && w8 > 0) {
-    v.writeRatio64to8 = Math.round((w64 / w8) * 100) / 100;
-    v.writeRatioMet = w64 / w8 >= 0.9;
+  if (w8 !== undefined && w64 !== undefined && w8.opsPerSec > 0) {
+    v.writeRatio64to8 = Math.round((w64.opsPerSec / w8.opsPerSec) * 100) / 100;
+    v.writeRatioMet = w64.opsPerSec / w8.opsPerSec >= 0.9;
+    v.writeRatioPerRound = w64.rounds.map((x, i) => {
+      const y = w8.rounds[i];
+      return y === undefined || y === 0 ? null : Math.round((x / y) * 100) / 100;
+    });
   }
   const idle = shards?.find((r) => r.shards === 256)?.idleCpuPct;
   if (idle !== undefined && idle.every((x) => x !== null)) {
@@ -787,46 +948,62 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
   L.push(`- machine: ${machine.cores} cores (${machine.cpuModel}), ${machine.memGiB} GiB, Node ${machine.node}, data dirs in ${machine.tmpDir} (${machine.tmpFs}); ` +
     `load average ${la(machine.loadavgStart)} at start${machine.loadavgEnd !== undefined ? `, ${la(machine.loadavgEnd)} at end` : ''}; git ${git.commit.slice(0, 12)}${git.dirty ? ' (dirty)' : ''} on ${git.branch}.`);
   L.push(`- every cluster: ${NODES} nodes, 3 replicas per shard, started fresh with ./cluster.sh; load: the store target's raw client (writes and linearizable reads to the shard leader), ` +
-    `${a.clients} closed-loop clients, uniform keys, ${a.warmupS} s warm-up + ${a.durationS} s measured.`);
+    `${a.clients} closed-loop clients, uniform keys, ${a.warmupS} s warm-up + ${a.durationS} s measured per phase. The machine is shared: see the load averages and the CPU of other processes.`);
+  const perRound = (x: Agg | undefined): string => (x === undefined ? '—' : `**${fmtRate(x.opsPerSec)}** (${x.rounds.map(fmtRate).join(', ')})`);
+  const errsAgg = (x: Agg | undefined): string => (x === undefined || x.errors === 0 ? '0' : `${x.errors}: ${errorSummary(x.errorCodes)}`);
+  const cpuAgg = (x: Agg | undefined): string => (x === undefined ? '—' : `${x.serverCpuPct?.toFixed(0) ?? '?'} / ${x.clientCpuPct.toFixed(0)} / ${x.otherCpuPct?.toFixed(0) ?? '?'}`);
   if (shards !== undefined) {
     L.push('');
-    L.push(`### 1. Shards per node (256 B values, ${fmtRate(a.phaseKeys)} keys)`);
+    L.push(`### 1. Shards per node (256 B values, ${fmtRate(a.phaseKeys)} keys, ${a.rounds} rounds alternating the shard counts, each on a fresh cluster)`);
     L.push('');
-    L.push('| shards | writes/s | write p50 ms | write p99 ms | lin reads/s | read p50 ms | read p99 ms | errors (w; r) | idle CPU % of a core, per node | RSS MiB per node | quiesced groups per node | load avg at start |');
-    L.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |');
+    L.push('ops/s: mean over the rounds (each round); latency: all rounds\' requests together; CPU % of one core: the nodes / the load generator / every other process on the machine.');
+    L.push('');
+    L.push('| shards | writes/s | write p50 ms | write p99 ms | lin reads/s | read p50 ms | read p99 ms | errors (w; r) | CPU during writes | CPU during reads |');
+    L.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |');
     for (const r of shards) {
-      if (r.failure !== undefined && r.write === undefined) {
-        L.push(`| ${r.shards} | **failed**: ${r.failure} |  |  |  |  |  |  |  |  |  | ${la(r.loadavg)} |`);
-        continue;
+      const l = (x: Agg | undefined): string => (x === undefined ? '— | —' : `${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)}`);
+      L.push(`| ${r.shards} | ${perRound(r.write)} | ${l(r.write)} | ${perRound(r.read)} | ${l(r.read)} | ${errsAgg(r.write)}; ${errsAgg(r.read)} | ${cpuAgg(r.write)} | ${cpuAgg(r.read)} |`);
+    }
+    L.push('');
+    L.push(`Idle, after the load: ${a.settleS} s of settling, then utime+stime of /proc/<pid>/stat over ${a.idleWindowS} s (highest per node over the rounds), RSS (highest per node), quiesced groups (kv_raft_quiesced, last round):`);
+    L.push('');
+    L.push('| shards | idle CPU % of a core, per node | RSS MiB per node | quiesced groups per node | load average at the start of each round |');
+    L.push('| ---: | --- | --- | --- | --- |');
+    for (const r of shards) {
+      L.push(`| ${r.shards} | ${cells(r.idleCpuPct, 2)} | ${cells(r.rssMiB, 0)} | ${cells(r.quiesced, 0)} of ${r.shards} | ${r.runs.map((x) => la(x.loadavg)).join('; ')} |`);
+    }
+    L.push('');
+    for (const r of shards) {
+      for (const x of r.runs) {
+        if (x.failure !== undefined) L.push(`- ${r.shards} shards, round ${x.round}: **failed**: ${x.failure}`);
+        for (const n of x.notes) L.push(`- ${r.shards} shards, round ${x.round}: ${n}`);
       }
-      L.push(`| ${r.shards} | ${r.write === undefined ? '—' : fmtRate(r.write.opsPerSec)} | ${lat(r.write)} | ${r.read === undefined ? '—' : fmtRate(r.read.opsPerSec)} | ${lat(r.read)} | ` +
-        `${errs(r.write)}; ${errs(r.read)} | ${cells(r.idleCpuPct, 2)} | ${cells(r.rssMiB, 0)} | ${cells(r.quiesced, 0)} of ${r.shards} | ${la(r.loadavg)} |`);
     }
-    for (const r of shards) {
-      if (r.failure !== undefined && r.write !== undefined) L.push(`- ${r.shards} shards: **failed** after the write phase: ${r.failure}`);
-      for (const n of r.notes) L.push(`- ${r.shards} shards: ${n}`);
-      const cpu = [r.write, r.read].filter((x): x is OpStats => x !== undefined).map((x) => `${x.serverCpuPct?.toFixed(0) ?? '?'}% (load generator ${x.clientCpuPct.toFixed(0)}%)`);
-      if (cpu.length > 0) L.push(`- ${r.shards} shards: nodes' CPU during writes, reads: ${cpu.join(', ')} of one core; cluster start ${r.startS ?? '?'} s.`);
-    }
-    L.push(`- writes/s(64 shards) / writes/s(8 shards) = ${v.writeRatio64to8?.toFixed(2) ?? 'n/a'} (target ≥ 0.9): ${met(v.writeRatioMet)}.`);
-    L.push(`- idle CPU at 256 shards, highest node: ${v.idleCpuMax256?.toFixed(2) ?? 'n/a'} % of a core (target < 3 %): ${met(v.idleCpuMet)}; ` +
-      `sampled over ${a.idleWindowS} s after ${a.settleS} s of settling (utime+stime of /proc/<pid>/stat).`);
+    L.push(`- writes/s(64 shards) / writes/s(8 shards) = **${v.writeRatio64to8?.toFixed(2) ?? 'n/a'}** (per round: ${(v.writeRatioPerRound ?? []).map((x) => x?.toFixed(2) ?? '?').join(', ') || 'n/a'}; target ≥ 0.9): ${met(v.writeRatioMet)}.`);
+    L.push(`- idle CPU at 256 shards, highest node: **${v.idleCpuMax256?.toFixed(2) ?? 'n/a'} %** of a core (target < 3 %): ${met(v.idleCpuMet)}.`);
   }
   if (values !== undefined) {
     L.push('');
-    L.push(`### 2. Value size (16 shards, writes, ${fmtRate(a.phaseKeys)} keys)`);
+    L.push(`### 2. Value size (16 shards, writes, ${fmtRate(a.phaseKeys)} keys, ${a.rounds} rounds alternating the sizes, each on a fresh cluster)`);
     L.push('');
-    L.push('| value | writes/s | MB/s | p50 ms | p99 ms | max ms | errors | nodes\' CPU % | load avg at start |');
-    L.push('| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |');
+    L.push('| value | writes/s | MB/s | p50 ms | p99 ms | max ms | errors | CPU: nodes / load generator / others | load average at the start of each round |');
+    L.push('| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |');
     for (const r of values) {
       const size = r.bytes >= 1024 ? `${r.bytes / 1024} KiB` : `${r.bytes} B`;
-      if (r.write === undefined) {
-        L.push(`| ${size} | **failed**: ${r.failure ?? '?'} |  |  |  |  |  |  | ${la(r.loadavg)} |`);
+      const w = r.write;
+      const lds = r.runs.map((x) => la(x.loadavg)).join('; ');
+      if (w === undefined) {
+        L.push(`| ${size} | **failed** |  |  |  |  |  |  | ${lds} |`);
         continue;
       }
-      L.push(`| ${size} | ${fmtRate(r.write.opsPerSec)} | ${(r.mbPerSec ?? 0).toFixed(1)} | ${lat(r.write)} | ${fmtMs(r.write.maxMs)} | ${errs(r.write)} | ${r.write.serverCpuPct?.toFixed(0) ?? '?'} | ${la(r.loadavg)} |`);
+      L.push(`| ${size} | ${perRound(w)} | ${(r.mbPerSec ?? 0).toFixed(1)} | ${fmtMs(w.p50Ms)} | ${fmtMs(w.p99Ms)} | ${fmtMs(w.maxMs)} | ${errsAgg(w)} | ${cpuAgg(w)} | ${lds} |`);
     }
-    for (const r of values) for (const n of r.notes) L.push(`- ${r.bytes} B: ${n}`);
+    for (const r of values) {
+      for (const x of r.runs) {
+        if (x.failure !== undefined) L.push(`- ${r.bytes} B, round ${x.round}: **failed**: ${x.failure}`);
+        for (const n of x.notes) L.push(`- ${r.bytes} B, round ${x.round}: ${n}`);
+      }
+    }
   }
   if (big !== undefined) {
     L.push('');
@@ -841,6 +1018,7 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
     if (ld !== undefined) {
       L.push(`| load ${fmtRate(ld.keys)} keys, ${a.loadClients} writers | ${fmtRate(ld.written)} written, ${ld.failed} failed in ${ld.secs} s = **${fmtRate(ld.keysPerSec)} keys/s**${ld.cut ? ' (**cut by the time limit**)' : ''}` +
         `${Object.keys(ld.errorCodes).length > 0 ? `; errors retried: ${errorSummary(ld.errorCodes)}` : ''} | — |`);
+      L.push(`| CPU during the load, % of one core | nodes ${cells(ld.nodeCpuPct, 0)}; load generator ${ld.clientCpuPct ?? '?'}; whole machine ${ld.machineCpuPct ?? '?'} of ${cpus().length * 100} | — |`);
       L.push(`| RSS per node after loading (+5 s) | ${cells(ld.rssAfterMiB, 0)} MiB (peak ${cells(ld.hwmMiB, 0)}) | ≤ an etcd member's with the same data |`);
     }
     if (rs !== undefined) {
@@ -859,6 +1037,7 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
       L.push(`| catch-up rate: distinct snapshot bytes / (first stream start → caught up) | **${cu.mbPerSecEffective?.toFixed(1) ?? '—'} MB/s** | ≥ 50 MB/s: ${met(v.catchupMet)} |`);
       L.push(`| … distinct bytes / (ready → caught up) | ${cu.mbPerSecFromReady?.toFixed(1) ?? '—'} MB/s | — |`);
       L.push(`| … every stream's bytes / (first stream start → last stream end) | ${cu.mbPerSecWire?.toFixed(1) ?? '—'} MB/s | — |`);
+      if (cu.nodeCpuPct !== undefined) L.push(`| … CPU from spawn to caught up, % of one core | nodes ${cells(cu.nodeCpuPct, 0)}; whole machine ${cu.machineCpuPct ?? '?'} of ${cpus().length * 100} | — |`);
       if (cu.streamMbPerSec !== undefined) L.push(`| … per stream (min / median / max) | ${cu.streamMbPerSec.min} / ${cu.streamMbPerSec.median} / ${cu.streamMbPerSec.max} MB/s | — |`);
       if (cu.failure !== undefined) L.push(`| catch-up step | **failed**: ${cu.failure} | — |`);
     }
@@ -876,7 +1055,8 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
       L.push(`| after loading (+5 s) | ${cells(ld.rssAfterMiB, 0)} (${fmtRate(ld.written)} keys) | ${et === undefined ? 'not run' : et.failure !== undefined ? `failed: ${et.failure}` : `${cells(et.rssAfterMiB, 0)} (${fmtRate(et.written)} keys)`} |`);
       if (et !== undefined && et.failure === undefined) {
         L.push('');
-        L.push(`- etcd ${et.version ?? ''} load: ${fmtRate(et.written)} of ${fmtRate(et.keys)} keys in ${et.secs} s = ${fmtRate(et.keysPerSec)} keys/s${et.cut ? ' (**cut by the time limit**: compare at the checkpoints)' : ''}.`);
+        L.push(`- etcd ${et.version ?? ''} load: ${fmtRate(et.written)} of ${fmtRate(et.keys)} keys in ${et.secs} s = ${fmtRate(et.keysPerSec)} keys/s${et.cut ? ' (**cut by the time limit**: compare at the checkpoints)' : ''}; ` +
+          `CPU % of one core: members ${cells(et.nodeCpuPct, 0)}, load generator ${et.clientCpuPct ?? '?'}, whole machine ${et.machineCpuPct ?? '?'}.`);
       }
       if (v.rssVsEtcd !== undefined) {
         L.push(`- at ${fmtRate(v.rssVsEtcd.keys)} keys: store's largest node ${v.rssVsEtcd.storeMaxMiB.toFixed(0)} MiB vs etcd's largest member ${v.rssVsEtcd.etcdMaxMiB.toFixed(0)} MiB ` +
@@ -901,8 +1081,8 @@ async function main(): Promise<void> {
   startReaper(workDir);
   const phaseMs = (a.warmupS + a.durationS) * 1000 + a.timeoutMs + 5_000;
   let watchdogMs = 60_000;
-  if (a.only.includes('shards')) watchdogMs += a.shardCounts.length * (200_000 + 2 * phaseMs + 300_000 + (a.settleS + a.idleWindowS) * 1000 + 40_000);
-  if (a.only.includes('values')) watchdogMs += a.valueSizes.length * (200_000 + phaseMs + 40_000);
+  if (a.only.includes('shards')) watchdogMs += a.rounds * a.shardCounts.length * (200_000 + 2 * phaseMs + 300_000 + (a.settleS + a.idleWindowS) * 1000 + 40_000);
+  if (a.only.includes('values')) watchdogMs += a.rounds * a.valueSizes.length * (200_000 + phaseMs + 40_000);
   if (a.only.includes('bigdata')) watchdogMs += 200_000 + 2 * a.loadLimitS * 1000 + 2 * Math.max(60_000, a.catchupLimitS * 1000) + 600_000;
   startWatchdog(watchdogMs, stop, log);
   const ctx: Ctx = { a, workDir, stop, log, progress };
@@ -927,7 +1107,7 @@ async function main(): Promise<void> {
   }
   const m = finishMachine(machine);
   const v = verdicts(shards, big);
-  const anyFailure = failed || (shards ?? []).some((r) => r.failure !== undefined) || (values ?? []).some((r) => r.failure !== undefined) ||
+  const anyFailure = failed || (shards ?? []).some((r) => r.runs.some((x) => x.failure !== undefined)) || (values ?? []).some((r) => r.runs.some((x) => x.failure !== undefined)) ||
     (big !== undefined && (big.failure !== undefined || big.restart?.failure !== undefined || big.catchup?.failure !== undefined || big.etcd?.failure !== undefined));
   const json = {
     kind: 'shardkv-scaling', time, command: `npm run bench:scaling -- ${argv.join(' ')}`.trim(), params: a, machine: m, git,
