@@ -951,12 +951,14 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
     `${a.clients} closed-loop clients, uniform keys, ${a.warmupS} s warm-up + ${a.durationS} s measured per phase. The machine is shared: see the load averages and the CPU of other processes.`);
   const perRound = (x: Agg | undefined): string => (x === undefined ? '—' : `**${fmtRate(x.opsPerSec)}** (${x.rounds.map(fmtRate).join(', ')})`);
   const errsAgg = (x: Agg | undefined): string => (x === undefined || x.errors === 0 ? '0' : `${x.errors}: ${errorSummary(x.errorCodes)}`);
-  const cpuAgg = (x: Agg | undefined): string => (x === undefined ? '—' : `${x.serverCpuPct?.toFixed(0) ?? '?'} / ${x.clientCpuPct.toFixed(0)} / ${x.otherCpuPct?.toFixed(0) ?? '?'}`);
+  // The nodes' CPU time per successful request (ms, all three nodes together): less sensitive to a busy machine than ops/s.
+  const perOp = (x: Agg): string => (x.serverCpuPct === undefined || x.opsPerSec <= 0 ? '' : `; ${((x.serverCpuPct * 10) / x.opsPerSec).toFixed(2)} ms/op`);
+  const cpuAgg = (x: Agg | undefined): string => (x === undefined ? '—' : `${x.serverCpuPct?.toFixed(0) ?? '?'} / ${x.clientCpuPct.toFixed(0)} / ${x.otherCpuPct?.toFixed(0) ?? '?'}${perOp(x)}`);
   if (shards !== undefined) {
     L.push('');
     L.push(`### 1. Shards per node (256 B values, ${fmtRate(a.phaseKeys)} keys, ${a.rounds} rounds alternating the shard counts, each on a fresh cluster)`);
     L.push('');
-    L.push('ops/s: mean over the rounds (each round); latency: all rounds\' requests together; CPU % of one core: the nodes / the load generator / every other process on the machine.');
+    L.push('ops/s: mean over the rounds (each round); latency: all rounds\' requests together; CPU % of one core (mean over the rounds): the nodes / the load generator / every other process on the machine; then the nodes\' CPU time per request (ms, three nodes together).');
     L.push('');
     L.push('| shards | writes/s | write p50 ms | write p99 ms | lin reads/s | read p50 ms | read p99 ms | errors (w; r) | CPU during writes | CPU during reads |');
     L.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |');
