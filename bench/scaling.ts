@@ -23,7 +23,7 @@
  * Every process started is stopped by PID (cluster.sh stop / SIGKILL, etcd by
  * PID) on every way out, as in the rest of the harness (bench/cleanup.ts).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -73,6 +73,7 @@ const HELP = `usage: npm run bench:scaling -- [flags]
   --etcd-keys N          section 3: keys loaded into etcd (default --keys)
   --timeout-ms N         per-request timeout (default 10000)
   --keep-logs            keep the temp dir with every node's log
+  --render FILE          start nothing: print the tables of a saved run (its stdout, or its JSON line) again
   --quiet                no progress lines
 `;
 
@@ -99,6 +100,7 @@ interface Args {
   timeoutMs: number;
   keepLogs: boolean;
   quiet: boolean;
+  render?: string;
 }
 
 function numList(name: string, v: string | undefined, min: number, max: number): number[] {
@@ -145,6 +147,7 @@ function parseArgs(argv: string[]): Args {
       case '--etcd-keys': a.etcdKeys = num(f, value(), 1, 10_000_000); break;
       case '--timeout-ms': a.timeoutMs = num(f, value(), 1, 600_000); break;
       case '--keep-logs': a.keepLogs = true; break;
+      case '--render': { const v = value(); if (v === undefined || v === '') throw new Error('--render needs a file'); a.render = v; break; }
       case '--quiet': a.quiet = true; break;
       case '--help': case '-h': process.stdout.write(HELP); process.exit(0);
       // falls through (unreachable)
@@ -414,7 +417,7 @@ async function sectionShards(ctx: Ctx): Promise<ShardRow[]> {
     const rss = maxPerNode(rs.map((r) => r.rssMiB));
     const q = [...rs].reverse().find((r) => r.quiesced !== undefined)?.quiesced;
     return {
-      shards, runs,
+      shards, runs: rs,
       ...(write !== undefined ? { write } : {}), ...(read !== undefined ? { read } : {}),
       ...(idle !== undefined ? { idleCpuPct: idle } : {}), ...(rss !== undefined ? { rssMiB: rss } : {}), ...(q !== undefined ? { quiesced: q } : {}),
     };
@@ -475,7 +478,7 @@ async function sectionValues(ctx: Ctx): Promise<ValueRow[]> {
   return a.valueSizes.map((bytes) => {
     const rs = runs.filter((r) => r.bytes === bytes);
     const write = aggregate(`value ${bytes} write`, rs.map((r) => r.write).filter((x): x is OpStats => x !== undefined));
-    return { bytes, runs, ...(write !== undefined ? { write, mbPerSec: (write.opsPerSec * bytes) / 1e6 } : {}) };
+    return { bytes, runs: rs, ...(write !== undefined ? { write, mbPerSec: (write.opsPerSec * bytes) / 1e6 } : {}) };
   });
 }
 
@@ -1073,9 +1076,28 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
 
 // ------------------------------------------------------------------ main
 
+/** --render: the tables of a saved run, from its JSON line (each row keeps only its own rounds). */
+function render(file: string): void {
+  const line = readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('{')).pop();
+  if (line === undefined) throw new Error(`${file} has no JSON line`);
+  const j = JSON.parse(line) as {
+    kind?: string; time: string; params: Args; machine: ReturnType<typeof machineInfo>; git: ReturnType<typeof gitInfo>;
+    shards?: ShardRow[]; values?: ValueRow[]; bigdata?: BigResult;
+  };
+  if (j.kind !== 'shardkv-scaling') throw new Error(`${file}: not a bench:scaling run`);
+  const shards = j.shards?.map((r) => ({ ...r, runs: r.runs.filter((x) => x.shards === r.shards) }));
+  const values = j.values?.map((r) => ({ ...r, runs: r.runs.filter((x) => x.bytes === r.bytes) }));
+  const v = verdicts(shards, j.bigdata);
+  process.stdout.write(`${markdown({ ...j.params }, j.time, j.machine, j.git, shards, values, j.bigdata, v)}\n\n${JSON.stringify({ ...j, shards, values, verdicts: v })}\n`);
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const a = parseArgs(argv);
+  if (a.render !== undefined) {
+    render(a.render);
+    return;
+  }
   const { log, progress } = stderrWriters(a.quiet);
   const stop: StopSignal = { stopped: false };
   const workDir = mkdtempSync(join(tmpdir(), 'shardkv-scaling-'));
