@@ -497,6 +497,8 @@ interface LoadSummary {
   checkpoints: Checkpoint[];
   rssAfterMiB?: Array<number | null>;
   hwmMiB?: Array<number | null>;
+  /** Store nodes after the load, from their /metrics (prom-client's process metrics): V8 heap used, heap total, external memory (MiB). */
+  heapMiB?: Array<{ used: number | null; total: number | null; external: number | null }>;
   /** During the load, % of one core: each server process, the load generator, the whole machine. */
   nodeCpuPct?: Array<number | null>;
   clientCpuPct?: number;
@@ -580,7 +582,7 @@ async function loadWithRss(ctx: Ctx, label: string, put: (i: number) => Promise<
   });
   const secs = r.elapsedMs / 1000;
   const cpu = meter();
-  ctx.log(`${label}: ${r.written} written, ${r.failed} failed in ${secs.toFixed(1)} s (${fmtRate(r.written / secs)} keys/s)${r.cut ? ' — CUT by the time limit' : ''}`);
+  ctx.log(`${label}: ${r.written} written, ${r.failed} failed in ${secs.toFixed(1)} s (${fmtRate(r.written / secs)} keys/s)${r.cut ? ' — cut short (time limit or interrupted)' : ''}`);
   return {
     keys, written: r.written, failed: r.failed, secs: round1(secs) ?? 0, keysPerSec: Math.round(r.written / secs), cut: r.cut,
     errorCodes: r.errorCodes, checkpoints, nodeCpuPct: cpu.perPid, clientCpuPct: cpu.self, machineCpuPct: cpu.machine,
@@ -835,7 +837,13 @@ async function sectionBig(ctx: Ctx): Promise<BigResult> {
     await sleep(5_000);
     res.load.rssAfterMiB = pids().map((p) => round1(memMiB(p)));
     res.load.hwmMiB = pids().map((p) => round1(memMiB(p, 'VmHWM')));
-    ctx.log(`store: RSS after loading (+5 s) ${res.load.rssAfterMiB.join(' ')} MiB (peak ${res.load.hwmMiB.join(' ')})`);
+    const mib = (x: number | undefined): number | null => (x === undefined ? null : Math.round(x / 2 ** 20));
+    res.load.heapMiB = await Promise.all(c.endpoints().map(async (u) => ({
+      used: mib(await metricSum(u, 'nodejs_heap_size_used_bytes')),
+      total: mib(await metricSum(u, 'nodejs_heap_size_total_bytes')),
+      external: mib(await metricSum(u, 'nodejs_external_memory_bytes')),
+    })));
+    ctx.log(`store: RSS after loading (+5 s) ${res.load.rssAfterMiB.join(' ')} MiB (peak ${res.load.hwmMiB.join(' ')}); V8 heap used/total, external: ${res.load.heapMiB.map((h) => `${h.used}/${h.total}, ${h.external}`).join('; ')} MiB`);
     if (!ctx.stop.stopped) res.restart = await restartTest(ctx, c, NODES, ks, client);
     if (!ctx.stop.stopped && res.restart?.failure === undefined) {
       res.catchup = await catchupTest(ctx, c, NODES, ks, res.load.written, client);
@@ -891,6 +899,8 @@ interface Verdicts {
   writeRatio64to8?: number;
   writeRatioMet?: boolean;
   writeRatioPerRound?: Array<number | null>;
+  /** The nodes' CPU time per write at 64 shards / at 8 shards: on a CPU-bound machine the write ratio tends to its inverse. */
+  cpuPerWriteRatio64to8?: number;
   idleCpuMax256?: number;
   idleCpuMet?: boolean;
   restartMet?: boolean;
@@ -906,6 +916,9 @@ function verdicts(shards: ShardRow[] | undefined, big: BigResult | undefined): V
   if (w8 !== undefined && w64 !== undefined && w8.opsPerSec > 0) {
     v.writeRatio64to8 = Math.round((w64.opsPerSec / w8.opsPerSec) * 100) / 100;
     v.writeRatioMet = w64.opsPerSec / w8.opsPerSec >= 0.9;
+    if (w8.serverCpuPct !== undefined && w64.serverCpuPct !== undefined && w64.opsPerSec > 0 && w8.serverCpuPct > 0) {
+      v.cpuPerWriteRatio64to8 = Math.round(((w64.serverCpuPct / w64.opsPerSec) / (w8.serverCpuPct / w8.opsPerSec)) * 100) / 100;
+    }
     v.writeRatioPerRound = w64.rounds.map((x, i) => {
       const y = w8.rounds[i];
       return y === undefined || y === 0 ? null : Math.round((x / y) * 100) / 100;
@@ -985,6 +998,10 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
       }
     }
     L.push(`- writes/s(64 shards) / writes/s(8 shards) = **${v.writeRatio64to8?.toFixed(2) ?? 'n/a'}** (per round: ${(v.writeRatioPerRound ?? []).map((x) => x?.toFixed(2) ?? '?').join(', ') || 'n/a'}; target ≥ 0.9): ${met(v.writeRatioMet)}.`);
+    if (v.cpuPerWriteRatio64to8 !== undefined) {
+      L.push(`- the nodes' CPU time per write, 64 shards / 8 shards = **${v.cpuPerWriteRatio64to8.toFixed(2)}×**: where the nodes are CPU-bound (a busy 2-core machine), ` +
+        `expect writes/s(64) / writes/s(8) ≈ ${(1 / v.cpuPerWriteRatio64to8).toFixed(2)}; this figure moves less with the machine's noise than ops/s do.`);
+    }
     L.push(`- idle CPU at 256 shards, highest node: **${v.idleCpuMax256?.toFixed(2) ?? 'n/a'} %** of a core (target < 3 %): ${met(v.idleCpuMet)}.`);
   }
   if (values !== undefined) {
@@ -1021,10 +1038,11 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
     L.push('| step | result | target |');
     L.push('| --- | --- | --- |');
     if (ld !== undefined) {
-      L.push(`| load ${fmtRate(ld.keys)} keys, ${a.loadClients} writers | ${fmtRate(ld.written)} written, ${ld.failed} failed in ${ld.secs} s = **${fmtRate(ld.keysPerSec)} keys/s**${ld.cut ? ' (**cut by the time limit**)' : ''}` +
+      L.push(`| load ${fmtRate(ld.keys)} keys, ${a.loadClients} writers | ${fmtRate(ld.written)} written, ${ld.failed} failed in ${ld.secs} s = **${fmtRate(ld.keysPerSec)} keys/s**${ld.cut ? ' (**cut short**: time limit or interrupted)' : ''}` +
         `${Object.keys(ld.errorCodes).length > 0 ? `; errors retried: ${errorSummary(ld.errorCodes)}` : ''} | — |`);
       L.push(`| CPU during the load, % of one core | nodes ${cells(ld.nodeCpuPct, 0)}; load generator ${ld.clientCpuPct ?? '?'}; whole machine ${ld.machineCpuPct ?? '?'} of ${cpus().length * 100} | — |`);
       L.push(`| RSS per node after loading (+5 s) | ${cells(ld.rssAfterMiB, 0)} MiB (peak ${cells(ld.hwmMiB, 0)}) | ≤ an etcd member's with the same data |`);
+      if (ld.heapMiB !== undefined) L.push(`| … of which V8 heap used / heap total, external memory (nodes' /metrics) | ${ld.heapMiB.map((h) => `${h.used ?? '?'} / ${h.total ?? '?'}, ${h.external ?? '?'}`).join('; ')} MiB | — |`);
     }
     if (rs !== undefined) {
       L.push(`| kill -9 node ${rs.victim}, restart: spawn → /ready 200 | ${rs.readyMs !== undefined ? `**${secs(rs.readyMs)}**` : `**failed**: ${rs.failure ?? '?'}`} | ≤ 5 s: ${met(big.restart === undefined ? undefined : rs.readyMs !== undefined && rs.readyMs <= 5_000)} |`);
@@ -1060,7 +1078,7 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
       L.push(`| after loading (+5 s) | ${cells(ld.rssAfterMiB, 0)} (${fmtRate(ld.written)} keys) | ${et === undefined ? 'not run' : et.failure !== undefined ? `failed: ${et.failure}` : `${cells(et.rssAfterMiB, 0)} (${fmtRate(et.written)} keys)`} |`);
       if (et !== undefined && et.failure === undefined) {
         L.push('');
-        L.push(`- etcd ${et.version ?? ''} load: ${fmtRate(et.written)} of ${fmtRate(et.keys)} keys in ${et.secs} s = ${fmtRate(et.keysPerSec)} keys/s${et.cut ? ' (**cut by the time limit**: compare at the checkpoints)' : ''}; ` +
+        L.push(`- etcd ${et.version ?? ''} load: ${fmtRate(et.written)} of ${fmtRate(et.keys)} keys in ${et.secs} s = ${fmtRate(et.keysPerSec)} keys/s${et.cut ? ' (**cut short**, time limit or interrupted: compare at the checkpoints)' : ''}; ` +
           `CPU % of one core: members ${cells(et.nodeCpuPct, 0)}, load generator ${et.clientCpuPct ?? '?'}, whole machine ${et.machineCpuPct ?? '?'}.`);
       }
       if (v.rssVsEtcd !== undefined) {
