@@ -30,6 +30,8 @@ export interface NodeConfig {
   requestTimeoutMs: number;
   /** Max concurrent HTTP requests being served; beyond it: 503 overloaded. */
   maxInFlight: number;
+  /** Rounds that may begin while a batch is being written (their writes form the next batch); 0: one round per batch. */
+  midFlightRounds: number;
   logLevel: string;
   /**
    * A deliberately planted bug, for proving the fault suite catches it (never in
@@ -57,6 +59,7 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
   --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
+  --mid-flight-rounds N  rounds that may begin while a batch is being written (default 64; 0: one round per batch)
   --peer-listen H:P      listen for peers here instead of on this node's --peers entry (the entry is
                          then only where the others dial it, e.g. through a fault-injecting proxy)
   --cluster-id ID        refuse peers of another cluster (default "kv")
@@ -143,6 +146,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     snapshotTimeoutMs: 10_000,
     requestTimeoutMs: 5_000,
     maxInFlight: int(a.get('max-in-flight'), 4096, '--max-in-flight'),
+    midFlightRounds: int(a.get('mid-flight-rounds') ?? env['KV_MID_FLIGHT_ROUNDS'], 64, '--mid-flight-rounds', 0),
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
     plantBug: null,
   };

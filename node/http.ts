@@ -30,21 +30,36 @@ function requestIdOf(req: { headers: Record<string, string | string[] | undefine
   return randomUUID();
 }
 
-function withDeadline<T>(ms: number, start: (done: (v: T) => void) => void, onTimeout: () => ApiError): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let settled = false;
-    const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      reject(onTimeout());
-    }, ms);
-    start((v) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(v);
-    });
-  });
+/**
+ * Run fn; a throw goes to fastify's error handler as if thrown by the route.
+ * Never throws: completions run inside the Store's rounds.
+ */
+function guarded(reply: FastifyReply, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    try {
+      void reply.send(e);
+    } catch (e2) {
+      reply.log.error({ err: e2 }, 'could not answer a request');
+    }
+  }
+}
+
+/** `done` at most once: with the outcome, or `onTimeout()` after ms; both guarded. */
+function withDeadline<T>(reply: FastifyReply, ms: number, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
+  let settled = false;
+  const timer = setTimeout(() => {
+    if (settled) return;
+    settled = true;
+    guarded(reply, onTimeout);
+  }, ms);
+  return (v) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    guarded(reply, () => done(v));
+  };
 }
 
 export function buildApp(node: KvNode, log: Logger) {
@@ -75,22 +90,29 @@ export function buildApp(node: KvNode, log: Logger) {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  app.addHook('onRequest', async (req, reply) => {
+  // Callback-style hooks: async ones cost a promise per request and hook.
+  app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-request-id', req.id);
     // Clients compare this with the epoch of the map they cached; a higher one means: refresh it.
     reply.header('x-cluster-epoch', String(node.map.epoch));
     if (node.fatal !== null && !['/health', '/metrics', '/ready'].includes(req.url)) {
-      throw new ApiError(503, 'not_ready', `node ${cfg.id} stopped serving after an internal failure: ${node.fatal.message}`, 'not_applied', {}, 5);
+      done(new ApiError(503, 'not_ready', `node ${cfg.id} stopped serving after an internal failure: ${node.fatal.message}`, 'not_applied', {}, 5));
+      return;
     }
-    if (++inFlight > cfg.maxInFlight) throw overloaded(`${inFlight} requests in flight on node ${cfg.id}`);
+    if (++inFlight > cfg.maxInFlight) {
+      done(overloaded(`${inFlight} requests in flight on node ${cfg.id}`));
+      return;
+    }
+    done();
   });
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     inFlight--;
     const route = req.routeOptions.url ?? 'unknown';
     const consistency = (req.query as { consistency?: string } | undefined)?.consistency ?? (req.method === 'GET' && route.startsWith('/v1/kv') ? 'linearizable' : 'none');
     node.metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode), consistency });
     node.metrics.httpDuration.observe({ route, method: req.method, consistency }, reply.elapsedTime / 1000);
     if (reply.statusCode >= 500) req.log.warn({ status: reply.statusCode, route, ms: reply.elapsedTime }, 'request failed');
+    done();
   });
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
@@ -182,13 +204,13 @@ export function buildApp(node: KvNode, log: Logger) {
       const reps = replicasOf(shard);
       return reps[Math.floor(Math.random() * reps.length)] as number;
     }
-    const st = node.store.status(shard);
-    if (st.role === 'leader') {
+    if (node.store.roleOf(shard) === 'leader') {
       // A leader that has not heard from a quorum for a few heartbeats is cut off: fail fast.
       if (node.store.cutOff(shard)) throw noQuorum(shard);
       return 'local';
     }
-    if (st.leader !== 0 && st.leader !== cfg.id) return st.leader;
+    const leader = node.store.leaderOf(shard);
+    if (leader !== 0 && leader !== cfg.id) return leader;
     throw unavailable(shard);
   }
 
@@ -202,24 +224,49 @@ export function buildApp(node: KvNode, log: Logger) {
     return raw === 'stale' ? 'stale' : 'linearizable';
   }
 
-  async function propose(shard: number, cmd: Parameters<KvNode['store']['propose']>[1]): Promise<KvResult & { index: number }> {
-    const out = await withDeadline<ProposeOutcome>(cfg.requestTimeoutMs, (done) => {
-      node.store.propose(shard, cmd, done);
-      node.wake();
-    }, () => timeout(`waiting for shard ${shard} to commit`, 'unknown'));
-    if (out.ok) return { ...out.result, index: out.index };
-    if (out.code === 'overloaded') throw overloaded(`shard ${shard} has too many queued requests`);
-    if (out.code === 'no_quorum') throw new ApiError(503, 'no_quorum', `shard ${shard} lost its quorum while the write was in flight`, out.outcome, { shard }, 1);
-    if (out.code === 'not_leader') throw new ApiError(503, 'no_leader', `this node lost leadership of shard ${shard}`, out.outcome, { shard }, 1);
-    throw new ApiError(503, 'no_leader', `shard ${shard}: ${out.code}`, out.outcome, { shard }, 1);
+  function proposeError(shard: number, out: Exclude<ProposeOutcome, { ok: true }>): ApiError {
+    if (out.code === 'overloaded') return overloaded(`shard ${shard} has too many queued requests`);
+    if (out.code === 'no_quorum') return new ApiError(503, 'no_quorum', `shard ${shard} lost its quorum while the write was in flight`, out.outcome, { shard }, 1);
+    if (out.code === 'not_leader') return new ApiError(503, 'no_leader', `this node lost leadership of shard ${shard}`, out.outcome, { shard }, 1);
+    return new ApiError(503, 'no_leader', `shard ${shard}: ${out.code}`, out.outcome, { shard }, 1);
   }
 
-  async function linearizableBarrier(shard: number): Promise<void> {
-    const out = await withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (done) => {
-      node.store.readIndex(shard, done);
+  /** Propose and answer from the outcome (callbacks, not promises: this is the write path). */
+  function propose(reply: FastifyReply, shard: number, cmd: Parameters<KvNode['store']['propose']>[1], answer: (r: KvResult & { index: number }) => void): FastifyReply {
+    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(reply, cfg.requestTimeoutMs, (out) => {
+      if (!out.ok) void reply.send(proposeError(shard, out));
+      else answer({ ...out.result, index: out.index });
+    }, () => void reply.send(timeout(`waiting for shard ${shard} to commit`, 'unknown'))));
+    node.wake();
+    return reply;
+  }
+
+  /** Call `then` once a ReadIndex round shows this replica is current (else answer with the error). */
+  function linearizableBarrier(reply: FastifyReply, shard: number, then: () => void): void {
+    node.store.readIndex(shard, withDeadline<ReadOutcome>(reply, cfg.requestTimeoutMs, (out) => {
+      if (!out.ok) void reply.send(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
+      else then();
+    }, () => void reply.send(noQuorum(shard))));
+    node.wake();
+  }
+
+  function barrier(shard: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        reject(noQuorum(shard));
+      }, cfg.requestTimeoutMs);
+      node.store.readIndex(shard, (out) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (!out.ok) reject(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
+        else resolve();
+      });
       node.wake();
-    }, () => noQuorum(shard));
-    if (!out.ok) throw out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard);
+    });
   }
 
   /**
@@ -229,8 +276,17 @@ export function buildApp(node: KvNode, log: Logger) {
    * more on an overloaded machine (a CI run at load 8 needed > 500 ms), so up to
    * 2 s (bounded by half the request deadline) — else answer too_stale.
    */
-  async function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply?: FastifyReply): Promise<void> {
-    let s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
+  function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply?: FastifyReply): Promise<void> | undefined {
+    const s = node.store.stalenessMs(shard, Date.now(), cfg.tickMs);
+    if (q.maxStalenessMs === undefined) {
+      reply?.header('x-staleness-ms', Number.isFinite(s) ? String(Math.round(s)) : 'unknown');
+      return undefined;
+    }
+    return staleCheckBounded(shard, q, s, reply);
+  }
+
+  async function staleCheckBounded(shard: number, q: { maxStalenessMs?: string }, first: number, reply?: FastifyReply): Promise<void> {
+    let s = first;
     if (q.maxStalenessMs !== undefined) {
       const max = Number(q.maxStalenessMs);
       if (!Number.isFinite(max) || max < 0) throw new InputError('invalid_argument', 'maxStalenessMs must be a non-negative number');
@@ -250,7 +306,7 @@ export function buildApp(node: KvNode, log: Logger) {
 
   // ---------------------------------------------------------------- routes
 
-  app.put<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, async (req, reply) => {
+  app.put<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, (req, reply) => {
     const { tenant, key } = req.params;
     checkTenant(tenant);
     const keyBytes = checkKey(key);
@@ -263,13 +319,14 @@ export function buildApp(node: KvNode, log: Logger) {
     const { shard, bucket } = locate(tenant, t);
     const target = consistentTarget(shard);
     if (target !== 'local') return forward(req, reply, target);
-    const r = await propose(shard, { op: 'put', tenant, bucket, key: keyBytes, t: t ?? null, value, ifVersion, idem: typeof idem === 'string' ? idem : null, time: Date.now() });
-    if (r.kind === 'conflict') throw new ApiError(409, 'version_mismatch', `version is ${r.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: r.currentVersion });
-    reply.header('x-served-by', String(cfg.id));
-    return { version: r.kind === 'put' ? r.version : 0, shard };
+    return propose(reply, shard, { op: 'put', tenant, bucket, key: keyBytes, t: t ?? null, value, ifVersion, idem: typeof idem === 'string' ? idem : null, time: Date.now() }, (r) => {
+      if (r.kind === 'conflict') throw new ApiError(409, 'version_mismatch', `version is ${r.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: r.currentVersion });
+      reply.header('x-served-by', String(cfg.id));
+      void reply.send({ version: r.kind === 'put' ? r.version : 0, shard });
+    });
   });
 
-  app.delete<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, async (req, reply) => {
+  app.delete<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, (req, reply) => {
     const { tenant, key } = req.params;
     checkTenant(tenant);
     const keyBytes = checkKey(key);
@@ -280,13 +337,15 @@ export function buildApp(node: KvNode, log: Logger) {
     const { shard, bucket } = locate(tenant, t);
     const target = consistentTarget(shard);
     if (target !== 'local') return forward(req, reply, target);
-    const r = await propose(shard, { op: 'del', tenant, bucket, key: keyBytes, t: t ?? null, value: null, ifVersion, idem: typeof idem === 'string' ? idem : null, time: Date.now() });
-    if (r.kind === 'conflict') throw new ApiError(409, 'version_mismatch', `version is ${r.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: r.currentVersion });
-    reply.header('x-served-by', String(cfg.id));
-    return r.kind === 'del' ? { deleted: r.deleted, version: r.version } : { deleted: false, version: 0 };
+    return propose(reply, shard, { op: 'del', tenant, bucket, key: keyBytes, t: t ?? null, value: null, ifVersion, idem: typeof idem === 'string' ? idem : null, time: Date.now() }, (r) => {
+      if (r.kind === 'conflict') throw new ApiError(409, 'version_mismatch', `version is ${r.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: r.currentVersion });
+      reply.header('x-served-by', String(cfg.id));
+      void reply.send(r.kind === 'del' ? { deleted: r.deleted, version: r.version } : { deleted: false, version: 0 });
+    });
   });
 
-  app.get<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, async (req, reply) => {
+  // Not async: a stale read is answered synchronously, a linearizable one from the ReadIndex callback.
+  app.get<{ Params: KvParams; Querystring: KvQuery }>('/v1/kv/:tenant/:key', { schema: { params: kvParams, querystring: kvQuery } }, (req, reply) => {
     const { tenant, key } = req.params;
     checkTenant(tenant);
     const keyBytes = checkKey(key);
@@ -298,21 +357,36 @@ export function buildApp(node: KvNode, log: Logger) {
         const reps = replicasOf(shard);
         return forward(req, reply, reps[Math.floor(Math.random() * reps.length)] as number);
       }
-      await staleCheck(shard, req.query, reply);
-    } else if (cfg.plantBug === 'local-lin-reads' && node.store.has(shard)) {
-      // PLANTED BUG (--plant-bug, tests only): no leader, no ReadIndex — whatever this replica has
-    } else {
-      const target = consistentTarget(shard);
-      if (target !== 'local') return forward(req, reply, target);
-      await linearizableBarrier(shard);
+      const wait = staleCheck(shard, req.query, reply);
+      if (wait !== undefined) return wait.then(() => serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency)).then(() => reply);
+      serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency);
+      return reply;
     }
-    const raw = await node.dbHandle().get(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
+    if (cfg.plantBug === 'local-lin-reads' && node.store.has(shard)) {
+      // PLANTED BUG (--plant-bug, tests only): no leader, no ReadIndex — whatever this replica has
+      serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency);
+      return reply;
+    }
+    const target = consistentTarget(shard);
+    if (target !== 'local') return forward(req, reply, target);
+    linearizableBarrier(reply, shard, () => serveRecord(reply, shard, bucket, tenant, key, keyBytes, consistency));
+    return reply;
+  });
+
+  /**
+   * Stale reads see only state that has landed in LevelDB: applied state still in the overlay (it rides
+   * in the next batch) would be lost by a kill -9, and a replica must never go back in time across a
+   * restart. Linearizable reads may use the overlay: after a crash they wait for a new ReadIndex.
+   */
+  function serveRecord(reply: FastifyReply, shard: number, bucket: number, tenant: string, key: string, keyBytes: Uint8Array, consistency: Consistency): void {
+    const k = dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes);
+    const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
     reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
     if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
     const rec = decodeRecord(raw);
     reply.header('x-version', String(rec.version)).header('content-type', 'application/octet-stream');
-    return reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
-  });
+    void reply.send(Buffer.from(rec.value.buffer, rec.value.byteOffset, rec.value.byteLength));
+  }
 
   app.get<{ Params: { tenant: string }; Querystring: ScanQuery & { bucket?: string } }>('/v1/kv/:tenant', {
     schema: {
@@ -409,10 +483,12 @@ export function buildApp(node: KvNode, log: Logger) {
     if (!node.store.has(shard)) throw noLeader(shard);
     if (consistency === 'linearizable') {
       if (consistentTarget(shard) !== 'local') throw noLeader(shard);
-      await linearizableBarrier(shard);
+      await barrier(shard);
     } else {
       await staleCheck(shard, q);
     }
+    // The scan reads LevelDB directly: first let the latest applied changes land there.
+    await node.appliedWritten();
     const bp = bucketPrefix(shard, node.store.generation(shard), tenant, bucket);
     const lo = new Uint8Array(bp.length + prefix.length);
     lo.set(bp, 0);
@@ -467,7 +543,11 @@ export function buildApp(node: KvNode, log: Logger) {
     return node.metrics.registry.metrics();
   });
   // Debug: digests of this node's replicas (fault tests compare replicas after healing).
-  app.get('/v1/debug/digest', async () => ({ node: cfg.id, shards: await Promise.all(node.store.shards().map((s) => shardDigest(node.dbHandle(), s))) }));
+  // The digest reads LevelDB directly: first let the latest applied changes land there.
+  app.get('/v1/debug/digest', async () => {
+    await node.appliedWritten();
+    return { node: cfg.id, shards: await Promise.all(node.store.shards().map((s) => shardDigest(node.dbHandle(), s))) };
+  });
 
   app.get('/health', async () => ({ status: 'ok', node: cfg.id }));
   app.get('/ready', async (_req, reply) => {

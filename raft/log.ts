@@ -3,8 +3,10 @@ import type { Entry, Snapshot } from './types.ts';
 
 /**
  * The in-memory Raft log: the latest snapshot (compaction point) followed by
- * the entries after it. Entries above `stableIndex` have not been persisted
- * yet and are handed to the host in Ready.entries.
+ * the entries after it. Entries above `inProgressIndex` have not been handed
+ * to the host yet (they go out in the next Ready.entries); entries in
+ * (stableIndex, inProgressIndex] are being persisted by the host; entries up
+ * to `stableIndex` are durable.
  */
 export class RaftLog {
   /** Index and term of the last entry covered by the snapshot. */
@@ -16,9 +18,24 @@ export class RaftLog {
   pendingSnapshot: Snapshot | null = null;
   /** entries[i].index === snapIndex + 1 + i */
   entries: Entry[] = [];
+  /** Durable: the host acknowledged persisting every entry up to here. */
   stableIndex = 0;
+  /** Handed to the host in a Ready (stableIndex <= inProgressIndex <= lastIndex). */
+  inProgressIndex = 0;
   committed = 0;
   applied = 0;
+  /** Committed entries handed to the host for applying (applied <= applying). */
+  applying = 0;
+  /** Sequence number of the latest Ready handed out, and of the latest one acknowledged persisted. */
+  handedSeq = 0;
+  persistedSeq = 0;
+  /**
+   * Entries handed out in Readies that are not acknowledged yet, and then
+   * replaced (a new leader's suffix, a snapshot): `after` is the latest Ready
+   * handed out when it happened, `index` the first replaced index. An
+   * acknowledgement of an earlier Ready covers only what lies below.
+   */
+  replaced: Array<{ after: number; index: number }> = [];
 
   firstIndex(): number {
     return this.snapIndex + 1;
@@ -70,6 +87,10 @@ export class RaftLog {
       this.entries.length = first - this.snapIndex - 1;
       truncated = first;
       if (this.stableIndex >= first) this.stableIndex = first - 1;
+      if (this.inProgressIndex >= first) {
+        this.inProgressIndex = first - 1;
+        this.noteReplaced(first);
+      }
     }
     let expect = first;
     for (const e of ents) {
@@ -116,19 +137,33 @@ export class RaftLog {
     return out;
   }
 
+  private noteReplaced(index: number): void {
+    if (this.persistedSeq < this.handedSeq) this.replaced.push({ after: this.handedSeq, index });
+  }
+
+  /** Entries not yet handed to the host. */
   unstableEntries(): Entry[] {
-    if (this.stableIndex >= this.lastIndex()) return [];
-    return this.entries.slice(this.stableIndex - this.snapIndex);
+    if (this.inProgressIndex >= this.lastIndex()) return [];
+    return this.entries.slice(this.inProgressIndex - this.snapIndex);
+  }
+
+  /**
+   * Committed entries may be applied once they are durable here: the host
+   * applies them without waiting for the Ready they come in to be persisted.
+   */
+  private appliableIndex(): number {
+    return Math.min(this.committed, this.stableIndex);
   }
 
   hasNextCommitted(): boolean {
-    return this.committed > Math.max(this.applied, this.snapIndex);
+    return this.appliableIndex() > Math.max(this.applying, this.snapIndex);
   }
 
   nextCommitted(maxBytes: number): Entry[] {
-    const lo = Math.max(this.applied, this.snapIndex) + 1;
-    if (lo > this.committed) return [];
-    return this.slice(lo, this.committed + 1, maxBytes);
+    const lo = Math.max(this.applying, this.snapIndex) + 1;
+    const hi = this.appliableIndex();
+    if (lo > hi) return [];
+    return this.slice(lo, hi + 1, maxBytes);
   }
 
   commitTo(i: number): boolean {
@@ -143,9 +178,20 @@ export class RaftLog {
     if (i > this.applied) this.applied = i;
   }
 
-  stableTo(i: number): void {
-    invariant(i <= this.lastIndex(), 'stable index within the log');
-    if (i > this.stableIndex) this.stableIndex = i;
+  /**
+   * The host persisted the Ready with sequence number `seq`, whose last entry
+   * had index `last` (0: none). Acknowledgements come in order.
+   */
+  persistedTo(seq: number, last: number): void {
+    invariant(seq === this.persistedSeq + 1 && seq <= this.handedSeq, `persisted Ready ${seq} in order (last acknowledged ${this.persistedSeq}, handed ${this.handedSeq})`);
+    this.persistedSeq = seq;
+    let cap = last;
+    for (const r of this.replaced) if (r.after >= seq && r.index - 1 < cap) cap = r.index - 1;
+    if (this.replaced.length > 0) this.replaced = this.replaced.filter((r) => r.after > seq);
+    if (cap > this.stableIndex) {
+      invariant(cap <= this.inProgressIndex, `stable ${cap} within what was handed out (${this.inProgressIndex})`);
+      this.stableIndex = cap;
+    }
   }
 
   /** Replace the whole log with a snapshot from the leader. */
@@ -157,7 +203,9 @@ export class RaftLog {
     this.snapshot = s;
     this.pendingSnapshot = s;
     this.committed = s.meta.index;
+    if (this.inProgressIndex > s.meta.index) this.noteReplaced(s.meta.index + 1);
     this.stableIndex = s.meta.index;
+    this.inProgressIndex = s.meta.index;
   }
 
   /** Drop entries <= snapshot index, keeping the snapshot for lagging followers. */

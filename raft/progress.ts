@@ -125,7 +125,10 @@ export class Progress {
       this.next = this.match + 1;
       return true;
     }
-    if (this.next - 1 !== rejected) return false;
+    // A rejection at or below match is stale — or from a follower that lost
+    // entries it had acknowledged: re-probing the same index at once would
+    // loop at network speed (the host calls forgetProgress on a restart).
+    if (this.next - 1 !== rejected || rejected <= this.match) return false;
     this.next = Math.max(Math.min(rejected, matchHint + 1), this.match + 1);
     this.probeSent = false;
     return true;

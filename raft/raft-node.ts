@@ -13,20 +13,38 @@ import {
  * Persistence contract (what must be durable before what goes out):
  *
  *  1. Everything in a Ready — snapshot, hardState, entries — must be durable
- *     (fsync'd) before any of that Ready's messages are sent and before its
- *     committed entries are applied. A vote or a term that is sent but not
- *     durable lets a restarted node vote twice in one term; an AppResp sent
- *     before the entries are durable lets a commit count a copy that a crash
- *     then loses.
- *  2. The leader counts its own log toward commit only up to what advance()
- *     reported as persisted, so a leader's App messages may be sent before its
- *     own append is durable (Raft thesis §10.2.1) without weakening rule 1 for
+ *     (fsync'd) before that Ready's messages are sent (exceptions below). A
+ *     vote or a term that is sent but not durable lets a restarted node vote
+ *     twice in one term; an AppResp sent before the entries are durable lets
+ *     a commit count a copy that a crash then loses.
+ *  2. The leader counts its own log toward commit only up to what persisted()
+ *     acknowledged, so a leader's App messages may be sent before its own
+ *     append is durable (Raft thesis §10.2.1) without weakening rule 1 for
  *     the commit decision.
  *  3. Applying a committed entry and recording the applied index must be one
  *     atomic step in the host, and a restart passes that index as
  *     RaftConfig.applied.
- *  4. Between ready() and advance() the host must not call step(), tick(),
- *     propose*() or readIndex(): one Ready is one round.
+ *  4. Pipelining (like etcd's asynchronous storage writes): the host may
+ *     keep stepping, ticking, proposing and call ready() again while earlier
+ *     Readies are still being persisted. It persists Readies in the order
+ *     they were handed out, sends a Ready's messages only after that Ready
+ *     (and so every earlier one) is durable, and acknowledges each with
+ *     persisted(rd), in order. The core counts a Ready's entries as durable
+ *     only from that acknowledgement, and only those still in the log that
+ *     were not replaced meanwhile (a new leader's suffix, a snapshot).
+ *  5. Ready.committedEntries are always durable here already, so the host may
+ *     apply them at once, before persisting the Ready they come in, and then
+ *     acknowledge with applied(rd). A Ready carrying a snapshot has no
+ *     committed entries; later entries are handed out only after the
+ *     snapshot's Ready is acknowledged, so they follow its install.
+ *     advance(rd) = persisted(rd) + applied(rd), for hosts that do one Ready
+ *     at a time.
+ *
+ * Exceptions to rule 1, sendable before their Ready is durable, but only while
+ * the sender's term and vote are already durable (an earlier acknowledged
+ * Ready): a leader's App and Heartbeat (thesis §10.2.1, safe by rule 2), and
+ * a follower's HeartbeatResp, which vouches for no log state, only for the
+ * (durable) term it recognizes the leader in.
  */
 
 const MAX_PENDING_READS = 1 << 16;
@@ -102,7 +120,6 @@ export class RaftNode {
   private readStates: ReadState[] = [];
   private prevHard: HardState;
   private prevSoft: SoftState;
-  private inReady = false;
 
   constructor(config: RaftConfig, persisted: Persisted | null) {
     invariant(config.id > 0, 'id > 0');
@@ -154,6 +171,7 @@ export class RaftNode {
     }
     log.entries = [...p.entries];
     log.stableIndex = log.lastIndex();
+    log.inProgressIndex = log.stableIndex;
     for (const e of log.entries) if (e.change !== null) this.recordConf(e);
     this.term = p.hardState.term;
     this.vote = p.hardState.vote;
@@ -163,6 +181,7 @@ export class RaftNode {
     // that said so was not synced (a Ready that only moves commit need not sync).
     log.committed = Math.max(p.hardState.commit, log.snapIndex, this.cfg.applied);
     log.applied = Math.max(this.cfg.applied, log.snapIndex);
+    log.applying = log.applied;
     invariant(log.applied <= log.committed, `applied ${log.applied} <= committed ${log.committed} at start`);
   }
 
@@ -393,7 +412,6 @@ export class RaftNode {
   // ---------------------------------------------------------------- ticks
 
   tick(): void {
-    invariant(!this.inReady, 'tick between ready() and advance()');
     if (this.quiesced) return;
     this.ticks++;
     if (this.role === Role.Leader) this.tickLeader();
@@ -464,7 +482,6 @@ export class RaftNode {
   // ---------------------------------------------------------------- step
 
   step(m: Message): void {
-    invariant(!this.inReady, 'step between ready() and advance()');
     if (m.to !== this.id) return;
     if (this.quiesced && this.wakesOnMessage(m)) this.wake();
     if (m.term > this.term) {
@@ -817,7 +834,6 @@ export class RaftNode {
    * (node-level liveness), or the group could not elect a new leader.
    */
   quiesce(): boolean {
-    invariant(!this.inReady, 'quiesce between ready() and advance()');
     if (this.quiesced) return true;
     if (this.role !== Role.Leader || this.leadTransferee !== NONE || this.readOnly.pendingCount() > 0) return false;
     const last = this.log.lastIndex();
@@ -924,7 +940,6 @@ export class RaftNode {
   }
 
   private checkCanPropose(): ProposeResult | null {
-    invariant(!this.inReady, 'propose between ready() and advance()');
     if (this.role !== Role.Leader) return { ok: false, code: 'not_leader' };
     this.wake();
     if (this.leadTransferee !== NONE) return { ok: false, code: 'transferring' };
@@ -932,7 +947,6 @@ export class RaftNode {
   }
 
   readIndex(context: number): ReadIndexResult {
-    invariant(!this.inReady, 'readIndex between ready() and advance()');
     invariant(context > 0, 'read context > 0');
     if (this.role !== Role.Leader) return { ok: false, code: 'not_leader' };
     this.wake();
@@ -965,7 +979,6 @@ export class RaftNode {
   }
 
   transferLeadership(to: NodeId): boolean {
-    invariant(!this.inReady, 'transfer between ready() and advance()');
     if (this.role !== Role.Leader || to === this.id || !this.isVoter(to)) return false;
     this.wake();
     if (this.leadTransferee === to) return true;
@@ -992,6 +1005,23 @@ export class RaftNode {
     if (pr !== undefined && pr.state === ProgressState.Replicate) pr.becomeProbe();
   }
 
+  /**
+   * Member `id` restarted. It may have lost the unsynced tail of its log or —
+   * after a storage fault beyond the model (a torn synced record) — entries it
+   * had acknowledged; the leader would then wait forever for an index it no
+   * longer has (a rejection at or below match is taken as stale). Forget what
+   * it was known to hold and probe it afresh from the end of our log. Commit
+   * never moves back, so this costs only a probe.
+   */
+  forgetProgress(id: NodeId): void {
+    const pr = this.role === Role.Leader && id !== this.id ? this.prs.get(id) : undefined;
+    if (pr === undefined) return;
+    pr.match = 0;
+    pr.becomeProbe();
+    pr.next = this.log.lastIndex() + 1;
+    this.trace(`forget progress of restarted ${id}`);
+  }
+
   reportSnapshot(id: NodeId, ok: boolean): void {
     const pr = this.role === Role.Leader ? this.prs.get(id) : undefined;
     if (pr === undefined || pr.state !== ProgressState.Snapshot) return;
@@ -1002,7 +1032,6 @@ export class RaftNode {
   }
 
   compact(index: number, data: Uint8Array): void {
-    invariant(!this.inReady, 'compact between ready() and advance()');
     const log = this.log;
     if (index <= log.snapIndex) return;
     const term = log.term(index);
@@ -1038,63 +1067,100 @@ export class RaftNode {
 
   hasReady(): boolean {
     this.flush();
-    const hs = this.hardState();
+    const ph = this.prevHard;
+    const vote = this.cfg.bugs?.skipVotePersist === true ? NONE : this.vote;
     return (
       this.msgs.length > 0 ||
       this.readStates.length > 0 ||
       this.log.pendingSnapshot !== null ||
-      this.log.stableIndex < this.log.lastIndex() ||
+      this.log.inProgressIndex < this.log.lastIndex() ||
       this.log.hasNextCommitted() ||
-      hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit ||
+      this.term !== ph.term || vote !== ph.vote || this.log.committed !== ph.commit ||
       this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role
     );
   }
 
+  /** Hand out what to persist, send and apply (see the contract at the top); rounds may overlap. */
   ready(): Ready {
-    invariant(!this.inReady, 'ready() twice without advance()');
     this.flush();
+    const log = this.log;
     const hs = this.hardState();
     const hardChanged = hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit;
     const softChanged = this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role;
-    const entries = this.log.unstableEntries();
-    const snapshot = this.log.pendingSnapshot;
+    const entries = log.unstableEntries();
+    const snapshot = log.pendingSnapshot;
+    const committedEntries = log.nextCommitted(this.cfg.maxApplyBytes);
     const rd: Ready = {
+      seq: ++log.handedSeq,
       softState: softChanged ? { leader: this.lead, role: this.role } : null,
       hardState: hardChanged ? hs : null,
       entries,
       snapshot,
-      committedEntries: this.log.nextCommitted(this.cfg.maxApplyBytes),
+      committedEntries,
       messages: this.msgs,
       readStates: this.readStates,
       mustSync: entries.length > 0 || snapshot !== null || hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote,
     };
+    invariant(snapshot === null || committedEntries.length === 0, 'a Ready with a snapshot applies nothing else');
+    const lastEnt = entries[entries.length - 1];
+    if (lastEnt !== undefined) log.inProgressIndex = lastEnt.index;
+    const lastCommitted = committedEntries[committedEntries.length - 1];
+    if (lastCommitted !== undefined) log.applying = lastCommitted.index;
+    log.pendingSnapshot = null;
+    if (hardChanged) this.prevHard = hs;
+    if (softChanged) this.prevSoft = { leader: this.lead, role: this.role };
     this.msgs = [];
     this.readStates = [];
-    this.inReady = true;
     return rd;
   }
 
-  advance(rd: Ready): void {
-    invariant(this.inReady, 'advance() after ready()');
-    this.inReady = false;
+  /** The host made `rd` durable (acknowledge in the order handed out). */
+  persisted(rd: Ready): void {
     const log = this.log;
-    if (rd.snapshot !== null) {
-      if (log.pendingSnapshot === rd.snapshot) log.pendingSnapshot = null;
-      log.applied = Math.max(log.applied, rd.snapshot.meta.index);
-    }
     const lastEnt = rd.entries[rd.entries.length - 1];
-    if (lastEnt !== undefined) log.stableTo(lastEnt.index);
-    const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
-    if (lastApplied !== undefined) log.appliedTo(lastApplied.index);
-    if (rd.hardState !== null) this.prevHard = rd.hardState;
-    if (rd.softState !== null) this.prevSoft = rd.softState;
-    invariant(log.applied <= log.committed, 'applied <= committed');
+    log.persistedTo(rd.seq, lastEnt === undefined ? 0 : lastEnt.index);
+    if (rd.snapshot !== null) {
+      // The host installs the snapshot's state right after persisting it.
+      log.applied = Math.max(log.applied, rd.snapshot.meta.index);
+      log.applying = Math.max(log.applying, rd.snapshot.meta.index);
+    }
     invariant(log.committed <= log.lastIndex(), 'committed <= last index');
     if (this.role === Role.Leader) {
       // Our own copy counts toward commit only once it is durable.
       const self = this.prs.get(this.id);
       if (self !== undefined && self.maybeUpdate(log.stableIndex) && this.maybeCommit()) this.needBroadcast = true;
     }
+  }
+
+  /** The host applied rd.committedEntries. */
+  applied(rd: Ready): void {
+    const last = rd.committedEntries[rd.committedEntries.length - 1];
+    if (last !== undefined) this.log.appliedTo(last.index);
+    invariant(this.log.applied <= this.log.committed, 'applied <= committed');
+  }
+
+  /** persisted(rd) and applied(rd): for hosts that handle one Ready at a time. */
+  advance(rd: Ready): void {
+    this.persisted(rd);
+    this.applied(rd);
+  }
+
+  // Cheap reads for hot paths (status() copies the configuration).
+  currentRole(): Role {
+    return this.role;
+  }
+
+  currentLeader(): NodeId {
+    return this.lead;
+  }
+
+  commitIndex(): number {
+    return this.log.committed;
+  }
+
+  /** Leader only: ticks since the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */
+  quorumAckAgeTicks(): number {
+    return this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1;
   }
 
   status(): Status {
@@ -1110,7 +1176,7 @@ export class RaftNode {
       firstIndex: this.log.firstIndex(),
       conf: cloneConf(this.conf),
       leadTransferee: this.leadTransferee,
-      quorumAckAgeTicks: this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1,
+      quorumAckAgeTicks: this.quorumAckAgeTicks(),
       quiesced: this.quiesced,
     };
   }

@@ -119,6 +119,8 @@ export interface ReadState {
 }
 
 export interface Ready {
+  /** Sequence number: Readies are persisted and acknowledged in this order. */
+  seq: number;
   /** Set when leader or role changed since the last ready. Not persisted. */
   softState: SoftState | null;
   /** Set when term, vote or commit changed: persist before sending messages. */
@@ -129,7 +131,8 @@ export interface Ready {
   /** Install (persist, then restore the state machine from it) before
    *  appending `entries`. Replaces the whole persisted log. */
   snapshot: Snapshot | null;
-  /** Apply in order, after persisting this ready. */
+  /** Apply in order. Already durable here (see the contract in raft-node.ts):
+   *  may be applied before this Ready is persisted. */
   committedEntries: Entry[];
   /** Send after persisting hardState, entries and snapshot. */
   messages: Message[];

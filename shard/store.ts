@@ -96,9 +96,14 @@ class Replica {
    * that waited in a socket while the process stalled are read first.
    */
   cutOffSeenAt = -1;
-  /** Term and vote as last written to disk. */
+  /** Term and vote as last made durable, and as last handed out in a Ready. */
   durableTerm: number;
   durableVote: NodeId;
+  handedTerm: number;
+  handedVote: NodeId;
+  /** Term and vote in the last hard state put in a batch. */
+  writtenTerm: number;
+  writtenVote: NodeId;
   /** Store tick at which this replica last had a request. */
   lastActiveTick = 0;
 
@@ -109,6 +114,10 @@ class Replica {
     this.persistedFirst = (boot.persisted?.snapshot?.meta.index ?? 0) + 1;
     this.durableTerm = boot.persisted?.hardState.term ?? 0;
     this.durableVote = boot.persisted?.hardState.vote ?? 0;
+    this.handedTerm = this.durableTerm;
+    this.handedVote = this.durableVote;
+    this.writtenTerm = boot.persisted === null ? -1 : this.durableTerm;
+    this.writtenVote = this.durableVote;
     this.applied = boot.applied;
   }
 
@@ -117,43 +126,57 @@ class Replica {
   }
 }
 
-/** One round: everything to persist, send and apply for every replica with work. */
+/**
+ * One round: what every replica with work hands out. Rounds may overlap: the
+ * node may begin the next round while earlier ones are still being persisted.
+ */
 export interface Round {
+  /** Rounds are persisted (and acknowledged with persistedRound) in this order. */
+  seq: number;
   items: Array<{ replica: Replica; rd: Ready }>;
-  /** Write in one batch; with sync when mustSync. */
+  /** Write in one batch (with sync when mustSync), after every earlier round's batch. */
   persist: BatchOp[];
   mustSync: boolean;
-  /** Snapshots received from leaders: the node installs the state (generation switch) before applying. */
+  /** Snapshots received from leaders: installed (generation switch) once the batch is durable. */
   installs: Array<{ shard: number; snapshot: Snapshot }>;
+  /** Send only once this round's batch — and so every earlier one — is durable. */
   messages: Map<NodeId, Array<[shard: number, m: Message]>>;
   /**
-   * A leader's App and Heartbeat messages, which may be sent before the
-   * persist batch is durable (Raft thesis §10.2.1): the core counts the
-   * leader's own entries toward commit only after advance(). Only when the
-   * round does not change that replica's term or vote.
+   * Messages that may be sent at once, before the batch is durable: a
+   * leader's App and Heartbeat (Raft thesis §10.2.1: the core counts the
+   * leader's own entries toward commit only once persistedRound() says they
+   * are durable) and a follower's HeartbeatResp (it vouches for no log
+   * state) — only while that replica's term and vote are already durable.
    */
   early: Map<NodeId, Array<[shard: number, m: Message]>>;
-  completions: Array<() => void>;
 }
 
 /**
  * The multi-raft host of one node: drives every replica in rounds. Pure: the
- * node supplies time, disk reads (through KvStatePort) and does all I/O.
+ * node supplies time, disk reads and writes (through KvStatePort) and does
+ * all I/O.
  *
  * A round: beginRound() steps queued messages, proposals and reads, then
- * collects every Ready → the node persists `persist` in ONE batch (group
- * commit across shards), installs snapshots, sends `messages` → applyRound()
- * applies committed entries through the port → the node writes `apply` →
- * finishRound() advances every core and completes waiting requests.
+ * collects every Ready → the node sends `early` → applyRound() at once
+ * applies the committed entries (always durable here already) through the
+ * port, completing their requests and the reads they were waiting for → the
+ * node persists `persist` in ONE batch (group commit across shards; the
+ * applied state may ride in it) → persistedRound(), then the node sends
+ * `messages`. The node may begin the next rounds while a batch is being
+ * written: their batches follow in order (see KvNode).
  */
 export class Store {
   private readonly replicas = new Map<number, Replica>();
   private inbox: Array<[shard: number, m: Message]> = [];
   private pendingTicks = 0;
   private readSeq = 1;
-  private inRound = false;
+  private roundSeq = 0;
+  private persistedSeq = 0;
+  /** A round begun but not yet applied (applyRound must follow beginRound). */
+  private unapplied: Round | null = null;
   private reports: Array<{ shard: number; to: NodeId; ok: boolean }> = [];
   private wakeRequests = new Set<NodeId>();
+  private restartedPeers = new Set<NodeId>();
   private wakeShards = new Set<number>();
   private tickCount = 0;
   droppedInbound = 0;
@@ -252,26 +275,35 @@ export class Store {
     this.wakeRequests.add(node);
   }
 
+  /** Node-level liveness: `node` restarted (a new incarnation); groups led here probe it afresh. */
+  peerRestarted(node: NodeId): void {
+    this.restartedPeers.add(node);
+  }
+
   /** Outcome of a snapshot stream to a follower (applied at the next round). */
   reportSnapshot(shard: number, to: NodeId, ok: boolean): void {
     this.reports.push({ shard, to, ok });
   }
 
   transferLeadership(shard: number, to: NodeId): boolean {
-    invariant(!this.inRound, 'transfer outside a round');
     return this.replica(shard).raft.transferLeadership(to);
   }
 
   // ------------------------------------------------------------ rounds
 
   hasWork(): boolean {
-    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0 || this.wakeShards.size > 0) return true;
+    if (this.pendingTicks > 0 || this.inbox.length > 0 || this.wakeRequests.size > 0 || this.wakeShards.size > 0 || this.restartedPeers.size > 0) return true;
     for (const r of this.replicas.values()) if (r.queued() > 0 || r.raft.hasReady()) return true;
     return false;
   }
 
+  /** Rounds begun and not yet acknowledged persisted. */
+  roundsInFlight(): number {
+    return this.roundSeq - this.persistedSeq;
+  }
+
   beginRound(): Round | null {
-    invariant(!this.inRound, 'one round at a time');
+    invariant(this.unapplied === null, 'applyRound() before the next beginRound()');
     const ticks = this.pendingTicks;
     this.pendingTicks = 0;
     this.tickCount += ticks;
@@ -285,6 +317,10 @@ export class Store {
       this.wakeRequests.clear();
       this.wakeShards.clear();
     }
+    if (this.restartedPeers.size > 0) {
+      for (const r of this.replicas.values()) for (const n of this.restartedPeers) r.raft.forgetProgress(n);
+      this.restartedPeers.clear();
+    }
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
     for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
     const inbox = this.inbox;
@@ -293,9 +329,8 @@ export class Store {
     // After the inbox: acks that arrived with these ticks count before a leader is judged cut off.
     if (ticks > 0) {
       for (const r of this.replicas.values()) {
-        const st = r.raft.status();
-        r.leaderlessTicks = st.leader === 0 ? r.leaderlessTicks + ticks : 0;
-        const noAcks = st.role === Role.Leader && st.quorumAckAgeTicks > this.opts.noQuorumTicks;
+        r.leaderlessTicks = r.raft.currentLeader() === 0 ? r.leaderlessTicks + ticks : 0;
+        const noAcks = r.raft.currentRole() === Role.Leader && r.raft.quorumAckAgeTicks() > this.opts.noQuorumTicks;
         if (!noAcks) r.cutOffSeenAt = -1;
         else if (r.cutOffSeenAt < 0) r.cutOffSeenAt = this.tickCount;
         this.failIfCutOff(r);
@@ -310,29 +345,29 @@ export class Store {
     }
 
     const round: Round = {
-      items: [], persist: [], mustSync: false, installs: [],
-      messages: new Map(), early: new Map(), completions: [],
+      seq: 0, items: [], persist: [], mustSync: false, installs: [], messages: new Map(), early: new Map(),
     };
     for (const r of this.replicas.values()) {
       if (!r.raft.hasReady()) continue;
       const rd = r.raft.ready();
       round.items.push({ replica: r, rd });
       this.collectPersist(r, rd, round);
-      const termStable = rd.hardState === null || (rd.hardState.term === r.durableTerm && rd.hardState.vote === r.durableVote);
+      if (rd.hardState !== null) {
+        r.handedTerm = rd.hardState.term;
+        r.handedVote = rd.hardState.vote;
+      }
+      const termDurable = r.handedTerm === r.durableTerm && r.handedVote === r.durableVote;
       for (const m of rd.messages) {
-        const early = termStable && (m.type === MsgType.App || m.type === MsgType.Heartbeat);
+        const early = termDurable && (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.HeartbeatResp);
         const into = early ? round.early : round.messages;
         let q = into.get(m.to);
         if (q === undefined) into.set(m.to, (q = []));
         q.push([r.shard, m]);
       }
-      if (rd.hardState !== null) {
-        r.durableTerm = rd.hardState.term;
-        r.durableVote = rd.hardState.vote;
-      }
     }
     if (round.items.length === 0) return null;
-    this.inRound = true;
+    round.seq = ++this.roundSeq;
+    this.unapplied = round;
     return round;
   }
 
@@ -382,7 +417,7 @@ export class Store {
    */
   cutOff(shard: number): boolean {
     const r = this.replica(shard);
-    return r.role === Role.Leader && r.cutOffSeenAt >= 0 && this.tickCount > r.cutOffSeenAt;
+    return r.raft.currentRole() === Role.Leader && r.cutOffSeenAt >= 0 && this.tickCount > r.cutOffSeenAt;
   }
 
   private failIfCutOff(r: Replica): void {
@@ -416,7 +451,16 @@ export class Store {
       r.persistedLast = idx;
       round.mustSync = true;
     }
-    if (rd.hardState !== null) round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(rd.hardState) });
+    // Commit is volatile in Raft: a restart recovers it as max(persisted commit,
+    // applied index), and applied is written with the state. So the hard state is
+    // written only when term or vote change — not on every commit move of every
+    // busy shard in every round.
+    const hs = rd.hardState;
+    if (hs !== null && (hs.term !== r.writtenTerm || hs.vote !== r.writtenVote)) {
+      round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(hs) });
+      r.writtenTerm = hs.term;
+      r.writtenVote = hs.vote;
+    }
     if (rd.entries.length > 0) {
       for (const e of rd.entries) round.persist.push({ type: 'put', key: logKey(shard, e.index), value: encodeEntry(e) });
       const last = (rd.entries[rd.entries.length - 1] as Entry).index;
@@ -427,21 +471,37 @@ export class Store {
     if (rd.mustSync) round.mustSync = true;
   }
 
-  /** After the persist batch is durable and snapshots are installed: apply committed entries. */
+  /**
+   * Right after beginRound(), before the batch is written: apply the
+   * committed entries through the port (they are durable here already; the
+   * node makes the port's writes visible to reads at once and persists them
+   * with a later batch), and complete what they were waited for.
+   */
   applyRound(round: Round, port: (shard: number) => KvStatePort): void {
-    invariant(this.inRound, 'applyRound inside a round');
+    invariant(this.unapplied === round, 'applyRound() right after its beginRound()');
+    this.unapplied = null;
+    const done: Array<() => void> = [];
     for (const { replica: r, rd } of round.items) {
-      if (rd.snapshot !== null) this.afterInstall(r, rd.snapshot, round);
-      if (rd.softState !== null) this.onSoftState(r, rd.softState.role, rd.softState.leader, round);
-      if (rd.committedEntries.length === 0) continue;
-      const p = port(r.shard);
-      for (const e of rd.committedEntries) this.applyEntry(r, e, p, round);
-      // The applied index is written in the same batch as the state it covers.
-      p.put(appliedKey(r.shard), pack([r.applied, r.machine.logTime]));
+      if (rd.softState !== null) this.onSoftState(r, rd.softState.role, rd.softState.leader, done);
+      for (const rs of rd.readStates) {
+        const dones = r.readsInRaft.get(rs.context);
+        if (dones === undefined) continue;
+        r.readsInRaft.delete(rs.context);
+        r.readsWaitingApply.push({ index: rs.index, dones });
+      }
+      if (rd.committedEntries.length > 0) {
+        const p = port(r.shard);
+        for (const e of rd.committedEntries) this.applyEntry(r, e, p, done);
+        // The applied index is written in the same batch as the state it covers.
+        p.put(appliedKey(r.shard), pack([r.applied, r.machine.logTime]));
+      }
+      r.raft.applied(rd);
     }
+    for (const c of done) c();
+    for (const { replica: r } of round.items) this.afterProgress(r);
   }
 
-  private applyEntry(r: Replica, e: Entry, port: KvStatePort, round: Round): void {
+  private applyEntry(r: Replica, e: Entry, port: KvStatePort, done: Array<() => void>): void {
     invariant(e.index === r.applied + 1, `apply in order: ${e.index} after ${r.applied} (shard ${r.shard})`);
     r.applied = e.index;
     let result: KvResult | null = null;
@@ -451,14 +511,35 @@ export class Store {
     r.waiters.delete(e.index);
     if (w.term === e.term && result !== null) {
       const res = result;
-      round.completions.push(() => w.done({ ok: true, result: res, index: e.index }));
+      done.push(() => w.done({ ok: true, result: res, index: e.index }));
     } else {
       // Another entry won this index: ours can never commit anywhere.
-      round.completions.push(() => w.done({ ok: false, code: 'superseded', outcome: 'not_applied', leader: r.leader }));
+      done.push(() => w.done({ ok: false, code: 'superseded', outcome: 'not_applied', leader: r.leader }));
     }
   }
 
-  private afterInstall(r: Replica, s: Snapshot, round: Round): void {
+  /**
+   * The round's batch (and every earlier round's) is durable: tell the cores,
+   * install received snapshots. The node sends round.messages after this.
+   */
+  persistedRound(round: Round): void {
+    invariant(this.unapplied !== round, 'applyRound() before persistedRound()');
+    invariant(round.seq === this.persistedSeq + 1, `rounds persisted in order: ${round.seq} after ${this.persistedSeq}`);
+    this.persistedSeq = round.seq;
+    const done: Array<() => void> = [];
+    for (const { replica: r, rd } of round.items) {
+      r.raft.persisted(rd);
+      if (rd.hardState !== null) {
+        r.durableTerm = rd.hardState.term;
+        r.durableVote = rd.hardState.vote;
+      }
+      if (rd.snapshot !== null) this.afterInstall(r, rd.snapshot, done);
+    }
+    for (const c of done) c();
+    for (const { replica: r } of round.items) this.afterProgress(r);
+  }
+
+  private afterInstall(r: Replica, s: Snapshot, done: Array<() => void>): void {
     r.applied = s.meta.index;
     const desc = decodeDescriptor(s.data);
     r.machine.gen = desc.gen;
@@ -467,51 +548,36 @@ export class Store {
     for (const [idx, w] of r.waiters) {
       if (idx > s.meta.index) continue;
       r.waiters.delete(idx);
-      round.completions.push(() => w.done({ ok: false, code: 'snapshot_installed', outcome: 'unknown', leader: r.leader }));
+      done.push(() => w.done({ ok: false, code: 'snapshot_installed', outcome: 'unknown', leader: r.leader }));
     }
   }
 
-  private onSoftState(r: Replica, role: Role, leader: NodeId, round: Round): void {
+  private onSoftState(r: Replica, role: Role, leader: NodeId, done: Array<() => void>): void {
     const wasLeader = r.role === Role.Leader;
     r.role = role;
     r.leader = leader;
     if (wasLeader && role !== Role.Leader) {
       // Reads handed to the core are dropped on step-down; queued ones never started.
-      for (const dones of r.readsInRaft.values()) for (const d of dones) round.completions.push(() => d({ ok: false, code: 'not_leader', leader }));
+      for (const dones of r.readsInRaft.values()) for (const d of dones) done.push(() => d({ ok: false, code: 'not_leader', leader }));
       r.readsInRaft.clear();
-      for (const p of r.queuedProposals) round.completions.push(() => p.done({ ok: false, code: 'not_leader', outcome: 'not_applied', leader }));
-      for (const d of r.queuedReads) round.completions.push(() => d({ ok: false, code: 'not_leader', leader }));
+      for (const p of r.queuedProposals) done.push(() => p.done({ ok: false, code: 'not_leader', outcome: 'not_applied', leader }));
+      for (const d of r.queuedReads) done.push(() => d({ ok: false, code: 'not_leader', leader }));
       r.queuedProposals = [];
       r.queuedReads = [];
     }
   }
 
-  /** After the apply batch is written: advance every core and complete requests. */
-  finishRound(round: Round): void {
-    invariant(this.inRound, 'finishRound inside a round');
-    for (const { replica: r, rd } of round.items) {
-      for (const rs of rd.readStates) {
-        const dones = r.readsInRaft.get(rs.context);
-        if (dones === undefined) continue;
-        r.readsInRaft.delete(rs.context);
-        r.readsWaitingApply.push({ index: rs.index, dones });
+  /** Serve the reads this replica's applied index now covers; note when a follower is known caught up. */
+  private afterProgress(r: Replica): void {
+    if (r.readsWaitingApply.length > 0) {
+      const still: typeof r.readsWaitingApply = [];
+      for (const w of r.readsWaitingApply) {
+        if (r.applied >= w.index) for (const d of w.dones) d({ ok: true, index: w.index });
+        else still.push(w);
       }
-      r.raft.advance(rd);
+      r.readsWaitingApply = still;
     }
-    this.inRound = false;
-    for (const c of round.completions) c();
-    for (const { replica: r } of round.items) {
-      if (r.readsWaitingApply.length > 0) {
-        const still: typeof r.readsWaitingApply = [];
-        for (const w of r.readsWaitingApply) {
-          if (r.applied >= w.index) for (const d of w.dones) d({ ok: true, index: w.index });
-          else still.push(w);
-        }
-        r.readsWaitingApply = still;
-      }
-      const st = r.raft.status();
-      if (st.role !== Role.Leader && r.applied >= st.commit && r.lastLeaderContactMs >= 0) r.lastFreshMs = r.lastLeaderContactMs;
-    }
+    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.applied >= r.raft.commitIndex()) r.lastFreshMs = r.lastLeaderContactMs;
   }
 
   // ------------------------------------------------------------ queries
@@ -527,9 +593,21 @@ export class Store {
    */
   stalenessMs(shard: number, nowMs: number, tickMs: number): number {
     const r = this.replica(shard);
-    const st = r.raft.status();
-    if (st.role === Role.Leader) return st.quorumAckAgeTicks < 0 ? Infinity : st.quorumAckAgeTicks * tickMs;
+    if (r.raft.currentRole() === Role.Leader) {
+      const age = r.raft.quorumAckAgeTicks();
+      return age < 0 ? Infinity : age * tickMs;
+    }
     return r.lastFreshMs < 0 ? Infinity : Math.max(0, nowMs - r.lastFreshMs);
+  }
+
+  /** This replica's role (cheap, for the request path). */
+  roleOf(shard: number): Role {
+    return this.replica(shard).raft.currentRole();
+  }
+
+  /** The leader this replica knows (0: none). */
+  leaderOf(shard: number): NodeId {
+    return this.replica(shard).raft.currentLeader();
   }
 
   status(shard: number): ReturnType<RaftNode['status']> & { applied: number; logTime: number; gen: number } {
@@ -556,7 +634,7 @@ export class Store {
    * afresh, so an older snapshot's descriptor is never streamed.)
    */
   compact(shard: number, keep = 0): { snapshot: Snapshot; below: number } | null {
-    invariant(!this.inRound, 'compact between rounds');
+    invariant(this.unapplied === null && this.roundsInFlight() === 0, 'compact only with no round in flight');
     const r = this.replica(shard);
     const index = r.applied - keep;
     if (index < r.persistedFirst) return keep === 0 ? this.currentSnapshot(r) : null;

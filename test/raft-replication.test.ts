@@ -105,3 +105,32 @@ test('a restarted node recovers its term, vote, log and commit from what was per
   t.is(after.lastIndex, before.lastIndex);
   t.is(after.commit, before.commit);
 });
+
+test('a follower that lost entries it had acknowledged (a storage fault) is stuck until the leader forgets its progress, then catches up', (t) => {
+  const c = new MemCluster([1, 2, 3]);
+  c.node(1).raft.campaign();
+  c.stabilize();
+  for (let i = 0; i < 20; i++) c.node(1).raft.propose(enc(`v${i}`));
+  c.stabilize();
+  const commit = c.node(1).raft.status().commit;
+  t.is(c.node(3).raft.status().commit, commit);
+  // Node 3 restarts having lost the last 10 entries of its log, all acknowledged.
+  c.crash(3);
+  const st = c.node(3).storage;
+  st.entries.length -= 10;
+  st.hardState = { ...st.hardState, commit: Math.min(st.hardState.commit, st.entries.length) };
+  c.node(3).restart();
+  for (let i = 0; i < 5; i++) c.node(1).raft.propose(enc(`w${i}`));
+  // Without help the leader never goes below what it believes node 3 holds:
+  // it takes the rejections as stale (bounded, in case of a regression to a loop).
+  try {
+    c.stabilize(2000);
+  } catch {
+    c.queue = [];
+  }
+  t.true(c.node(3).raft.status().lastIndex < c.node(1).raft.status().lastIndex, 'node 3 cannot catch up on its own');
+  c.node(1).raft.forgetProgress(3);
+  c.tickAll(5);
+  t.is(c.node(3).raft.status().lastIndex, c.node(1).raft.status().lastIndex);
+  t.is(c.node(3).raft.status().commit, c.node(1).raft.status().commit);
+});

@@ -5,7 +5,8 @@
  *  - the same seed gives the identical run;
  *  - teeth: each planted bug in PlantedBugs is caught within a bounded number
  *    of seeds, both with the direct protocol checks and end to end (only the
- *    safety invariants / linearizability, no protocol-rule checks).
+ *    safety invariants / linearizability, no protocol-rule checks); and so is
+ *    a pipelined host that sends acks before they are durable.
  *
  * Any failure message carries the exact replay command (`npm run sim -- ...`).
  */
@@ -122,3 +123,20 @@ for (const bug of BUG_NAMES) {
     t.true(h.result.kind !== 'commit-old-term' && h.result.kind !== 'stale-read-index');
   });
 }
+
+/**
+ * The pipelined host (asynchronous disk) must only send what the contract
+ * allows before a Ready is durable: planting a host that sends every
+ * message early (acks and votes before fsync) must break safety.
+ */
+test('teeth: a pipelined host that sends acks and votes before they are durable is caught', (t) => {
+  for (let seed = 1; seed <= TEETH_MAX_SEEDS; seed++) {
+    const r = runSimulation({ seed, protocolChecks: false, profile: { diskDelay: 3, hostBug: 'earlyAcks' } });
+    if (!r.ok) {
+      t.log(`earlyAcks: caught after ${seed} seed(s) by [${r.kind}] at step ${r.failedAtStep}; replay: ${r.replay}`);
+      t.pass();
+      return;
+    }
+  }
+  t.fail(`host bug earlyAcks not caught in seeds 1..${TEETH_MAX_SEEDS}`);
+});

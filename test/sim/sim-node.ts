@@ -3,14 +3,20 @@
  * snapshot, entries), the register state machine, and the client ops that
  * are waiting on this replica.
  *
- * The host follows the core's persistence contract exactly: for each Ready
- * it (1) persists snapshot, hard state and entries, (2) sends messages,
- * (3) installs the snapshot / applies committed entries / serves reads,
- * (4) calls advance(). A crash happens between two simulation events, so it
- * loses exactly what is not in the durable fields below.
+ * The host follows the core's persistence contract exactly. With a
+ * synchronous disk (diskDelay 0), for each Ready it (1) persists snapshot,
+ * hard state and entries, (2) sends messages, (3) installs the snapshot /
+ * applies committed entries / serves reads, (4) calls advance(). With an
+ * asynchronous disk it pipelines like the storage node: it applies committed
+ * entries and sends the messages the contract allows at once, queues the
+ * Ready's writes, and keeps stepping; a write completes 0..diskDelay steps
+ * later, in order, and only then are the Ready's other messages sent and
+ * persisted(rd) called. A crash happens between two simulation events, so it
+ * loses exactly what is not in the durable fields below, including every
+ * queued write.
  */
 import {
-  RaftNode, Role,
+  MsgType, RaftNode, Role,
   type ConfState, type Entry, type HardState, type Message, type NodeId, type Persisted,
   type RaftConfig, type Ready, type Snapshot,
 } from '../../raft/index.ts';
@@ -34,6 +40,21 @@ export interface NodeHost {
   readonly verbose: boolean;
   /** Check protocol rules directly (not only their end-to-end consequences). */
   readonly protocolChecks: boolean;
+  /** Steps a write takes (0: the synchronous host; else drawn per write, 0..max). */
+  diskDelay(): number;
+  readonly asyncDisk: boolean;
+  /** Planted host bug: send every message before its Ready is durable. */
+  readonly earlyAcks: boolean;
+}
+
+/** A Ready whose writes are in flight on an asynchronous disk. */
+interface PendingWrite {
+  rd: Ready;
+  /** Messages that may go out only once rd is durable. */
+  late: Message[];
+  /** Role when the Ready was handed out (for the §5.4.2 check). */
+  role: Role;
+  due: number;
 }
 
 export class SimNode {
@@ -72,6 +93,10 @@ export class SimNode {
   commit = 0;
   role: Role = Role.Follower;
   leader: NodeId = 0;
+  /** Writes in flight (asynchronous disk), in order. */
+  private writes: PendingWrite[] = [];
+  /** Term and vote of the latest hard state handed out (durable or not). */
+  private handedHard: HardState = { term: 0, vote: 0, commit: 0 };
   private pendingByIndex = new Map<number, PendingOp>();
   private pendingReads = new Map<number, PendingOp>();
   private waitingReads: PendingOp[] = [];
@@ -125,6 +150,8 @@ export class SimNode {
     this.incarnation++;
     this.paused = false;
     this.held = [];
+    this.writes = [];
+    this.handedHard = { ...this.hardState };
     this.raft = new RaftNode(cfg, persisted);
     const st = this.raft.status();
     this.commit = st.commit;
@@ -153,6 +180,7 @@ export class SimNode {
     this.pendingReads.clear();
     this.waitingReads = [];
     this.raft = null;
+    this.writes = [];
     this.crashAt = 0;
     this.paused = false;
     this.held = [];
@@ -215,7 +243,8 @@ export class SimNode {
   /** Host-driven compaction at the applied index. */
   compact(): boolean {
     const raft = this.raft as RaftNode;
-    if (this.applied <= this.snapIndex) return false;
+    // Like the storage node, compact only with no writes in flight.
+    if (this.applied <= this.snapIndex || this.writes.length > 0) return false;
     raft.compact(this.applied, this.sm.image());
     const s = raft.currentSnapshot();
     if (s === null || s.meta.index !== this.applied) {
@@ -241,36 +270,87 @@ export class SimNode {
     if (raft === null) return;
     while (raft.hasReady()) {
       const rd = raft.ready();
-      this.persist(rd);
+      if (this.host.asyncDisk) {
+        this.handOut(raft, rd);
+        continue;
+      }
+      this.persist(rd, null);
       for (const m of rd.messages) this.host.send(this, m);
       if (rd.snapshot !== null) this.installSnapshot(rd.snapshot);
       if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
-      if (rd.readStates.length > 0) {
-        for (const rs of rd.readStates) {
-          const p = this.pendingReads.get(rs.context);
-          if (p === undefined) continue;
-          this.pendingReads.delete(rs.context);
-          if (rs.index < p.minIndex && this.host.protocolChecks) {
-            this.fail('stale-read-index',
-              `ReadIndex for ${p.rec.label} answered with index ${rs.index}, but index ${p.minIndex} was ` +
-              `already committed when the read arrived (leader term ${this.hardState.term})`);
-          }
-          p.readIndex = rs.index;
-          this.waitingReads.push(p);
-        }
-      }
-      if (this.waitingReads.length > 0) this.serveReads();
-      if (rd.softState !== null) {
-        this.role = rd.softState.role;
-        this.leader = rd.softState.leader;
-        if (this.role === Role.Leader) this.becameLeader();
-        else if (this.host.verbose) this.host.trace(`${this.name} role=${this.role} leader=${this.leader} term=${this.hardState.term}`);
-      }
+      this.afterApply(rd);
       raft.advance(rd);
     }
   }
 
-  private persist(rd: Ready): void {
+  /** Asynchronous disk: everything that need not wait for the write, then queue it. */
+  private handOut(raft: RaftNode, rd: Ready): void {
+    const role = this.role;
+    if (rd.hardState !== null) {
+      this.handedHard = rd.hardState;
+      if (rd.hardState.commit > this.commit) this.commit = rd.hardState.commit;
+    }
+    const durable = this.hardState;
+    const termDurable = this.handedHard.term === durable.term && this.handedHard.vote === durable.vote;
+    const late: Message[] = [];
+    for (const m of rd.messages) {
+      const early = this.host.earlyAcks || termDurable && (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.HeartbeatResp);
+      if (early) this.host.send(this, m);
+      else late.push(m);
+    }
+    if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
+    this.afterApply(rd);
+    raft.applied(rd);
+    const last = this.writes[this.writes.length - 1];
+    const due = Math.max(this.host.now + this.host.diskDelay(), last === undefined ? 0 : last.due);
+    this.writes.push({ rd, late, role, due });
+  }
+
+  /** Asynchronous disk: complete the writes that are due, in order. */
+  flushDisk(): void {
+    const raft = this.raft;
+    if (raft === null || this.paused || this.writes.length === 0) return;
+    while (this.writes.length > 0 && (this.writes[0] as PendingWrite).due <= this.host.now) {
+      const w = this.writes.shift() as PendingWrite;
+      this.persist(w.rd, w.role);
+      if (w.rd.snapshot !== null) this.installSnapshot(w.rd.snapshot);
+      for (const m of w.late) this.host.send(this, m);
+      raft.persisted(w.rd);
+    }
+    this.processReady();
+  }
+
+  /** Writes in flight (asynchronous disk). */
+  pendingWrites(): number {
+    return this.writes.length;
+  }
+
+  private afterApply(rd: Ready): void {
+    if (rd.readStates.length > 0) {
+      for (const rs of rd.readStates) {
+        const p = this.pendingReads.get(rs.context);
+        if (p === undefined) continue;
+        this.pendingReads.delete(rs.context);
+        if (rs.index < p.minIndex && this.host.protocolChecks) {
+          this.fail('stale-read-index',
+            `ReadIndex for ${p.rec.label} answered with index ${rs.index}, but index ${p.minIndex} was ` +
+            `already committed when the read arrived (leader term ${this.hardState.term})`);
+        }
+        p.readIndex = rs.index;
+        this.waitingReads.push(p);
+      }
+    }
+    if (this.waitingReads.length > 0) this.serveReads();
+    if (rd.softState !== null) {
+      this.role = rd.softState.role;
+      this.leader = rd.softState.leader;
+      if (this.role === Role.Leader) this.becameLeader();
+      else if (this.host.verbose) this.host.trace(`${this.name} role=${this.role} leader=${this.leader} term=${this.hardState.term}`);
+    }
+  }
+
+  /** Make rd durable. `asyncRole`: the role when rd was handed out (asynchronous disk), else null. */
+  private persist(rd: Ready, asyncRole: Role | null): void {
     const oldCommit = this.hardState.commit;
     if (rd.snapshot !== null) {
       this.snapshot = rd.snapshot;
@@ -281,15 +361,18 @@ export class SimNode {
     if (rd.hardState !== null) {
       const hs = rd.hardState;
       const prev = this.hardState;
+      // The synchronous host reports commit when it persists; the asynchronous one when it hands out.
+      const reported = asyncRole === null ? this.commit : prev.commit;
+      const role = asyncRole ?? this.role;
       if (hs.term < prev.term) this.fail('term-regress', `hard state term ${hs.term} < persisted ${prev.term}`);
-      if (hs.commit < this.commit) this.fail('commit-regress', `commit went from ${this.commit} to ${hs.commit}`);
+      if (hs.commit < reported) this.fail('commit-regress', `commit went from ${reported} to ${hs.commit}`);
       if (hs.term === prev.term && prev.vote !== 0 && hs.vote !== prev.vote) {
         this.fail('vote-change', `vote changed from ${prev.vote} to ${hs.vote} within term ${hs.term}`);
       }
       if (hs.commit > this.lastPersistedIndex) {
         this.fail('commit-beyond-log', `commit ${hs.commit} beyond persisted last index ${this.lastPersistedIndex}`);
       }
-      if (hs.commit > this.commit && this.role === Role.Leader && hs.term === prev.term &&
+      if (hs.commit > reported && role === Role.Leader && hs.term === prev.term &&
         (rd.softState === null || rd.softState.role === Role.Leader)) {
         // §5.4.2: a leader only advances its commit index to an entry of its own term.
         const e = this.entries[hs.commit - this.snapIndex - 1];
@@ -301,7 +384,7 @@ export class SimNode {
         }
       }
       this.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
-      this.commit = hs.commit;
+      if (asyncRole === null) this.commit = hs.commit;
       this.hasPersisted = true;
       if (!rd.mustSync && (hs.term !== prev.term || hs.vote !== prev.vote)) {
         this.fail('must-sync', `term/vote changed (${prev.term}/${prev.vote} -> ${hs.term}/${hs.vote}) in a Ready with mustSync=false`);
@@ -363,7 +446,7 @@ export class SimNode {
     const host = this.host;
     const inv = host.inv;
     const now = host.now;
-    const term = this.hardState.term;
+    const term = (this.raft as RaftNode).status().term;
     for (const e of ents) {
       if (e.index !== this.applied + 1) this.fail('apply-gap', `applying ${e.index} after ${this.applied}`);
       if (e.index > this.commit) this.fail('apply-uncommitted', `applying ${e.index} beyond commit ${this.commit}`);

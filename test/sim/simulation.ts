@@ -101,6 +101,11 @@ export interface FaultProfile {
   /** Small values make proposals fail with 'overloaded' / apply in chunks. */
   maxUncommittedBytes: number;
   maxApplyBytes: number;
+  /** Asynchronous disk (the pipelined host): a write takes 0..diskDelay steps; 0 = the synchronous host. */
+  diskDelay: number;
+  /** A planted bug in the host (teeth for the pipelined host): 'earlyAcks' sends
+   *  every message of a Ready before it is durable (needs diskDelay > 0). */
+  hostBug: 'none' | 'earlyAcks';
   workload: WorkloadConfig;
 }
 
@@ -279,6 +284,8 @@ function randomProfile(rng: Prng): FaultProfile {
     maxInflightMsgs: rng.pick([256, 256, 4, 1]),
     maxUncommittedBytes: rng.pick([64 << 20, 64 << 20, 64]),
     maxApplyBytes: rng.pick([4 << 20, 4 << 20, 40]),
+    diskDelay: 0, // drawn from its own stream (see Simulation), so older seeds keep their profiles
+    hostBug: 'none',
     workload: {
       clients,
       keys: rng.range(3, 5),
@@ -299,7 +306,7 @@ function describeProfile(p: FaultProfile): string {
     `pause=${p.pause}/${p.pauseMax} compact=${p.compact} conf=${p.confChange} transfer=${p.transfer} skew=${p.clockSkew} lcrash=${p.leaderCrash} ` +
     `nlcrash=${p.newLeaderCrash} nliso=${p.newLeaderIsolate} burst=${p.churnBurst} unsynced=${p.unsyncedLoss} ` +
     `slow=${p.slowLeader} msgBytes=${p.maxMsgBytes} inflight=${p.maxInflightMsgs} ` +
-    `uncommitted=${p.maxUncommittedBytes} applyBytes=${p.maxApplyBytes} ` +
+    `uncommitted=${p.maxUncommittedBytes} applyBytes=${p.maxApplyBytes} disk=${p.diskDelay === 0 ? 'sync' : `async<=${p.diskDelay}`}${p.hostBug === 'none' ? '' : ` hostBug=${p.hostBug}`} ` +
     `clients=${p.workload.clients} keys=${p.workload.keys} rate=${p.workload.rate} timeout=${p.workload.timeout}`;
 }
 
@@ -313,6 +320,9 @@ class Simulation implements NodeHost, WorkloadHost {
   readonly keys: number;
   readonly verbose: boolean;
   readonly protocolChecks: boolean;
+  readonly asyncDisk: boolean;
+  readonly earlyAcks: boolean;
+  private readonly diskRng: Prng;
   private readonly log: (line: string) => void;
   private readonly nodes = new Map<NodeId, SimNode>();
   /** Sorted node ids (deterministic iteration order). */
@@ -338,13 +348,18 @@ class Simulation implements NodeHost, WorkloadHost {
     this.coreRng = master.fork('cores');
     this.clientRng = master.fork('clients');
     const netRng = master.fork('net');
+    this.diskRng = master.fork('disk');
     const base = chooseProfile(profileRng);
+    // Half the seeds run the pipelined host on an asynchronous disk.
+    base.diskDelay = this.diskRng.pick([0, 0, 1, 3]);
     this.profile = {
       ...base, ...opts.profile,
       net: { ...base.net, ...opts.profile?.net },
       workload: { ...base.workload, ...opts.profile?.workload },
     };
     if (opts.noConfChanges === true) this.profile.confChange = 0;
+    this.asyncDisk = this.profile.diskDelay > 0;
+    this.earlyAcks = this.profile.hostBug === 'earlyAcks';
     this.keys = this.profile.workload.keys;
     this.verbose = opts.verbose === true;
     this.protocolChecks = opts.protocolChecks !== false;
@@ -382,6 +397,10 @@ class Simulation implements NodeHost, WorkloadHost {
 
   trace(line: string): void {
     if (this.verbose) this.log(`${String(this.now).padStart(5)} ${line}`);
+  }
+
+  diskDelay(): number {
+    return this.diskRng.int(this.profile.diskDelay + 1);
   }
 
   makeConfig(id: NodeId, initialConf: ConfState): RaftConfig {
@@ -709,6 +728,7 @@ class Simulation implements NodeHost, WorkloadHost {
     this.deliver();
     this.tickAll();
     if (!clientsFirst) this.workload.step(this);
+    if (this.asyncDisk) for (const id of this.ids) (this.nodes.get(id) as SimNode).flushDisk();
     this.checkStep();
   }
 
