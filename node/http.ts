@@ -373,8 +373,14 @@ export function buildApp(node: KvNode, log: Logger) {
     return reply;
   });
 
+  /**
+   * Stale reads see only state that has landed in LevelDB: applied state still in the overlay (it rides
+   * in the next batch) would be lost by a kill -9, and a replica must never go back in time across a
+   * restart. Linearizable reads may use the overlay: after a crash they wait for a new ReadIndex.
+   */
   function serveRecord(reply: FastifyReply, shard: number, bucket: number, tenant: string, key: string, keyBytes: Uint8Array, consistency: Consistency): void {
-    const raw = node.readState(dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes));
+    const k = dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes);
+    const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
     reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
     if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);
     const rec = decodeRecord(raw);

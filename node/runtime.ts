@@ -349,6 +349,11 @@ export class KvNode {
     return this.db.getSync(key);
   }
 
+  /** A state value as it is in LevelDB (what a kill -9 would leave), without the overlay. */
+  readLanded(key: Uint8Array): Uint8Array | undefined {
+    return this.db.getSync(key);
+  }
+
   private async maintenance(): Promise<void> {
     await this.startSnapshotSends();
     await this.maybeCompact();

@@ -74,6 +74,8 @@ const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
 
 export class SnapshotReceiver {
   private readonly incoming = new Map<number, Incoming>();
+  /** Per shard: the staging generation of the last snapshot handed to the Store (live once its install lands). */
+  private readonly handedGen = new Map<number, number>();
   private background: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -88,8 +90,10 @@ export class SnapshotReceiver {
     if (!Number.isSafeInteger(shard) || !this.store.has(shard) || typeof id !== 'string') throw new Error('snapshot frame for an unknown shard');
     let s = this.incoming.get(shard);
     if (s === undefined || s.id !== id) {
-      // A new stream replaces any earlier one: clear the staging generation first.
-      const gen = this.store.generation(shard) + 1;
+      // A new stream replaces any earlier one: clear the staging generation first. A snapshot already
+      // handed to the Store may not have landed yet (its generation is not live): stage above it, or
+      // this stream would clear the state that generation is about to serve.
+      const gen = Math.max(this.store.generation(shard), this.handedGen.get(shard) ?? 0) + 1;
       const prev = s?.chain ?? Promise.resolve();
       s = { id, from, gen, failed: false, chain: prev.catch(() => undefined).then(() => this.clearGeneration(shard, gen)) };
       this.incoming.set(shard, s);
@@ -117,6 +121,7 @@ export class SnapshotReceiver {
     st.chain = st.chain.then(
       () => {
         this.incoming.delete(shard);
+        this.handedGen.set(shard, st.gen);
         this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });
         this.store.receive([[shard, msg]], Date.now());
         this.wake();
@@ -127,6 +132,14 @@ export class SnapshotReceiver {
         this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
       },
     );
+  }
+
+  private async clearBelow(shard: number, gen: number): Promise<void> {
+    for (const kind of ['d', 'i'] as const) {
+      const [gte] = shardStateRange(shard, 0, kind);
+      const [lt] = shardStateRange(shard, gen, kind);
+      await this.db.clear({ gte, lt });
+    }
   }
 
   private async clearGeneration(shard: number, gen: number): Promise<void> {
@@ -140,7 +153,9 @@ export class SnapshotReceiver {
   installed(shard: number, snapshot: Snapshot): void {
     const gen = decodeDescriptor(snapshot.data).gen;
     this.log.info({ shard, index: snapshot.meta.index, gen }, 'snapshot installed');
-    this.background = this.background.then(() => this.clearGeneration(shard, gen - 1)).catch((e: unknown) => {
+    // Every generation below the new live one is dead: the one it replaced, and a staged snapshot that
+    // was handed over but ignored (generations may skip, see onFrame).
+    this.background = this.background.then(() => this.clearBelow(shard, gen)).catch((e: unknown) => {
       this.log.warn({ shard, err: (e as Error).message }, 'clearing an old generation failed');
     });
   }
