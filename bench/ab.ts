@@ -172,6 +172,12 @@ async function main(): Promise<void> {
     stopSignal.stopped = true;
     process.stderr.write('\nSIGINT: stopping after this phase\n');
   });
+  // SIGTERM (e.g. a time limit): stop the nodes of the running cluster now, never leave them behind.
+  process.on('SIGTERM', () => {
+    stopSignal.stopped = true;
+    for (const p of current?.procs ?? []) if (p.exitCode === null) p.kill('SIGKILL');
+    process.exit(143);
+  });
   const log = (s: string) => process.stderr.write(`[bench:ab] ${s}\n`);
   try {
     for (let pair = 1; pair <= args.pairs && !stopSignal.stopped; pair++) {

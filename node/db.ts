@@ -101,7 +101,7 @@ export class Overlay {
   }
 
   /** Batch `batch` landed: forget what it wrote, unless a later batch wrote the key again. */
-  release(keys: string[], batch: number): void {
+  release(keys: Iterable<string>, batch: number): void {
     for (const k of keys) if (this.map.get(k)?.batch === batch) this.map.delete(k);
   }
 

@@ -22,7 +22,8 @@ interface Group {
   rounds: Round[];
   /** Persist ops of the rounds, and the applied state they staged (in the overlay). */
   ops: BatchOp[];
-  keys: string[];
+  /** Staged state key -> its op in `ops`: a key written again in the same batch (a shard's applied index every round, a hot record) replaces its op. */
+  staged: Map<string, number>;
   sync: boolean;
 }
 
@@ -66,7 +67,7 @@ export class KvNode {
   private readonly peerIncarnation = new Map<number, string>();
   private lastGcMs = 0;
   private readonly overlay = new Overlay();
-  private group: Group = { seq: 1, rounds: [], ops: [], keys: [], sync: false };
+  private group: Group = { seq: 1, rounds: [], ops: [], staged: new Map(), sync: false };
   private writing: Promise<void> | null = null;
   private landedSeq = 0;
   private landWaiters: Array<{ seq: number; resolve: () => void }> = [];
@@ -211,8 +212,14 @@ export class KvNode {
 
   private stage(op: BatchOp, value: Uint8Array | null): void {
     const g = this.group;
-    g.ops.push(op);
-    g.keys.push(this.overlay.set(op.key, value, g.seq));
+    const k = this.overlay.set(op.key, value, g.seq);
+    const at = g.staged.get(k);
+    if (at === undefined) {
+      g.staged.set(k, g.ops.length);
+      g.ops.push(op);
+    } else {
+      g.ops[at] = op;
+    }
   }
 
   /** Wake the round loop: there is work. */
@@ -271,7 +278,7 @@ export class KvNode {
   private submit(): void {
     const g = this.group;
     if (this.writing !== null || (g.rounds.length === 0 && g.ops.length === 0)) return;
-    this.group = { seq: g.seq + 1, rounds: [], ops: [], keys: [], sync: false };
+    this.group = { seq: g.seq + 1, rounds: [], ops: [], staged: new Map(), sync: false };
     this.midRounds = 0;
     if (g.ops.length === 0) {
       this.landed(g);
@@ -312,7 +319,7 @@ export class KvNode {
       }
     }
     this.sendMessages(late);
-    this.overlay.release(g.keys, g.seq);
+    this.overlay.release(g.staged.keys(), g.seq);
     this.landedSeq = g.seq;
     if (this.landWaiters.length > 0) {
       const still: typeof this.landWaiters = [];
