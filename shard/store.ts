@@ -325,7 +325,17 @@ export class Store {
     for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
     const inbox = this.inbox;
     this.inbox = [];
-    for (const [shard, m] of inbox) (this.replicas.get(shard) as Replica).raft.step(m);
+    for (const [shard, m] of inbox) {
+      const r = this.replicas.get(shard) as Replica;
+      const wasQuiesced = r.raft.isQuiesced();
+      r.raft.step(m);
+      // Woken by a peer (a follower that needs fresh proof, a candidate): stay
+      // awake for quiesceAfterTicks, or the idle check below would quiesce the
+      // group again in this very round, before one heartbeat went out.
+      if (wasQuiesced && !r.raft.isQuiesced()) r.lastActiveTick = this.tickCount;
+      // A quiescing heartbeat hands out no Ready, but it is leader contact too.
+      if (r.raft.isQuiesced()) this.noteFresh(r);
+    }
     // After the inbox: acks that arrived with these ticks count before a leader is judged cut off.
     if (ticks > 0) {
       for (const r of this.replicas.values()) {
@@ -577,6 +587,11 @@ export class Store {
       }
       r.readsWaitingApply = still;
     }
+    this.noteFresh(r);
+  }
+
+  /** A follower that has applied all it knows committed is as fresh as its last leader contact. */
+  private noteFresh(r: Replica): void {
     if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.applied >= r.raft.commitIndex()) r.lastFreshMs = r.lastLeaderContactMs;
   }
 

@@ -13,12 +13,12 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
  * still unwritten; a batch lands (in order) only some sweeps later, and only then are its
  * round's late messages delivered.
  */
-function cluster(pipelined = false, seed = 1) {
+function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0) {
   const dbs = new Map<number, Map<string, Uint8Array>>();
   const stores = new Map<number, Store>();
   for (const id of [1, 2, 3]) {
     const { id: _i, initialConf: _c, random: _r, applied: _a, ...raft } = defaultRaftConfig(id, { voters: [], learners: [] }, Math.random);
-    const st = new Store({ nodeId: id, raft, random: mulberry32(id), idempotencyRetentionMs: 600_000, maxQueuedPerShard: 100, maxInbox: 10_000, noQuorumTicks: 5, quiesceAfterTicks: 0 });
+    const st = new Store({ nodeId: id, raft, random: mulberry32(id), idempotencyRetentionMs: 600_000, maxQueuedPerShard: 100, maxInbox: 10_000, noQuorumTicks: 5, quiesceAfterTicks });
     for (const shard of [1, 2]) st.addReplica({ shard, persisted: null, founders: [1, 2, 3], applied: 0, logTime: 0, gen: 0, persistedLast: 0 });
     stores.set(id, st);
     dbs.set(id, new Map());
@@ -29,8 +29,11 @@ function cluster(pipelined = false, seed = 1) {
   };
   const rand = mulberry32(seed);
   const inFlight = new Map<number, Round[]>([[1, []], [2, []], [3, []]]);
+  /** Message arrival times (ms) for the stores: one per sweep, never going back. */
+  let clock = 0;
   const runRounds = (max = 1000): void => {
-    for (let i = 0; i < max; i++) {
+    for (let n = 0; n < max; n++) {
+      const i = ++clock;
       let any = false;
       for (const [id, st] of stores) {
         const round = st.beginRound();
@@ -66,7 +69,7 @@ function cluster(pipelined = false, seed = 1) {
     for (const [id, st] of stores) if (st.status(shard).role === 'leader') return id;
     return 0;
   };
-  return { stores, dbs, runRounds, tick, leaderOf };
+  return { stores, dbs, runRounds, tick, leaderOf, port, now: () => clock };
 }
 
 const put = (key: string, value: string, over: Partial<KvCommand> = {}): KvCommand => ({
@@ -139,4 +142,41 @@ test('store: pipelined rounds (batches land late, in order) elect, commit, apply
     const states = [...c.dbs.values()].map((m) => [...m.entries()].map(([k, v]) => `${k}=${hex(v)}`).sort().join(';'));
     t.deepEqual(states, [states[0], states[0], states[0]], `seed ${seed}: replicas converge`);
   }
+});
+
+test('store: a follower woken to prove freshness gets it even if its leader was idle long (the leader stays awake; a quiescing heartbeat counts as contact)', (t) => {
+  const c = cluster(false, 1, 5);
+  for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+  const l = c.leaderOf(1);
+  const f = ([1, 2, 3].find((id) => id !== l) as number);
+  const L = c.stores.get(l) as Store;
+  const F = c.stores.get(f) as Store;
+  const out: ProposeOutcome[] = [];
+  L.propose(1, put('k', 'v'), (r) => out.push(r));
+  c.runRounds();
+  t.true(out[0]?.ok === true);
+  for (let i = 0; i < 50 && !(L.isQuiesced(1) && F.isQuiesced(1)); i++) c.tick(1);
+  t.true(L.isQuiesced(1) && F.isQuiesced(1), 'the idle group quiesced');
+  c.tick(30); // long idle: the leader's last request is far behind
+  const before = c.now();
+  t.true(F.stalenessMs(1, before, 1) > 0);
+  // The follower wakes (a bounded stale read needs proof) and its wake-up
+  // reaches the leader in a round that also carries ticks.
+  F.wakeShard(1);
+  const r = F.beginRound();
+  t.truthy(r);
+  F.applyRound(r as Round, c.port(f));
+  F.persistedRound(r as Round);
+  for (const [to, items] of [...(r as Round).early, ...(r as Round).messages]) c.stores.get(to)?.receive(items, c.now());
+  L.tick();
+  const lr = L.beginRound();
+  if (lr !== null) {
+    L.applyRound(lr, c.port(l));
+    L.persistedRound(lr);
+    for (const [to, items] of [...lr.early, ...lr.messages]) c.stores.get(to)?.receive(items, c.now());
+  }
+  t.false(L.isQuiesced(1), 'a leader woken by its follower stays awake for quiesceAfterTicks');
+  c.runRounds();
+  c.tick(3);
+  t.true(F.stalenessMs(1, c.now(), 1) < c.now() - before, 'the follower heard its leader after the wake-up');
 });
