@@ -108,9 +108,12 @@ export function buildApp(node: KvNode, log: Logger) {
   app.addHook('onResponse', (req, reply, done) => {
     inFlight--;
     const route = req.routeOptions.url ?? 'unknown';
-    const consistency = (req.query as { consistency?: string } | undefined)?.consistency ?? (req.method === 'GET' && route.startsWith('/v1/kv') ? 'linearizable' : 'none');
-    node.metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode), consistency });
-    node.metrics.httpDuration.observe({ route, method: req.method, consistency }, reply.elapsedTime / 1000);
+    const asked = (req.query as { consistency?: string } | undefined)?.consistency;
+    // A label value from the query string only if it is one we know: label sets must stay bounded.
+    const consistency = asked === undefined ? (req.method === 'GET' && route.startsWith('/v1/kv') ? 'linearizable' : 'none') : asked === 'linearizable' || asked === 'stale' ? asked : 'invalid';
+    const m = node.metrics.httpChildren(route, req.method, reply.statusCode, consistency);
+    m.count.inc();
+    m.duration.observe(reply.elapsedTime / 1000);
     if (reply.statusCode >= 500) req.log.warn({ status: reply.statusCode, route, ms: reply.elapsedTime }, 'request failed');
     done();
   });

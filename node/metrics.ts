@@ -47,10 +47,38 @@ export class NodeMetrics {
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 
+  /**
+   * The HTTP counter and histogram children for one label set, cached: the
+   * labelled inc()/observe() hash their label object on every call (about
+   * 1.5 % of a node's CPU under write load, for two calls per request).
+   */
+  httpChildren(route: string, method: string, status: number, consistency: string): { count: client.Counter.Internal; duration: client.Histogram.Internal<'route' | 'method' | 'consistency'> } {
+    const k = `${route}\u0000${method}\u0000${status}\u0000${consistency}`;
+    let c = this.httpCache.get(k);
+    if (c === undefined) {
+      c = {
+        count: this.httpRequests.labels({ route, method, status: String(status), consistency }),
+        duration: this.httpDuration.labels({ route, method, consistency }),
+      };
+      this.httpCache.set(k, c);
+    }
+    return c;
+  }
+
+  private readonly httpCache = new Map<string, { count: client.Counter.Internal; duration: client.Histogram.Internal<'route' | 'method' | 'consistency'> }>();
+  private readonly bytesChildren = new Map<string, client.Counter.Internal>();
+
+  private bytes(direction: 'in' | 'out', peer: number): client.Counter.Internal {
+    const k = `${direction}${peer}`;
+    let c = this.bytesChildren.get(k);
+    if (c === undefined) this.bytesChildren.set(k, (c = this.transportBytes.labels({ direction, peer: String(peer) })));
+    return c;
+  }
+
   transport(): TransportMetrics {
     return {
-      bytesSent: (p, n) => this.transportBytes.inc({ direction: 'out', peer: String(p) }, n),
-      bytesReceived: (p, n) => this.transportBytes.inc({ direction: 'in', peer: String(p) }, n),
+      bytesSent: (p, n) => this.bytes('out', p).inc(n),
+      bytesReceived: (p, n) => this.bytes('in', p).inc(n),
       reconnect: (p) => this.transportReconnects.inc({ peer: String(p) }),
       dropped: (p, reason, n) => this.transportDropped.inc({ peer: String(p), reason }, n),
       badFrame: () => this.transportBadFrames.inc(),
