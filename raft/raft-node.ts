@@ -112,6 +112,14 @@ export class RaftNode {
   private restartLeaseTicks = 0;
   /** Idle and in agreement: ticks are ignored until something wakes the group. */
   private quiesced = false;
+  /**
+   * The highest commit index a leader has told this node (App.commit, and
+   * Heartbeat.index, which carries the leader's real commit — Heartbeat.commit
+   * is capped at what the follower is known to hold). A follower that has
+   * applied this far was current at that contact; one that has not is behind,
+   * however recently it heard from the leader (bounded stale reads).
+   */
+  private leaderCommitSeen = 0;
   private uncommittedBytes = 0;
   private needBroadcast = false;
 
@@ -474,6 +482,8 @@ export class RaftNode {
       const m = emptyMessage(MsgType.Heartbeat, this.id, id, this.term);
       // Never tell a follower about a commit beyond what it is known to hold.
       m.commit = Math.min(pr.match, this.log.committed);
+      // The leader's real commit, for the follower's staleness bound only (never committed to).
+      m.index = this.log.committed;
       m.context = round;
       this.send(m);
     }
@@ -612,6 +622,7 @@ export class RaftNode {
 
   private handleAppend(m: Message): void {
     const log = this.log;
+    if (m.commit > this.leaderCommitSeen) this.leaderCommitSeen = m.commit;
     const r = emptyMessage(MsgType.AppResp, this.id, m.from, this.term);
     if (m.index < log.committed) {
       r.index = log.committed;
@@ -640,6 +651,8 @@ export class RaftNode {
   }
 
   private handleHeartbeat(m: Message): void {
+    const seen = Math.max(m.index, m.commit);
+    if (seen > this.leaderCommitSeen) this.leaderCommitSeen = seen;
     this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
     if (m.reject) {
       // The leader is quiescing: follow suit if we hold exactly its log. No
@@ -845,6 +858,7 @@ export class RaftNode {
       if (id === this.id) continue;
       const m = emptyMessage(MsgType.Heartbeat, this.id, id, this.term);
       m.commit = last;
+      m.index = last;
       m.reject = true;
       this.send(m);
     }
@@ -1154,8 +1168,17 @@ export class RaftNode {
     return this.lead;
   }
 
+  currentTerm(): number {
+    return this.term;
+  }
+
   commitIndex(): number {
     return this.log.committed;
+  }
+
+  /** The highest commit index a leader has reported to this node (see leaderCommitSeen). */
+  leaderCommit(): number {
+    return this.leaderCommitSeen;
   }
 
   /** Leader only: ticks since the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */

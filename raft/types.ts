@@ -84,7 +84,9 @@ export interface Message {
    *  AppResp reject: term of the follower's entry at `rejectHint`. */
   logTerm: number;
   /** App: index preceding `entries`. Vote/PreVote: candidate's last index.
-   *  AppResp: follower's last matching index (accept) or probed index (reject). */
+   *  AppResp: follower's last matching index (accept) or probed index (reject).
+   *  Heartbeat: the leader's commit index (`commit` is capped at what the
+   *  follower is known to hold); tells a follower how far behind it is. */
   index: number;
   entries: Entry[];
   commit: number;

@@ -168,6 +168,8 @@ export interface Round {
 export class Store {
   private readonly replicas = new Map<number, Replica>();
   private inbox: Array<[shard: number, m: Message]> = [];
+  /** Arrival time (ms) of each inbox message. */
+  private inboxAt: number[] = [];
   private pendingTicks = 0;
   private readSeq = 1;
   private roundSeq = 0;
@@ -229,9 +231,8 @@ export class Store {
         this.droppedInbound++;
         continue;
       }
-      const t = it[1].type;
-      if (t === MsgType.App || t === MsgType.Heartbeat || t === MsgType.Snap) r.lastLeaderContactMs = nowMs;
       this.inbox.push(it);
+      this.inboxAt.push(nowMs);
     }
   }
 
@@ -324,11 +325,20 @@ export class Store {
     for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
     for (const rep of this.reports.splice(0)) this.replicas.get(rep.shard)?.raft.reportSnapshot(rep.to, rep.ok);
     const inbox = this.inbox;
+    const inboxAt = this.inboxAt;
     this.inbox = [];
-    for (const [shard, m] of inbox) {
+    this.inboxAt = [];
+    for (let i = 0; i < inbox.length; i++) {
+      const [shard, m] = inbox[i] as [number, Message];
       const r = this.replicas.get(shard) as Replica;
       const wasQuiesced = r.raft.isQuiesced();
       r.raft.step(m);
+      // Leader contact: only a message the core took from the leader it now follows in that term
+      // (not one from a deposed leader, which may be cut off from the group).
+      const t = m.type;
+      if ((t === MsgType.App || t === MsgType.Heartbeat || t === MsgType.Snap) && m.term === r.raft.currentTerm() && r.raft.currentLeader() === m.from) {
+        r.lastLeaderContactMs = inboxAt[i] as number;
+      }
       // Woken by a peer (a follower that needs fresh proof, a candidate): stay
       // awake for quiesceAfterTicks, or the idle check below would quiesce the
       // group again in this very round, before one heartbeat went out.
@@ -592,7 +602,9 @@ export class Store {
 
   /** A follower that has applied all it knows committed is as fresh as its last leader contact. */
   private noteFresh(r: Replica): void {
-    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.applied >= r.raft.commitIndex()) r.lastFreshMs = r.lastLeaderContactMs;
+    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.applied >= r.raft.commitIndex() && r.applied >= r.raft.leaderCommit()) {
+      r.lastFreshMs = r.lastLeaderContactMs;
+    }
   }
 
   // ------------------------------------------------------------ queries

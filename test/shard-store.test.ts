@@ -2,7 +2,7 @@ import test from 'ava';
 import { Store, type ProposeOutcome, type ReadOutcome, type Round } from '../shard/store.ts';
 import { STATIC_BUCKET } from '../shard/keys.ts';
 import type { KvCommand, KvStatePort } from '../shard/kv-machine.ts';
-import { defaultRaftConfig } from '../raft/index.ts';
+import { defaultRaftConfig, MsgType, type Message } from '../raft/index.ts';
 import { mulberry32 } from './raft/mem-cluster.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -13,7 +13,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
  * still unwritten; a batch lands (in order) only some sweeps later, and only then are its
  * round's late messages delivered.
  */
-function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0) {
+function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((from: number, to: number, m: Message) => boolean) | null = null) {
   const dbs = new Map<number, Map<string, Uint8Array>>();
   const stores = new Map<number, Store>();
   for (const id of [1, 2, 3]) {
@@ -31,6 +31,10 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0) {
   const inFlight = new Map<number, Round[]>([[1, []], [2, []], [3, []]]);
   /** Message arrival times (ms) for the stores: one per sweep, never going back. */
   let clock = 0;
+  const deliver = (from: number, to: number, items: Array<[number, Message]>, at: number): void => {
+    const kept = drop === null ? items : items.filter(([, m]) => !drop(from, to, m));
+    stores.get(to)?.receive(kept, at);
+  };
   const runRounds = (max = 1000): void => {
     for (let n = 0; n < max; n++) {
       const i = ++clock;
@@ -40,10 +44,10 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0) {
         if (round !== null) {
           any = true;
           st.applyRound(round, port(id));
-          for (const [to, items] of round.early) stores.get(to)?.receive(items, i);
+          for (const [to, items] of round.early) deliver(id, to, items, i);
           if (!pipelined) {
             st.persistedRound(round);
-            for (const [to, items] of round.messages) stores.get(to)?.receive(items, i);
+            for (const [to, items] of round.messages) deliver(id, to, items, i);
           } else {
             (inFlight.get(id) as Round[]).push(round);
           }
@@ -52,7 +56,7 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0) {
         while (q.length > 0 && rand() < 0.4) {
           const r = q.shift() as Round;
           st.persistedRound(r);
-          for (const [to, items] of r.messages) stores.get(to)?.receive(items, i);
+          for (const [to, items] of r.messages) deliver(id, to, items, i);
         }
         if (q.length > 0) any = true;
       }
@@ -179,4 +183,33 @@ test('store: a follower woken to prove freshness gets it even if its leader was 
   c.runRounds();
   c.tick(3);
   t.true(F.stalenessMs(1, c.now(), 1) < c.now() - before, 'the follower heard its leader after the wake-up');
+});
+
+test('store: a follower that hears heartbeats but lags in replication does not claim to be fresh (bounded stale reads)', (t) => {
+  let starve = 0;
+  const c = cluster(false, 1, 0, (_from, to, m) => to === starve && m.type === MsgType.App);
+  for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+  const l = c.leaderOf(1);
+  const f = [1, 2, 3].find((id) => id !== l) as number;
+  const L = c.stores.get(l) as Store;
+  const F = c.stores.get(f) as Store;
+  const put1: ProposeOutcome[] = [];
+  L.propose(1, put('k', 'v1'), (r) => put1.push(r));
+  c.runRounds();
+  c.tick(2);
+  t.true(put1[0]?.ok === true);
+  t.true(F.stalenessMs(1, c.now(), 1) <= 2, 'in step with its leader: fresh');
+  // From now on the follower gets heartbeats but no appends: it falls behind.
+  starve = f;
+  const put2: ProposeOutcome[] = [];
+  L.propose(1, put('k', 'v2'), (r) => put2.push(r));
+  c.runRounds();
+  t.true(put2[0]?.ok === true, 'the other follower makes the quorum');
+  const behindSince = c.now();
+  c.tick(20);
+  t.true(F.status(1).applied < L.status(1).commit, 'the starved follower is behind');
+  t.true(F.stalenessMs(1, c.now(), 1) >= c.now() - behindSince, 'and says so, though it hears heartbeats every tick');
+  starve = 0;
+  c.tick(3);
+  t.true(F.stalenessMs(1, c.now(), 1) <= 3, 'caught up: fresh again');
 });
