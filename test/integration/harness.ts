@@ -91,7 +91,9 @@ export class TestCluster {
     const log = openSync(join(this.dir, `node-${i}.log`), 'a');
     const peers = this.peersFor === null ? this.peers : this.peersFor(i);
     const p = spawn(process.execPath, ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers,
-      '--data', join(this.dir, `node-${i}`), '--log-level', 'warn', ...this.args], {
+      '--data', join(this.dir, `node-${i}`), '--log-level', 'warn',
+      // Small WAL segments: less zeroing per node start, and roll-overs and segment deletion happen in every test.
+      '--wal-segment-bytes', String(4 << 20), ...this.args], {
       cwd: ROOT, stdio: ['ignore', log, log], env: this.envFor === null ? process.env : { ...process.env, ...this.envFor(i) },
     });
     closeSync(log);
