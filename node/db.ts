@@ -62,6 +62,8 @@ export async function loadReplica(db: Db, shard: number, founders: number[], wal
   const [applied, logTime] = appliedRaw === undefined ? [base, 0] : unpack<[number, number]>(appliedRaw);
   const gen = genRaw === undefined ? 0 : unpack<number>(genRaw);
   const last = base + entries.length;
+  // Applied entries were synced in the WAL before they were applied (committed entries are durable here).
+  if (applied > last) throw new Error(`shard ${shard}: LevelDB's applied index ${applied} is beyond the last entry ${last} of the WAL (synced WAL data lost: a disk that does not keep what it synced?)`);
   const hs = wal?.hardState ?? null;
   // Commit is volatile (a restart recovers it from the leader); it cannot point past the log kept.
   const hardState: HardState | null = hs === null ? null : { ...hs, commit: Math.min(hs.commit, last) };
