@@ -506,6 +506,26 @@ export class KvNode {
       await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
       await this.truncateLog(shard, cut.below);
     }
+    await this.releaseOldSegments();
+  }
+
+  /**
+   * A shard that writes little never reaches compactEveryEntries, and its few
+   * entries in the oldest WAL segment would keep that segment — and every
+   * later one — on disk forever. Past walMaxSegments, compact each shard that
+   * pins the oldest segment exactly at its highest entry there (once applied;
+   * a whole segment of writes later, its followers are long past it).
+   */
+  private async releaseOldSegments(): Promise<void> {
+    if (this.wal.segmentCount() <= this.cfg.walMaxSegments) return;
+    for (const [shard, index] of this.wal.pinning()) {
+      const applied = this.store.status(shard).applied;
+      if (applied < index) continue;
+      const cut = this.store.compact(shard, applied - index);
+      if (cut === null) continue;
+      await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
+      await this.truncateLog(shard, cut.below);
+    }
   }
 
   /**

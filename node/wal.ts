@@ -290,6 +290,19 @@ export class Wal {
     return n;
   }
 
+  /**
+   * Shards whose entries keep the oldest segment alive, with the highest of
+   * their entries in it: compacting each at (or past) that index lets it go.
+   * Only asked when more than one segment exists.
+   */
+  pinning(): Array<[shard: number, index: number]> {
+    if (this.segments.length <= 1) return [];
+    const s = this.segments[0] as Segment;
+    const out: Array<[number, number]> = [];
+    for (const [shard, idx] of s.maxima) if (idx > (this.compactedAt.get(shard) ?? 0)) out.push([shard, idx]);
+    return out;
+  }
+
   segmentCount(): number {
     return this.segments.length;
   }

@@ -150,6 +150,22 @@ test('segments are deleted oldest first, only once every entry in them is compac
   await r.wal.close();
 });
 
+test('pinning() names the shards that keep the oldest segment, at their highest entry in it', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir, 4096);
+  const pad = 'p'.repeat(2500);
+  t.deepEqual(wal.pinning(), [], 'one segment: nothing to release');
+  await wal.append([rec(`a${pad}`)], new Map([[1, 10], [2, 5]]));
+  await wal.append([rec(`b${pad}`)], new Map([[1, 20]]));
+  t.deepEqual(wal.pinning().sort(), [[1, 10], [2, 5]]);
+  wal.compacted(2, 5);
+  t.deepEqual(wal.pinning(), [[1, 10]]);
+  wal.compacted(1, 10);
+  t.deepEqual(wal.pinning(), []);
+  t.true((await wal.collect()) >= 1);
+  await wal.close();
+});
+
 test('after a reopen, replayed maxima (noteEntries) guard deletion; nothing is deleted before the new segment has its header', async (t) => {
   const dir = tmp(t);
   const { wal } = await openWal(dir, 4096);
