@@ -13,7 +13,7 @@ import type { BatchOp } from '../shard/store.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
-import { SnapshotReceiver, streamSnapshot } from './snapshots.ts';
+import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 
 /** The rounds begun since the last batch went out, and the writes they make. */
@@ -390,7 +390,7 @@ export class KvNode {
       const gen = this.store.generation(shard);
       const iters = (['d', 'i'] as const).map((kind) => {
         const [gte, lt] = shardStateRange(shard, gen, kind);
-        return { kind, it: this.db.iterator({ gte, lt }) };
+        return { kind, it: this.db.iterator({ gte, lt, highWaterMarkBytes: ITER_HIGH_WATER_BYTES }) };
       });
       await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
       await truncateLog(this.db, shard, cut.below);

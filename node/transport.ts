@@ -14,7 +14,8 @@ import type { Logger } from 'pino';
 export type Frame =
   | ['hello', clusterId: string, from: number]
   | ['m', items: unknown[]]
-  | ['sc', shard: number, snapId: string, kind: 'd' | 'i', kvs: Array<[Uint8Array, Uint8Array]>]
+  /** A snapshot chunk: records packed as in node/snapshot-chunks.ts. */
+  | ['sc', shard: number, snapId: string, kind: 'd' | 'i', records: Uint8Array]
   | ['sd', shard: number, snapId: string, msg: unknown]
   /** Node-level heartbeat, one per node pair per tick, whatever the shard count. */
   | ['p', incarnation: string];
