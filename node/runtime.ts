@@ -13,6 +13,7 @@ import type { BatchOp } from '../shard/store.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
+import { SnapshotLedger } from './snapshot-ledger.ts';
 import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 
@@ -56,7 +57,7 @@ export class KvNode {
   private loopDone: Promise<void> = Promise.resolve();
   private stopping = false;
   private ready = false;
-  private readonly sending = new Set<string>();
+  private readonly snapLedger: SnapshotLedger;
   private snapshotReceiver!: SnapshotReceiver;
   private pendingSnapshotSends: Array<{ shard: number; to: number; msg: Message }> = [];
   private lastLeaders = new Map<number, number>();
@@ -88,6 +89,7 @@ export class KvNode {
   constructor(readonly cfg: NodeConfig, readonly log: Logger) {
     this.map = buildClusterMap(cfg.cluster);
     this.metrics = new NodeMetrics(cfg.id);
+    this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
   }
 
   isReady(): boolean {
@@ -374,19 +376,29 @@ export class KvNode {
     }
   }
 
-  /** With no batch pending: take a consistent cut of each shard to stream, then stream it in the background. */
+  /**
+   * With no batch pending: take a consistent cut of each shard to stream, then
+   * stream it in the background. One stream per shard and follower: while one
+   * runs or settles (see SnapshotLedger), the core's repeated asks are
+   * dropped. A finished stream is not reported to the core: reporting it
+   * would move the follower's progress to probing at the index the core
+   * asked for, below the fresh cut just streamed (the log is compacted up to
+   * the cut), so the first probe would ask for the same snapshot again while
+   * the follower is still installing it. The follower's answer after the
+   * install moves the progress on; if that never comes, the core's snapshot
+   * timer asks again, and the stream is sent again once it has settled.
+   */
   private async startSnapshotSends(): Promise<void> {
     const sends = this.pendingSnapshotSends;
     this.pendingSnapshotSends = [];
     for (const { shard, to, msg } of sends) {
-      const key = `${shard}/${to}`;
-      if (this.sending.has(key)) continue;
+      if (!this.snapLedger.mayStart(shard, to)) continue;
       const cut = this.store.compact(shard, 0);
       if (cut === null) {
         this.store.reportSnapshot(shard, to, false);
         continue;
       }
-      this.sending.add(key);
+      this.snapLedger.started(shard, to, cut.snapshot.meta.index);
       const gen = this.store.generation(shard);
       const iters = (['d', 'i'] as const).map((kind) => {
         const [gte, lt] = shardStateRange(shard, gen, kind);
@@ -400,23 +412,23 @@ export class KvNode {
       }).then(
         () => {
           this.metrics.snapshots.inc({ direction: 'sent', result: 'ok' });
-          this.store.reportSnapshot(shard, to, true);
+          this.snapLedger.finished(shard, to, true);
         },
         (e: unknown) => {
           this.metrics.snapshots.inc({ direction: 'sent', result: 'error' });
           this.log.warn({ shard, peer: to, err: (e as Error).message }, 'snapshot stream failed');
+          this.snapLedger.finished(shard, to, false);
           this.store.reportSnapshot(shard, to, false);
         },
-      ).finally(() => {
-        this.sending.delete(key);
-        this.wake();
-      });
+      ).finally(() => this.wake());
     }
   }
 
   private async maybeCompact(): Promise<void> {
     for (const shard of this.store.shards()) {
       if (this.store.logLength(shard) < this.cfg.compactEveryEntries) continue;
+      // A follower is being sent (or installing) a snapshot: compacting past it would make it need another.
+      if (this.snapLedger.holdsCompaction(shard)) continue;
       const cut = this.store.compact(shard, this.cfg.compactKeepEntries);
       if (cut === null) continue;
       await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
