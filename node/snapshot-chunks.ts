@@ -1,5 +1,3 @@
-import type { BatchOp } from '../shard/store.ts';
-
 /**
  * The body of a snapshot chunk: records back to back in one buffer, each
  *
@@ -56,43 +54,35 @@ export class ChunkBuilder {
 }
 
 /**
- * Check every record of a received chunk and turn it into puts into
+ * Check every record of a received chunk and hand it to `put` as a put into
  * generation `gen` of `shard`: each key must be a state key ('d' or 'i') of
  * that shard with room for a generation, and the records must fill the chunk
- * exactly. Throws on the first bad record, before anything is written. The
- * keys are rewritten in a copy of the chunk; the ops are views of that copy.
+ * exactly. Throws on the first bad record (the caller then writes none of
+ * them). The keys are rewritten in a copy of the chunk and handed over as
+ * views of it, valid until the next call. Returns the number of records.
  */
-export function chunkPuts(chunk: Uint8Array, shard: number, gen: number): BatchOp[] {
-  const b = Buffer.from(chunk); // a copy: rewritten in place below
+export function eachPut(chunk: Uint8Array, shard: number, gen: number, put: (key: Uint8Array, value: Uint8Array) => void): number {
+  const b = new Uint8Array(chunk.length); // a copy: rewritten in place below
+  b.set(chunk);
+  const ab = b.buffer;
+  const dv = new DataView(ab);
   const n = b.length;
-  const s0 = (shard >>> 24) & 0xff;
-  const s1 = (shard >>> 16) & 0xff;
-  const s2 = (shard >>> 8) & 0xff;
-  const s3 = shard & 0xff;
-  const g0 = (gen >>> 24) & 0xff;
-  const g1 = (gen >>> 16) & 0xff;
-  const g2 = (gen >>> 8) & 0xff;
-  const g3 = gen & 0xff;
-  const ops: BatchOp[] = [];
+  let count = 0;
   let off = 0;
   while (off < n) {
     if (off + HEADER > n) throw new Error('bad snapshot record: truncated header');
-    const kl = b.readUInt32BE(off);
-    const vl = b.readUInt32BE(off + 4);
+    const kl = dv.getUint32(off);
+    const vl = dv.getUint32(off + 4);
     const k = off + HEADER;
     const v = k + kl;
     const end = v + vl;
     if (kl < 9 || end > n) throw new Error('bad snapshot record: lengths');
     const tag = b[k];
-    if ((tag !== D && tag !== I) || b[k + 1] !== s0 || b[k + 2] !== s1 || b[k + 3] !== s2 || b[k + 4] !== s3) {
-      throw new Error('snapshot record outside the shard');
-    }
-    b[k + 5] = g0;
-    b[k + 6] = g1;
-    b[k + 7] = g2;
-    b[k + 8] = g3;
-    ops.push({ type: 'put', key: b.subarray(k, v), value: b.subarray(v, end) });
+    if ((tag !== D && tag !== I) || dv.getUint32(k + 1) !== shard) throw new Error('snapshot record outside the shard');
+    dv.setUint32(k + 5, gen);
+    put(new Uint8Array(ab, k, kl), new Uint8Array(ab, v, vl));
+    count++;
     off = end;
   }
-  return ops;
+  return count;
 }

@@ -5,7 +5,8 @@ import { encodeSnapshot, fromWireMessage, toWireMessage } from '../shard/raft-co
 import { decodeDescriptor, encodeDescriptor, type Store } from '../shard/store.ts';
 import { writeBatch, type Db } from './db.ts';
 import type { NodeMetrics } from './metrics.ts';
-import { ChunkBuilder, chunkPuts } from './snapshot-chunks.ts';
+import { BulkPuts } from './bulk-write.ts';
+import { ChunkBuilder, eachPut } from './snapshot-chunks.ts';
 import type { Frame, Transport } from './transport.ts';
 
 /**
@@ -100,8 +101,18 @@ export class SnapshotReceiver {
     if (f[0] === 'sc') {
       const body = f[4];
       if (!isBytes(body)) throw new Error('snapshot chunk is not a byte string');
-      const ops = chunkPuts(body, shard, st.gen);
-      st.chain = st.chain.then(() => writeBatch(this.db, ops, false));
+      // Checked and staged now, written in order after the stream's earlier chunks.
+      const puts = new BulkPuts(this.db);
+      try {
+        eachPut(body, shard, st.gen, puts.put);
+      } catch (e) {
+        puts.discard();
+        throw e;
+      }
+      st.chain = st.chain.then(() => puts.write(false), (e: unknown) => {
+        puts.discard();
+        throw e;
+      });
       return;
     }
     const msg = fromWireMessage(f[3]);
