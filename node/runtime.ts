@@ -1,6 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { MsgType, type Message } from '../raft/index.ts';
+import { MsgType, type Message, type Snapshot } from '../raft/index.ts';
 import { buildClusterMap, type ClusterMap } from '../shard/cluster-map.ts';
 import { shardStateRange } from '../shard/layout.ts';
 import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
@@ -14,7 +14,7 @@ import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
 import { SnapshotLedger } from './snapshot-ledger.ts';
-import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot } from './snapshots.ts';
+import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 
 /** The rounds begun since the last batch went out, and the writes they make. */
@@ -357,9 +357,18 @@ export class KvNode {
   }
 
   private async maintenance(): Promise<void> {
+    // No round runs meanwhile (no heartbeat, no answer to a peer): say so when it takes long.
+    const t0 = performance.now();
+    const sends = this.pendingSnapshotSends.length;
     await this.startSnapshotSends();
+    const t1 = performance.now();
     await this.maybeCompact();
+    const t2 = performance.now();
     await this.maybeCollectIdempotency();
+    const ms = performance.now() - t0;
+    if (ms > 300) {
+      this.log.warn({ ms: Math.round(ms), snapshotSendsMs: Math.round(t1 - t0), sends, compactMs: Math.round(t2 - t1), gcMs: Math.round(ms - (t2 - t0)) }, 'slow maintenance between rounds');
+    }
   }
 
   private sendMessages(messages: Round['messages']): void {
@@ -391,6 +400,7 @@ export class KvNode {
   private async startSnapshotSends(): Promise<void> {
     const sends = this.pendingSnapshotSends;
     this.pendingSnapshotSends = [];
+    const starts: Array<{ shard: number; to: number; msg: Message; cut: { snapshot: Snapshot; below: number }; iters: Iter[] }> = [];
     for (const { shard, to, msg } of sends) {
       if (!this.snapLedger.mayStart(shard, to)) continue;
       const cut = this.store.compact(shard, 0);
@@ -404,8 +414,21 @@ export class KvNode {
         const [gte, lt] = shardStateRange(shard, gen, kind);
         return { kind, it: this.db.iterator({ gte, lt, highWaterMarkBytes: ITER_HIGH_WATER_BYTES }) };
       });
-      await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
-      await truncateLog(this.db, shard, cut.below);
+      starts.push({ shard, to, msg, cut, iters });
+    }
+    if (starts.length === 0) return;
+    // No round runs until this returns (a pass starting a dozen streams took 2.2-2.8 s with a durable
+    // write and a log truncation per stream, past the election timeout: the peers elected other
+    // leaders, which streamed the same shards again). So: one durable write for every new snapshot
+    // meta, and the log below each cut is deleted in the background (entries below a cut are never
+    // written again; a crash first leaves entries the meta covers, which loadReplica skips).
+    await this.snapshotReceiver.persistCompactions(starts.map((x) => ({ shard: x.shard, snapshot: x.cut.snapshot })));
+    for (const x of starts) {
+      truncateLog(this.db, x.shard, x.cut.below).catch((e: unknown) => {
+        this.log.warn({ shard: x.shard, err: (e as Error).message }, 'deleting the log below a snapshot failed (loadReplica skips what is left)');
+      });
+    }
+    for (const { shard, to, msg, cut, iters } of starts) {
       streamSnapshot({
         transport: this.transport, shard, to, msg, snapshot: cut.snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
         timeoutMs: this.cfg.snapshotTimeoutMs, fromNode: this.cfg.id, log: this.log,
