@@ -1,6 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { MsgType, type Message } from '../raft/index.ts';
+import { MsgType, type Message, type Snapshot } from '../raft/index.ts';
 import { buildClusterMap, type ClusterMap } from '../shard/cluster-map.ts';
 import { shardStateRange } from '../shard/layout.ts';
 import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
@@ -17,7 +17,8 @@ import { encodeBatch, encodeHeader, foldWal } from './wal-codec.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
-import { SnapshotReceiver, streamSnapshot } from './snapshots.ts';
+import { SnapshotLedger } from './snapshot-ledger.ts';
+import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 
 /** The rounds begun since the last batch went out, and the writes they make. */
@@ -76,7 +77,7 @@ export class KvNode {
   private loopDone: Promise<void> = Promise.resolve();
   private stopping = false;
   private ready = false;
-  private readonly sending = new Set<string>();
+  private readonly snapLedger: SnapshotLedger;
   private snapshotReceiver!: SnapshotReceiver;
   private pendingSnapshotSends: Array<{ shard: number; to: number; msg: Message }> = [];
   private lastLeaders = new Map<number, number>();
@@ -108,6 +109,7 @@ export class KvNode {
   constructor(readonly cfg: NodeConfig, readonly log: Logger) {
     this.map = buildClusterMap(cfg.cluster);
     this.metrics = new NodeMetrics(cfg.id);
+    this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
   }
 
   isReady(): boolean {
@@ -439,9 +441,18 @@ export class KvNode {
   }
 
   private async maintenance(): Promise<void> {
+    // No round runs meanwhile (no heartbeat, no answer to a peer): say so when it takes long.
+    const t0 = performance.now();
+    const sends = this.pendingSnapshotSends.length;
     await this.startSnapshotSends();
+    const t1 = performance.now();
     await this.maybeCompact();
+    const t2 = performance.now();
     await this.maybeCollectIdempotency();
+    const ms = performance.now() - t0;
+    if (ms > 300) {
+      this.log.warn({ ms: Math.round(ms), snapshotSendsMs: Math.round(t1 - t0), sends, compactMs: Math.round(t2 - t1), gcMs: Math.round(ms - (t2 - t0)) }, 'slow maintenance between rounds');
+    }
   }
 
   private sendMessages(messages: Round['messages']): void {
@@ -458,49 +469,70 @@ export class KvNode {
     }
   }
 
-  /** With no batch pending: take a consistent cut of each shard to stream, then stream it in the background. */
+  /**
+   * With no batch pending: take a consistent cut of each shard to stream, then
+   * stream it in the background. One stream per shard and follower: while one
+   * runs or settles (see SnapshotLedger), the core's repeated asks are
+   * dropped. A finished stream is not reported to the core: reporting it
+   * would move the follower's progress to probing at the index the core
+   * asked for, below the fresh cut just streamed (the log is compacted up to
+   * the cut), so the first probe would ask for the same snapshot again while
+   * the follower is still installing it. The follower's answer after the
+   * install moves the progress on; if that never comes, the core's snapshot
+   * timer asks again, and the stream is sent again once it has settled.
+   */
   private async startSnapshotSends(): Promise<void> {
     const sends = this.pendingSnapshotSends;
     this.pendingSnapshotSends = [];
+    const starts: Array<{ shard: number; to: number; msg: Message; cut: { snapshot: Snapshot; below: number }; iters: Iter[] }> = [];
     for (const { shard, to, msg } of sends) {
-      const key = `${shard}/${to}`;
-      if (this.sending.has(key)) continue;
+      if (!this.snapLedger.mayStart(shard, to)) continue;
       const cut = this.store.compact(shard, 0);
       if (cut === null) {
         this.store.reportSnapshot(shard, to, false);
         continue;
       }
-      this.sending.add(key);
+      this.snapLedger.started(shard, to, cut.snapshot.meta.index);
       const gen = this.store.generation(shard);
       const iters = (['d', 'i'] as const).map((kind) => {
         const [gte, lt] = shardStateRange(shard, gen, kind);
-        return { kind, it: this.db.iterator({ gte, lt }) };
+        return { kind, it: this.db.iterator({ gte, lt, highWaterMarkBytes: ITER_HIGH_WATER_BYTES }) };
       });
-      await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
-      await this.truncateLog(shard, cut.below);
+      starts.push({ shard, to, msg, cut, iters });
+    }
+    if (starts.length === 0) return;
+    // No round runs until this returns (a pass starting a dozen streams took 2.2-2.8 s with a durable
+    // write and a log truncation per stream, past the election timeout: the peers elected other
+    // leaders, which streamed the same shards again). So: one durable write for every new snapshot
+    // meta, and WAL segments wholly below the cuts are released.
+    await this.snapshotReceiver.persistCompactions(starts.map((x) => ({ shard: x.shard, snapshot: x.cut.snapshot })));
+    // The WAL segments wholly below every cut can go (the metas are durable now).
+    for (const x of starts) this.wal.compacted(x.shard, x.cut.below - 1);
+    await this.wal.collect();
+    for (const { shard, to, msg, cut, iters } of starts) {
       streamSnapshot({
         transport: this.transport, shard, to, msg, snapshot: cut.snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
         timeoutMs: this.cfg.snapshotTimeoutMs, fromNode: this.cfg.id, log: this.log,
       }).then(
         () => {
           this.metrics.snapshots.inc({ direction: 'sent', result: 'ok' });
-          this.store.reportSnapshot(shard, to, true);
+          this.snapLedger.finished(shard, to, true);
         },
         (e: unknown) => {
           this.metrics.snapshots.inc({ direction: 'sent', result: 'error' });
           this.log.warn({ shard, peer: to, err: (e as Error).message }, 'snapshot stream failed');
+          this.snapLedger.finished(shard, to, false);
           this.store.reportSnapshot(shard, to, false);
         },
-      ).finally(() => {
-        this.sending.delete(key);
-        this.wake();
-      });
+      ).finally(() => this.wake());
     }
   }
 
   private async maybeCompact(): Promise<void> {
     for (const shard of this.store.shards()) {
       if (this.store.logLength(shard) < this.cfg.compactEveryEntries) continue;
+      // A follower is being sent (or installing) a snapshot: compacting past it would make it need another.
+      if (this.snapLedger.holdsCompaction(shard)) continue;
       const cut = this.store.compact(shard, this.cfg.compactKeepEntries);
       if (cut === null) continue;
       await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
@@ -520,7 +552,7 @@ export class KvNode {
     if (this.wal.segmentCount() <= this.cfg.walMaxSegments) return;
     for (const [shard, index] of this.wal.pinning()) {
       const applied = this.store.status(shard).applied;
-      if (applied < index) continue;
+      if (applied < index || this.snapLedger.holdsCompaction(shard)) continue;
       const cut = this.store.compact(shard, applied - index);
       if (cut === null) continue;
       await this.snapshotReceiver.persistCompaction(shard, cut.snapshot);
