@@ -24,6 +24,10 @@ export interface NodeConfig {
   /** Log entries on disk before compaction, and how many to keep after it. */
   compactEveryEntries: number;
   compactKeepEntries: number;
+  /** Size of a WAL segment file (preallocated, zeroed). */
+  walSegmentBytes: number;
+  /** Past this many WAL segments, shards that pin the oldest are compacted so it can go. */
+  walMaxSegments: number;
   snapshotChunkBytes: number;
   snapshotTimeoutMs: number;
   /** Deadline for a request inside the node (propose/read wait, forwarding). */
@@ -56,6 +60,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --tick-ms N            Raft tick (default 100; election after 10-20 ticks, heartbeat every tick)
   --compact-every N      compact a shard's log once it holds N entries (default 20000)
   --compact-keep N       entries kept after compaction for lagging followers (default 5000)
+  --wal-segment-bytes N  size of a Raft WAL segment, preallocated and zeroed (default 67108864)
+  --wal-max-segments N   past N WAL segments, shards pinning the oldest are compacted so it can go (default 4)
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
   --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
@@ -142,6 +148,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     quiesceAfterTicks: int(a.get('quiesce-after-ticks'), 20, '--quiesce-after-ticks', 0),
     compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
     compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
+    walSegmentBytes: int(a.get('wal-segment-bytes'), 64 << 20, '--wal-segment-bytes', 4096),
+    walMaxSegments: int(a.get('wal-max-segments'), 4, '--wal-max-segments', 2),
     snapshotChunkBytes: 1 << 20,
     snapshotTimeoutMs: 10_000,
     requestTimeoutMs: 5_000,

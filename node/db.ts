@@ -3,7 +3,8 @@ import type { Entry, HardState, Persisted, Snapshot } from '../raft/index.ts';
 import { unpack } from '../shard/codec.ts';
 import { appliedKey, generationKey, hardStateKey, logIndexOf, logKey, logRange, snapMetaKey } from '../shard/layout.ts';
 import { decodeEntry, decodeHardState, decodeSnapshot } from '../shard/raft-codec.ts';
-import type { BatchOp, ReplicaBoot } from '../shard/store.ts';
+import type { BatchOp, ReplicaBoot, WalItem } from '../shard/store.ts';
+import type { WalShard } from './wal-codec.ts';
 
 export type Db = ClassicLevel<Uint8Array, Uint8Array>;
 
@@ -36,10 +37,50 @@ export async function writeBatch(db: Db, ops: BatchOp[], sync: boolean): Promise
   await (db as unknown as RawBatch)._batch(ops, { sync });
 }
 
-/** Load what a replica persisted: hard state, snapshot meta, log, applied state, generation. */
-export async function loadReplica(db: Db, shard: number, founders: number[]): Promise<ReplicaBoot> {
-  const [hsRaw, snapRaw, appliedRaw, genRaw] = await db.getMany([hardStateKey(shard), snapMetaKey(shard), appliedKey(shard), generationKey(shard)]);
+/**
+ * Load what a replica persisted: snapshot meta, applied state and generation
+ * from LevelDB; hard state and log from the WAL (folded by foldWal). Entries
+ * at or below the snapshot are left over from a compaction whose segments
+ * were not deleted yet. A snapshot install whose WAL marker is there but
+ * whose LevelDB batch (written after it) did not land is undone: its
+ * marker's dropped entries come back.
+ */
+export async function loadReplica(db: Db, shard: number, founders: number[], wal: WalShard | undefined): Promise<ReplicaBoot> {
+  const [snapRaw, appliedRaw, genRaw] = await db.getMany([snapMetaKey(shard), appliedKey(shard), generationKey(shard)]);
   const snapshot: Snapshot | null = snapRaw === undefined ? null : decodeSnapshot(snapRaw);
+  const base = snapshot?.meta.index ?? 0;
+  let all: Entry[] = wal?.entries ?? [];
+  const markers = [...(wal?.markers ?? [])];
+  for (let m = markers.pop(); m !== undefined && m.index > base; m = markers.pop()) {
+    if (all.length > 0) throw new Error(`WAL of shard ${shard}: entries after a snapshot install (${m.index}) that never landed in LevelDB (its snapshot is at ${base})`);
+    all = m.before;
+  }
+  const entries = all.filter((e) => e.index > base);
+  entries.forEach((e, i) => {
+    if (e.index !== base + 1 + i) throw new Error(`log of shard ${shard} has a gap before ${e.index} (snapshot at ${base})`);
+  });
+  const [applied, logTime] = appliedRaw === undefined ? [base, 0] : unpack<[number, number]>(appliedRaw);
+  const gen = genRaw === undefined ? 0 : unpack<number>(genRaw);
+  const last = base + entries.length;
+  // Applied entries were synced in the WAL before they were applied (committed entries are durable here).
+  if (applied > last) throw new Error(`shard ${shard}: LevelDB's applied index ${applied} is beyond the last entry ${last} of the WAL (synced WAL data lost: a disk that does not keep what it synced?)`);
+  const hs = wal?.hardState ?? null;
+  // Commit is volatile (a restart recovers it from the leader); it cannot point past the log kept.
+  const hardState: HardState | null = hs === null ? null : { ...hs, commit: Math.min(hs.commit, last) };
+  const fresh = hardState === null && snapshot === null && entries.length === 0;
+  const persisted: Persisted | null = fresh ? null : { hardState: hardState ?? { term: 0, vote: 0, commit: 0 }, snapshot, entries };
+  return { shard, persisted, founders, applied: Math.max(applied, base), logTime, gen, persistedLast: last };
+}
+
+/**
+ * A data directory of the earlier format kept the Raft log and hard state in
+ * LevelDB. Returns them as WAL items to import (written to the WAL and synced
+ * by the caller, then deleted from LevelDB with dropLegacyLog), or [] if
+ * there are none.
+ */
+export async function readLegacyLog(db: Db, shard: number): Promise<WalItem[]> {
+  const [hsRaw, snapRaw] = await db.getMany([hardStateKey(shard), snapMetaKey(shard)]);
+  const snapIndex = snapRaw === undefined ? 0 : decodeSnapshot(snapRaw).meta.index;
   const [gte, lt] = logRange(shard);
   const entries: Entry[] = [];
   const it = db.iterator({ gte, lt });
@@ -50,28 +91,21 @@ export async function loadReplica(db: Db, shard: number, founders: number[]): Pr
       for (const [k, v] of chunk) {
         const e = decodeEntry(v);
         if (e.index !== logIndexOf(k)) throw new Error(`log key ${logIndexOf(k)} holds entry ${e.index} (shard ${shard})`);
-        if (snapshot !== null && e.index <= snapshot.meta.index) continue; // left over from a compaction cut short
+        if (e.index <= snapIndex) continue;
         entries.push(e);
       }
     }
   } finally {
     await it.close();
   }
-  const base = snapshot?.meta.index ?? 0;
-  entries.forEach((e, i) => {
-    if (e.index !== base + 1 + i) throw new Error(`log of shard ${shard} has a gap before ${e.index}`);
-  });
-  const [applied, logTime] = appliedRaw === undefined ? [base, 0] : unpack<[number, number]>(appliedRaw);
-  const gen = genRaw === undefined ? 0 : unpack<number>(genRaw);
-  const hardState: HardState | null = hsRaw === undefined ? null : decodeHardState(hsRaw);
-  const fresh = hardState === null && snapshot === null && entries.length === 0;
-  const persisted: Persisted | null = fresh ? null : { hardState: hardState ?? { term: 0, vote: 0, commit: 0 }, snapshot, entries };
-  return { shard, persisted, founders, applied: Math.max(applied, base), logTime, gen, persistedLast: base + entries.length };
+  if (hsRaw === undefined && entries.length === 0) return [];
+  return [{ shard, hardState: hsRaw === undefined ? null : decodeHardState(hsRaw), entries, snapshot: null }];
 }
 
-/** Delete log entries of a shard below an index (after a snapshot or a compaction). */
-export async function truncateLog(db: Db, shard: number, below: number): Promise<void> {
-  await db.clear({ gte: logKey(shard, 0), lt: logKey(shard, below) });
+/** After an import: delete a shard's earlier-format log and hard state from LevelDB (synced). */
+export async function dropLegacyLog(db: Db, shard: number): Promise<void> {
+  await db.clear({ gte: logKey(shard, 0), lt: logRange(shard)[1] });
+  await writeBatch(db, [{ type: 'del', key: hardStateKey(shard) }], true);
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');

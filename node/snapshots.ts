@@ -1,10 +1,12 @@
 import type { Logger } from 'pino';
 import type { Message, Snapshot } from '../raft/index.ts';
-import { shardStateRange, snapMetaKey, withGeneration } from '../shard/layout.ts';
+import { shardStateRange, snapMetaKey } from '../shard/layout.ts';
 import { encodeSnapshot, fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
-import { decodeDescriptor, encodeDescriptor, type BatchOp, type Store } from '../shard/store.ts';
+import { decodeDescriptor, encodeDescriptor, type Store } from '../shard/store.ts';
 import { writeBatch, type Db } from './db.ts';
 import type { NodeMetrics } from './metrics.ts';
+import { BulkPuts } from './bulk-write.ts';
+import { ChunkBuilder, eachPut } from './snapshot-chunks.ts';
 import type { Frame, Transport } from './transport.ts';
 
 /**
@@ -14,6 +16,10 @@ import type { Frame, Transport } from './transport.ts';
  * state, and only then hands the Raft Snap message to its core; installing
  * is a switch of generation in the next persist batch.
  */
+
+/** Rows per iterator read; the iterator's highWaterMarkBytes (ITER_HIGH_WATER_BYTES) must let that many through. */
+export const NEXTV_ROWS = 4096;
+export const ITER_HIGH_WATER_BYTES = 2 << 20;
 
 export interface Iter {
   kind: 'd' | 'i';
@@ -26,37 +32,30 @@ export async function streamSnapshot(o: {
 }): Promise<void> {
   const id = `${o.fromNode}:${o.shard}:${o.snapshot.meta.index}:${Math.random().toString(36).slice(2, 10)}`;
   const t0 = performance.now();
+  const startedAt = Date.now();
   let bytes = 0;
   let records = 0;
   try {
     for (const { kind, it } of o.iters) {
-      let kvs: Array<[Uint8Array, Uint8Array]> = [];
-      let size = 0;
+      const chunk = new ChunkBuilder(o.chunkBytes);
+      const flush = async (): Promise<void> => {
+        const n = chunk.count;
+        const body = chunk.take();
+        await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, body], o.timeoutMs);
+        bytes += body.length;
+        records += n;
+      };
       for (;;) {
-        const chunk = await it.nextv(256);
-        for (const [k, v] of chunk) {
-          kvs.push([k, v]);
-          size += k.length + v.length + 8;
-          if (size >= o.chunkBytes) {
-            await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, kvs], o.timeoutMs);
-            bytes += size;
-            records += kvs.length;
-            kvs = [];
-            size = 0;
-          }
-        }
-        if (chunk.length === 0) break;
+        const rows = await it.nextv(NEXTV_ROWS);
+        for (const [k, v] of rows) if (chunk.add(k, v)) await flush();
+        if (rows.length === 0) break;
       }
-      if (kvs.length > 0) {
-        await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, kvs], o.timeoutMs);
-        bytes += size;
-        records += kvs.length;
-      }
+      if (chunk.count > 0) await flush();
     }
     const msg: Message = { ...o.msg, snapshot: o.snapshot };
     await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg)], o.timeoutMs);
     const secs = (performance.now() - t0) / 1000;
-    o.log.info({ shard: o.shard, peer: o.to, index: o.snapshot.meta.index, records, bytes, mbPerSec: +(bytes / 1e6 / Math.max(secs, 1e-6)).toFixed(1) }, 'snapshot sent');
+    o.log.info({ shard: o.shard, peer: o.to, index: o.snapshot.meta.index, records, bytes, startedAt, mbPerSec: +(bytes / 1e6 / Math.max(secs, 1e-6)).toFixed(1) }, 'snapshot sent');
   } finally {
     for (const { it } of o.iters) await it.close();
   }
@@ -100,18 +99,20 @@ export class SnapshotReceiver {
     }
     const st = s;
     if (f[0] === 'sc') {
-      const kvs = f[4];
-      if (!Array.isArray(kvs)) throw new Error('snapshot chunk is not a list');
-      const [dLo] = shardStateRange(shard, 0, 'd');
-      const [iLo] = shardStateRange(shard, 0, 'i');
-      const ops: BatchOp[] = [];
-      for (const kv of kvs) {
-        if (!Array.isArray(kv) || !isBytes(kv[0]) || !isBytes(kv[1]) || kv[0].length < 9) throw new Error('bad snapshot record');
-        const lo = kv[0][0] === dLo[0] ? dLo : iLo;
-        for (let i = 0; i < 5; i++) if (kv[0][i] !== lo[i]) throw new Error('snapshot record outside the shard');
-        ops.push({ type: 'put', key: withGeneration(kv[0], st.gen), value: kv[1] });
+      const body = f[4];
+      if (!isBytes(body)) throw new Error('snapshot chunk is not a byte string');
+      // Checked and staged now, written in order after the stream's earlier chunks.
+      const puts = new BulkPuts(this.db);
+      try {
+        eachPut(body, shard, st.gen, puts.put);
+      } catch (e) {
+        puts.discard();
+        throw e;
       }
-      st.chain = st.chain.then(() => writeBatch(this.db, ops, false));
+      st.chain = st.chain.then(() => puts.write(false), (e: unknown) => {
+        puts.discard();
+        throw e;
+      });
       return;
     }
     const msg = fromWireMessage(f[3]);
@@ -161,7 +162,12 @@ export class SnapshotReceiver {
   }
 
   async persistCompaction(shard: number, snapshot: Snapshot): Promise<void> {
-    await writeBatch(this.db, [{ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(snapshot) }], true);
+    await this.persistCompactions([{ shard, snapshot }]);
+  }
+
+  /** Several compactions' snapshot metas in one durable write. */
+  async persistCompactions(cuts: Array<{ shard: number; snapshot: Snapshot }>): Promise<void> {
+    await writeBatch(this.db, cuts.map(({ shard, snapshot }) => ({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(snapshot) })), true);
   }
 
   async idle(): Promise<void> {

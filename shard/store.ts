@@ -1,14 +1,27 @@
 import {
   EntryType, MsgType, RaftNode, Role,
-  type Entry, type Message, type NodeId, type Persisted, type RaftConfig, type Ready, type Snapshot,
+  type Entry, type HardState, type Message, type NodeId, type Persisted, type RaftConfig, type Ready, type Snapshot,
 } from '../raft/index.ts';
 import { invariant } from '../raft/assert.ts';
 import { pack, unpack } from './codec.ts';
 import { KvMachine, decodeCommand, encodeCommand, type KvCommand, type KvResult, type KvStatePort } from './kv-machine.ts';
-import { appliedKey, generationKey, hardStateKey, logKey, snapMetaKey } from './layout.ts';
-import { encodeEntry, encodeHardState, encodeSnapshot } from './raft-codec.ts';
+import { appliedKey, generationKey, snapMetaKey } from './layout.ts';
+import { encodeSnapshot } from './raft-codec.ts';
 
 export type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
+
+/**
+ * What one replica's Ready adds to the Raft log on disk (the node's WAL):
+ * `entries` replace every earlier entry at or above their first index; a
+ * hard state replaces the earlier one; `snapshot` (the index of a snapshot
+ * installed in this round) drops every earlier entry of the shard.
+ */
+export interface WalItem {
+  shard: number;
+  hardState: HardState | null;
+  entries: Entry[];
+  snapshot: number | null;
+}
 
 export type Outcome = 'not_applied' | 'unknown';
 
@@ -47,7 +60,7 @@ export interface ReplicaBoot {
   applied: number;
   logTime: number;
   gen: number;
-  /** Last log index on disk (to delete a replaced suffix). */
+  /** Last log index on disk (for the compaction policy). */
   persistedLast: number;
 }
 
@@ -134,8 +147,11 @@ export interface Round {
   /** Rounds are persisted (and acknowledged with persistedRound) in this order. */
   seq: number;
   items: Array<{ replica: Replica; rd: Ready }>;
-  /** Write in one batch (with sync when mustSync), after every earlier round's batch. */
+  /** Raft log and hard state: appended to the WAL (and synced), after every earlier round's. */
+  wal: WalItem[];
+  /** State writes for LevelDB (a snapshot install), in one batch after every earlier round's, synced when mustSync. */
   persist: BatchOp[];
+  /** A snapshot install: its LevelDB batch is synced, and written only once the WAL holds its marker. */
   mustSync: boolean;
   /** Snapshots received from leaders: installed (generation switch) once the batch is durable. */
   installs: Array<{ shard: number; snapshot: Snapshot }>;
@@ -365,7 +381,7 @@ export class Store {
     }
 
     const round: Round = {
-      seq: 0, items: [], persist: [], mustSync: false, installs: [], messages: new Map(), early: new Map(),
+      seq: 0, items: [], wal: [], persist: [], mustSync: false, installs: [], messages: new Map(), early: new Map(),
     };
     for (const r of this.replicas.values()) {
       if (!r.raft.hasReady()) continue;
@@ -456,17 +472,21 @@ export class Store {
 
   private collectPersist(r: Replica, rd: Ready, round: Round): void {
     const shard = r.shard;
+    let item: WalItem | null = null;
     if (rd.snapshot !== null) {
       // The state was streamed into generation desc.gen before the Snap
-      // message was delivered; switching to it, the snapshot meta, the
-      // applied index and dropping the old log are one atomic batch.
+      // message was delivered; switching to it, the snapshot meta and the
+      // applied index are one atomic (synced) LevelDB batch. The WAL marker
+      // (drop the shard's old log) goes first: the node writes this batch only
+      // once the marker is durable, so LevelDB never holds a snapshot whose
+      // marker the WAL lacks (a restart would keep a stale log suffix after it).
       const idx = rd.snapshot.meta.index;
       const desc = decodeDescriptor(rd.snapshot.data);
       round.installs.push({ shard, snapshot: rd.snapshot });
       round.persist.push({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(rd.snapshot) });
       round.persist.push({ type: 'put', key: generationKey(shard), value: pack(desc.gen) });
       round.persist.push({ type: 'put', key: appliedKey(shard), value: pack([idx, desc.logTime]) });
-      for (let i = r.persistedFirst; i <= r.persistedLast; i++) round.persist.push({ type: 'del', key: logKey(shard, i) });
+      item = { shard, hardState: null, entries: [], snapshot: idx };
       r.persistedFirst = idx + 1;
       r.persistedLast = idx;
       round.mustSync = true;
@@ -477,18 +497,17 @@ export class Store {
     // busy shard in every round.
     const hs = rd.hardState;
     if (hs !== null && (hs.term !== r.writtenTerm || hs.vote !== r.writtenVote)) {
-      round.persist.push({ type: 'put', key: hardStateKey(shard), value: encodeHardState(hs) });
+      item ??= { shard, hardState: null, entries: [], snapshot: null };
+      item.hardState = hs;
       r.writtenTerm = hs.term;
       r.writtenVote = hs.vote;
     }
     if (rd.entries.length > 0) {
-      for (const e of rd.entries) round.persist.push({ type: 'put', key: logKey(shard, e.index), value: encodeEntry(e) });
-      const last = (rd.entries[rd.entries.length - 1] as Entry).index;
-      // A replaced suffix longer than the new one: delete what is left of it.
-      for (let i = last + 1; i <= r.persistedLast; i++) round.persist.push({ type: 'del', key: logKey(shard, i) });
-      r.persistedLast = last;
+      item ??= { shard, hardState: null, entries: [], snapshot: null };
+      item.entries = rd.entries;
+      r.persistedLast = (rd.entries[rd.entries.length - 1] as Entry).index;
     }
-    if (rd.mustSync) round.mustSync = true;
+    if (item !== null) round.wal.push(item);
   }
 
   /**

@@ -4,7 +4,7 @@
  * test's teardown. Every wait is for an event (a port, a leader), bounded.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, closeSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,20 +14,45 @@ import { LinkProxy } from '../netproxy/link-proxy.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
+}
+
+/**
+ * A free port for a node to bind a moment later. Picked below the ephemeral
+ * range (32768+ here): a port the OS hands out for listen(0) can be taken by
+ * any outbound connection (peer links, HTTP clients of other tests) before
+ * the node binds it, and a node that cannot bind exits — its cluster never
+ * looks whole. Random, so parallel test workers rarely pick the same one;
+ * start() retries with new ports if a node still could not bind.
+ */
+async function freePort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('no free port in 20000-31999');
+}
+
+/** Whether a start failed only because some node could not bind its port (then start afresh). */
+function bindFailure(c: TestCluster): boolean {
+  for (let i = 1; i <= c.n; i++) {
+    try {
+      if (readFileSync(join(c.dir, `node-${i}.log`), 'utf8').includes('EADDRINUSE')) return true;
+    } catch { /* no log */ }
+  }
+  return false;
 }
 
 export interface ClusterMapView {
   shards: Array<{ id: number; replicas: number[]; leader: number | null; term: number | null; commitIndex: number | null; appliedIndex: number | null }>;
 }
+
+class PortClash extends Error {}
 
 export class TestCluster {
   procs = new Map<number, ChildProcess>();
@@ -45,6 +70,17 @@ export class TestCluster {
   }
 
   static async start(t: ExecutionContext, n = 3, args: string[] = []): Promise<TestCluster> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await TestCluster.startOnce(t, n, args);
+      } catch (e) {
+        if (attempt >= 3 || !(e instanceof PortClash)) throw e;
+        t.log(`cluster start attempt ${attempt}: a node could not bind its port; starting again on new ports`);
+      }
+    }
+  }
+
+  private static async startOnce(t: ExecutionContext, n: number, args: string[]): Promise<TestCluster> {
     const c = new TestCluster(n, args);
     t.teardown(() => c.destroy());
     const parts: string[] = [];
@@ -56,8 +92,21 @@ export class TestCluster {
     }
     c.peers = parts.join(',');
     for (let i = 1; i <= n; i++) c.spawn(i);
-    await c.waitLeaders();
+    await c.waitStarted();
     return c;
+  }
+
+  /** waitLeaders() after a fresh start; a node that exited because its port was taken means: start again. */
+  private async waitStarted(): Promise<void> {
+    try {
+      await this.waitLeaders();
+    } catch (e) {
+      if (bindFailure(this)) {
+        this.destroy();
+        throw new PortClash((e as Error).message);
+      }
+      throw e;
+    }
   }
 
   /**
@@ -65,6 +114,17 @@ export class TestCluster {
    * (c.proxy) so tests can partition, blackhole and delay links.
    */
   static async startWithProxy(t: ExecutionContext, n = 3, args: string[] = [], envFor: ((i: number) => Record<string, string>) | null = null): Promise<TestCluster> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await TestCluster.startWithProxyOnce(t, n, args, envFor);
+      } catch (e) {
+        if (attempt >= 3 || !(e instanceof PortClash)) throw e;
+        t.log(`cluster start attempt ${attempt}: a node could not bind its port; starting again on new ports`);
+      }
+    }
+  }
+
+  private static async startWithProxyOnce(t: ExecutionContext, n: number, args: string[], envFor: ((i: number) => Record<string, string>) | null): Promise<TestCluster> {
     const c = new TestCluster(n, args);
     c.envFor = envFor;
     t.teardown(async () => {
@@ -83,7 +143,7 @@ export class TestCluster {
     c.peersFor = (i) => [...http.keys()].map((j) => `${j}=127.0.0.1:${http.get(j)}:${j === i ? real.get(i) : proxy.dialPort(i, j)}`).join(',');
     c.peers = c.peersFor(1);
     for (let i = 1; i <= n; i++) c.spawn(i);
-    await c.waitLeaders();
+    await c.waitStarted();
     return c;
   }
 
@@ -91,7 +151,9 @@ export class TestCluster {
     const log = openSync(join(this.dir, `node-${i}.log`), 'a');
     const peers = this.peersFor === null ? this.peers : this.peersFor(i);
     const p = spawn(process.execPath, ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers,
-      '--data', join(this.dir, `node-${i}`), '--log-level', 'warn', ...this.args], {
+      '--data', join(this.dir, `node-${i}`), '--log-level', 'warn',
+      // Small WAL segments: less zeroing per node start, and roll-overs and segment deletion happen in every test.
+      '--wal-segment-bytes', String(4 << 20), ...this.args], {
       cwd: ROOT, stdio: ['ignore', log, log], env: this.envFor === null ? process.env : { ...process.env, ...this.envFor(i) },
     });
     closeSync(log);

@@ -1,0 +1,61 @@
+/**
+ * The leader's record of snapshot streams per (shard, follower): running, or
+ * finished and settling — sent in full, but the follower may still be
+ * writing its backlog of chunks and installing, so its Raft answer is not in
+ * yet. Used to stream a snapshot once, not again while one is running or
+ * settling (the core asks again: its retry timer, a probe below the newly
+ * compacted log), and to hold the shard's log compaction meanwhile (a
+ * compaction past the streamed index would make the follower need yet
+ * another snapshot once it installs this one).
+ *
+ * A failed stream is forgotten at once (the core retries); a settled one
+ * after settleMs, so a snapshot the follower never installed is streamed
+ * again then.
+ */
+export class SnapshotLedger {
+  private readonly streams = new Map<string, { shard: number; index: number; settledAt: number | null }>();
+
+  constructor(private readonly settleMs: number, private readonly now: () => number = () => performance.now()) {}
+
+  private key(shard: number, to: number): string {
+    return `${shard}/${to}`;
+  }
+
+  private live(k: string): { shard: number; index: number; settledAt: number | null } | undefined {
+    const e = this.streams.get(k);
+    if (e !== undefined && e.settledAt !== null && this.now() - e.settledAt >= this.settleMs) {
+      this.streams.delete(k);
+      return undefined;
+    }
+    return e;
+  }
+
+  /** Whether a stream of `shard` to `to` may start now (none running or settling). */
+  mayStart(shard: number, to: number): boolean {
+    return this.live(this.key(shard, to)) === undefined;
+  }
+
+  started(shard: number, to: number, index: number): void {
+    this.streams.set(this.key(shard, to), { shard, index, settledAt: null });
+  }
+
+  finished(shard: number, to: number, ok: boolean): void {
+    const k = this.key(shard, to);
+    const e = this.streams.get(k);
+    if (e === undefined) return;
+    if (ok) e.settledAt = this.now();
+    else this.streams.delete(k);
+  }
+
+  /** Whether a stream of `shard` (to any follower) is running or settling: do not compact its log. */
+  holdsCompaction(shard: number): boolean {
+    for (const [k, e] of this.streams) if (e.shard === shard && this.live(k) !== undefined) return true;
+    return false;
+  }
+
+  /** Streams running or settling (for logs and tests). */
+  get size(): number {
+    for (const k of [...this.streams.keys()]) this.live(k);
+    return this.streams.size;
+  }
+}

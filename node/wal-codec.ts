@@ -1,0 +1,98 @@
+import type { ConfChange, Entry, EntryType, HardState } from '../raft/index.ts';
+import { pack, unpack } from '../shard/codec.ts';
+import type { WalItem } from '../shard/store.ts';
+
+/**
+ * Payloads of the node's WAL records (msgpack):
+ *
+ *   [0, [[shard, term, vote, commit], ...]]                      header: the hard state of every shard (first record of every segment)
+ *   [1, [[shard, [term, vote, commit] | null, entries, snap], ...]] a persist batch: per shard, in round order
+ *
+ * entries are wire entries [term, index, type, data, change]; snap is the
+ * index of a snapshot installed in that round (null if none): it drops
+ * every entry of the shard before it.
+ */
+
+type WireEntry = [term: number, index: number, type: EntryType, data: Uint8Array, change: ConfChange | null];
+type WireHs = [term: number, vote: number, commit: number];
+type WireItem = [shard: number, hs: WireHs | null, entries: WireEntry[], snap: number | null];
+
+const HEADER = 0;
+const BATCH = 1;
+
+export function encodeHeader(hs: Map<number, HardState>): Uint8Array {
+  const list: Array<[number, number, number, number]> = [];
+  for (const [shard, h] of hs) list.push([shard, h.term, h.vote, h.commit]);
+  return pack([HEADER, list]);
+}
+
+export function encodeBatch(items: WalItem[]): Uint8Array {
+  const list: WireItem[] = items.map((it) => [
+    it.shard,
+    it.hardState === null ? null : [it.hardState.term, it.hardState.vote, it.hardState.commit],
+    it.entries.map((e) => [e.term, e.index, e.type, e.data, e.change]),
+    it.snapshot,
+  ]);
+  return pack([BATCH, list]);
+}
+
+/** What the WAL says about one shard after replay. */
+export interface WalShard {
+  hardState: HardState | null;
+  /** Contiguous entries (a later append at index i replaced every earlier one >= i). */
+  entries: Entry[];
+  /**
+   * Snapshot installs seen, in order, each with the entries it dropped. An
+   * install is complete only once its LevelDB batch (written after the WAL
+   * record) landed: the loader undoes the ones above LevelDB's snapshot index.
+   */
+  markers: Array<{ index: number; before: Entry[] }>;
+}
+
+const bad = (what: string): Error => new Error(`corrupt WAL record: ${what}`);
+
+/**
+ * Fold replayed payloads into per-shard state; `onEntries(i, shard, maxIndex)`
+ * reports, per record i, the highest entry index of each shard in it.
+ */
+export function foldWal(payloads: Uint8Array[], onEntries?: (i: number, shard: number, maxIndex: number) => void): Map<number, WalShard> {
+  const out = new Map<number, WalShard>();
+  const get = (shard: number): WalShard => {
+    let s = out.get(shard);
+    if (s === undefined) out.set(shard, (s = { hardState: null, entries: [], markers: [] }));
+    return s;
+  };
+  payloads.forEach((p, i) => {
+    const rec = unpack<[number, unknown[]]>(p);
+    if (!Array.isArray(rec) || !Array.isArray(rec[1])) throw bad('shape');
+    if (rec[0] === HEADER) {
+      for (const h of rec[1] as Array<[number, number, number, number]>) get(h[0]).hardState = { term: h[1], vote: h[2], commit: h[3] };
+      return;
+    }
+    if (rec[0] !== BATCH) throw bad(`type ${String(rec[0])}`);
+    for (const [shard, hs, entries, snap] of rec[1] as WireItem[]) {
+      const s = get(shard);
+      if (snap !== null) {
+        s.markers.push({ index: snap, before: s.entries });
+        s.entries = [];
+      }
+      if (hs !== null) s.hardState = { term: hs[0], vote: hs[1], commit: hs[2] };
+      if (entries.length === 0) continue;
+      const first = (entries[0] as WireEntry)[1];
+      const have = s.entries[0];
+      if (have !== undefined) {
+        const keep = first - have.index;
+        if (keep < 0) s.entries = [];
+        else if (keep <= s.entries.length) s.entries.length = keep;
+        else throw bad(`shard ${shard}: entries from ${first} after a log ending at ${have.index + s.entries.length - 1}`);
+      }
+      let expect = first;
+      for (const w of entries) {
+        if (w[1] !== expect++) throw bad(`shard ${shard}: entries not contiguous at ${w[1]}`);
+        s.entries.push({ term: w[0], index: w[1], type: w[2], data: w[3], change: w[4] ?? null });
+      }
+      onEntries?.(i, shard, expect - 1);
+    }
+  });
+  return out;
+}

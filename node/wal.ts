@@ -1,0 +1,321 @@
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+
+/**
+ * A write-ahead log of preallocated, pre-zeroed segments (as etcd keeps):
+ * `NNNNNNNN.seg` files of a fixed size, written full of zeros and synced
+ * (file and directory) before first use, in the background. Overwriting a
+ * slot of such a file needs only an fdatasync of the data blocks, no
+ * metadata (size, block allocation), which is what makes it cheaper than a
+ * LevelDB synced batch or an append to a growing file (bench/fsync.ts).
+ *
+ * Records: [u32 LE length][u32 LE crc32(payload)][payload]. A length of 0
+ * ends the written data of a segment. A batch of records is one write() at
+ * the current offset and one fdatasync; a batch that does not fit rolls, as
+ * a whole, to the next segment. Every segment starts with a header record
+ * the owner supplies (its current hard state of every shard), so a segment
+ * is never needed for anything but the entries it holds.
+ *
+ * Replay reads segments in order; within a segment it stops at the first
+ * zero length, out-of-bounds length or bad CRC (a torn tail). Appends after
+ * an open always go to a fresh segment (one that never held data), so bytes
+ * after a torn tail are never followed by anything that replays. Segments are
+ * never reused: a deleted segment's file is gone, a new one is zeroed anew.
+ *
+ * A segment may be deleted once every entry in it, for every shard, is at or
+ * below that shard's compaction index (made durable elsewhere first), the
+ * segment is not the one being written, and the segment being written holds
+ * its (synced) header — so the hard state is always on disk. Deletion goes
+ * oldest first: the segments kept are always a suffix.
+ */
+
+export interface WalOptions {
+  dir: string;
+  segmentBytes: number;
+  /** The first record of every new segment. Called when a batch starts a segment, before the batch is written. */
+  header: () => Uint8Array;
+  /** Background errors (a spare segment that could not be made; the next roll fails with it). */
+  onWarn?: (msg: string, err: unknown) => void;
+}
+
+export interface WalRecord {
+  segment: number;
+  payload: Buffer;
+}
+
+interface Segment {
+  seq: number;
+  path: string;
+  /** Highest entry index per shard written into this segment. */
+  maxima: Map<number, number>;
+}
+
+const HDR = 8;
+const ZERO_CHUNK = 1 << 20;
+
+const segName = (seq: number): string => `${String(seq).padStart(8, '0')}.seg`;
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Write all of buf at position (write() may write less than asked). */
+async function writeAll(fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error('WAL write wrote nothing');
+    done += bytesWritten;
+  }
+}
+
+/** Make a zeroed, synced segment file under its final name (atomically: written as .tmp, then renamed). */
+async function createSegment(dir: string, seq: number, size: number): Promise<string> {
+  const path = join(dir, segName(seq));
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'w');
+  try {
+    const zeros = Buffer.alloc(Math.min(ZERO_CHUNK, size));
+    for (let off = 0; off < size; off += zeros.length) await writeAll(fh, zeros.subarray(0, Math.min(zeros.length, size - off)), off);
+    await fh.datasync();
+  } catch (e) {
+    // A full disk: give the space back (LevelDB may still have room for what it must write).
+    await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  await syncDir(dir);
+  return path;
+}
+
+function allZero(buf: Buffer): boolean {
+  const zeros = Buffer.alloc(Math.min(ZERO_CHUNK, buf.length));
+  for (let off = 0; off < buf.length; off += zeros.length) {
+    const n = Math.min(zeros.length, buf.length - off);
+    if (buf.compare(zeros, 0, n, off, off + n) !== 0) return false;
+  }
+  return true;
+}
+
+export function encodeRecords(records: Uint8Array[]): Buffer {
+  let total = 0;
+  for (const r of records) total += HDR + r.length;
+  const buf = Buffer.allocUnsafe(total);
+  let off = 0;
+  for (const r of records) {
+    if (r.length === 0) throw new Error('WAL records must not be empty');
+    buf.writeUInt32LE(r.length, off);
+    buf.writeUInt32LE(crc32(r), off + 4);
+    buf.set(r, off + HDR);
+    off += HDR + r.length;
+  }
+  return buf;
+}
+
+/** Parse the records of one segment's bytes: the valid prefix, and whether it ended in something torn (not zeros). */
+export function parseSegment(buf: Buffer): { records: Buffer[]; torn: boolean; end: number } {
+  const records: Buffer[] = [];
+  let off = 0;
+  for (;;) {
+    if (off + HDR > buf.length) return { records, torn: false, end: off };
+    const len = buf.readUInt32LE(off);
+    const crc = buf.readUInt32LE(off + 4);
+    if (len === 0) return { records, torn: crc !== 0, end: off };
+    if (off + HDR + len > buf.length) return { records, torn: true, end: off };
+    const payload = buf.subarray(off + HDR, off + HDR + len);
+    if (crc32(payload) !== crc) return { records, torn: true, end: off };
+    records.push(payload);
+    off += HDR + len;
+  }
+}
+
+export class Wal {
+  private readonly segments: Segment[] = [];
+  private fh: FileHandle | null = null;
+  private size = 0;
+  private offset = 0;
+  /** The current segment's header record is written and synced. */
+  private headerDurable = false;
+  private spare: Promise<{ seq: number; path: string; size: number }> | null = null;
+  private appending = false;
+  private failed: Error | null = null;
+  private readonly compactedAt = new Map<number, number>();
+  /** Bytes of torn tail found at open (for the log). */
+  tornAtOpen: { segment: number; offset: number } | null = null;
+
+  private constructor(private readonly o: WalOptions) {}
+
+  /** Open (creating if missing) and replay: every valid record, in order. Appends go to a fresh segment. */
+  static async open(o: WalOptions): Promise<{ wal: Wal; records: WalRecord[] }> {
+    if (!(o.segmentBytes >= 4096)) throw new Error(`WAL segment size ${o.segmentBytes} is below 4096`);
+    const w = new Wal(o);
+    await mkdir(o.dir, { recursive: true });
+    const names = (await readdir(o.dir)).sort();
+    for (const n of names) if (n.endsWith('.seg.tmp')) await unlink(join(o.dir, n));
+    const records: WalRecord[] = [];
+    let lastEmpty = false;
+    for (const n of names) {
+      const m = /^(\d{8})\.seg$/.exec(n);
+      if (m === null) continue;
+      const seq = Number(m[1]);
+      const path = join(o.dir, n);
+      const buf = await readFile(path);
+      const p = parseSegment(buf);
+      for (const payload of p.records) records.push({ segment: seq, payload });
+      if (p.torn && w.tornAtOpen === null) w.tornAtOpen = { segment: seq, offset: p.end };
+      w.segments.push({ seq, path, maxima: new Map() });
+      // Reused only if every byte is zero: a torn first write may have left later pages behind a zero header.
+      lastEmpty = p.records.length === 0 && !p.torn && allZero(buf);
+      if (lastEmpty) w.size = buf.length;
+    }
+    const last = w.segments[w.segments.length - 1];
+    if (last !== undefined && lastEmpty) {
+      // Never written: zeros under its final name (made as .tmp, renamed once synced).
+      w.fh = await open(last.path, 'r+');
+    } else {
+      const seq = (last?.seq ?? 0) + 1;
+      const path = await createSegment(o.dir, seq, o.segmentBytes);
+      w.segments.push({ seq, path, maxima: new Map() });
+      w.fh = await open(path, 'r+');
+      w.size = o.segmentBytes;
+    }
+    w.offset = 0;
+    w.headerDurable = false;
+    w.makeSpare();
+    return { wal: w, records };
+  }
+
+  /** Replay: entries of `shard` up to `index` are in segment `segment` (for deletion). */
+  noteEntries(segment: number, shard: number, index: number): void {
+    const s = this.segments.find((x) => x.seq === segment);
+    if (s !== undefined && index > (s.maxima.get(shard) ?? 0)) s.maxima.set(shard, index);
+  }
+
+  private current(): Segment {
+    return this.segments[this.segments.length - 1] as Segment;
+  }
+
+  private makeSpare(): void {
+    const seq = this.current().seq + 1;
+    const size = this.o.segmentBytes;
+    const p = createSegment(this.o.dir, seq, size).then((path) => ({ seq, path, size }));
+    p.catch((e: unknown) => this.o.onWarn?.('preparing the next WAL segment failed', e));
+    this.spare = p;
+  }
+
+  /**
+   * Write a batch of records and fdatasync: resolves once they are durable.
+   * `maxima`: the highest entry index per shard among them. At most one
+   * append at a time; after a failure every later append fails (a failed
+   * fsync must never be retried as if the data were safe).
+   */
+  async append(records: Uint8Array[], maxima: Map<number, number>): Promise<void> {
+    if (this.failed !== null) throw this.failed;
+    if (this.appending) throw new Error('one WAL append at a time');
+    if (records.length === 0) return;
+    this.appending = true;
+    try {
+      let body = encodeRecords(records);
+      let buf = this.offset === 0 ? Buffer.concat([encodeRecords([this.o.header()]), body]) : body;
+      if (this.offset + buf.length > this.size) {
+        await this.roll(body.length);
+        buf = Buffer.concat([encodeRecords([this.o.header()]), body]);
+        body = buf;
+      }
+      const seg = this.current();
+      for (const [shard, idx] of maxima) if (idx > (seg.maxima.get(shard) ?? 0)) seg.maxima.set(shard, idx);
+      const fh = this.fh as FileHandle;
+      await writeAll(fh, buf, this.offset);
+      await fh.datasync();
+      this.offset += buf.length;
+      this.headerDurable = true;
+    } catch (e) {
+      this.failed = e instanceof Error ? e : new Error(String(e));
+      throw this.failed;
+    } finally {
+      this.appending = false;
+    }
+  }
+
+  /** Move to the next segment (the spare, or one made now if the batch needs more room than a segment has). */
+  private async roll(bodyBytes: number): Promise<void> {
+    const need = HDR + this.o.header().length + bodyBytes + HDR;
+    await this.fh?.close();
+    this.fh = null;
+    let next: { seq: number; path: string; size: number };
+    const spare = this.spare;
+    this.spare = null;
+    if (spare === null) throw new Error('no spare WAL segment');
+    const s = await spare;
+    if (need <= s.size) next = s;
+    else {
+      // A batch bigger than a segment: the spare stays (empty, it replays as nothing and is collected), and this batch gets a segment of its own.
+      this.segments.push({ seq: s.seq, path: s.path, maxima: new Map() });
+      const seq = s.seq + 1;
+      const size = Math.ceil(need / 4096) * 4096;
+      next = { seq, path: await createSegment(this.o.dir, seq, size), size };
+    }
+    this.segments.push({ seq: next.seq, path: next.path, maxima: new Map() });
+    this.fh = await open(next.path, 'r+');
+    this.size = next.size;
+    this.offset = 0;
+    this.headerDurable = false;
+    this.makeSpare();
+  }
+
+  /** Entries of `shard` at or below `index` are no longer needed (a compaction or snapshot made durable elsewhere, synced). */
+  compacted(shard: number, index: number): void {
+    if (index > (this.compactedAt.get(shard) ?? 0)) this.compactedAt.set(shard, index);
+  }
+
+  /** Delete the oldest segments whose entries are all compacted. Returns how many were deleted. */
+  async collect(): Promise<number> {
+    if (this.failed !== null || !this.headerDurable) return 0;
+    let n = 0;
+    while (this.segments.length > 1) {
+      const s = this.segments[0] as Segment;
+      for (const [shard, idx] of s.maxima) if (idx > (this.compactedAt.get(shard) ?? 0)) return n;
+      await unlink(s.path);
+      this.segments.shift();
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Shards whose entries keep the oldest segment alive, with the highest of
+   * their entries in it: compacting each at (or past) that index lets it go.
+   * Only asked when more than one segment exists.
+   */
+  pinning(): Array<[shard: number, index: number]> {
+    if (this.segments.length <= 1) return [];
+    const s = this.segments[0] as Segment;
+    const out: Array<[number, number]> = [];
+    for (const [shard, idx] of s.maxima) if (idx > (this.compactedAt.get(shard) ?? 0)) out.push([shard, idx]);
+    return out;
+  }
+
+  segmentCount(): number {
+    return this.segments.length;
+  }
+
+  /** The segment being written (for tests). */
+  currentSegment(): { seq: number; path: string; offset: number } {
+    const c = this.current();
+    return { seq: c.seq, path: c.path, offset: this.offset };
+  }
+
+  async close(): Promise<void> {
+    await this.spare?.catch(() => undefined);
+    await this.fh?.close();
+    this.fh = null;
+  }
+}

@@ -1,0 +1,118 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { pino } from 'pino';
+import { openDb, type Db } from '../node/db.ts';
+import { NodeMetrics } from '../node/metrics.ts';
+import { ChunkBuilder, eachPut } from '../node/snapshot-chunks.ts';
+import { SnapshotReceiver } from '../node/snapshots.ts';
+import { dataKey, idemKey, shardStateRange } from '../shard/layout.ts';
+import { toWireMessage } from '../shard/raft-codec.ts';
+import { decodeDescriptor, encodeDescriptor } from '../shard/store.ts';
+import type { Message } from '../raft/index.ts';
+
+const rows = (shard: number, n: number): Array<[Uint8Array, Uint8Array]> => {
+  const out: Array<[Uint8Array, Uint8Array]> = [];
+  for (let i = 0; i < n; i++) out.push([dataKey(shard, 4, `t${i % 3}`, i % 5, Buffer.from(`k${i}`)), Buffer.alloc(i % 7, i)]);
+  out.push([idemKey(shard, 4, 't0', 'idem-1'), Buffer.from('outcome')]);
+  return out;
+};
+
+/** Every put of a chunk, copied (the views are only valid until the next call). */
+const chunkPuts = (chunk: Uint8Array, shard: number, gen: number): Array<{ type: 'put'; key: Uint8Array; value: Uint8Array }> => {
+  const out: Array<{ type: 'put'; key: Uint8Array; value: Uint8Array }> = [];
+  eachPut(chunk, shard, gen, (key, value) => out.push({ type: 'put', key: key.slice(), value: value.slice() }));
+  return out;
+};
+
+const pack = (rs: Array<[Uint8Array, Uint8Array]>, target = 1 << 20): Buffer[] => {
+  const b = new ChunkBuilder(target);
+  const out: Buffer[] = [];
+  for (const [k, v] of rs) if (b.add(k, v)) out.push(b.take());
+  if (b.count > 0) out.push(b.take());
+  return out;
+};
+
+test('chunks round-trip every record, moved to the receiving generation', (t) => {
+  const rs = rows(7, 500);
+  const chunks = pack(rs, 1000);
+  t.true(chunks.length > 5);
+  const ops = chunks.flatMap((c) => chunkPuts(c, 7, 9));
+  t.is(ops.length, rs.length);
+  ops.forEach((op, i) => {
+    const [k, v] = rs[i] as [Uint8Array, Uint8Array];
+    t.is(op.type, 'put');
+    const want = Buffer.from(k);
+    want.writeUInt32BE(9, 5);
+    t.deepEqual(Buffer.from(op.key), want);
+    t.deepEqual(Buffer.from(op.value), Buffer.from(v));
+  });
+  // The sender's buffer is not touched (the receiver rewrites a copy).
+  t.is(Buffer.from(chunks[0] as Buffer).readUInt32BE(8 + 5), 4);
+});
+
+test('a chunk with a record of another shard, a short key, bad lengths or a stray byte is rejected', (t) => {
+  const [good] = pack(rows(7, 3));
+  t.notThrows(() => chunkPuts(good as Buffer, 7, 1));
+  t.throws(() => chunkPuts(good as Buffer, 8, 1), { message: /outside the shard/ });
+  const [foreign] = pack([[dataKey(7, 0, 't', 0, Buffer.from('a')), Buffer.from('v')], [dataKey(8, 0, 't', 0, Buffer.from('b')), Buffer.from('v')]]);
+  t.throws(() => chunkPuts(foreign as Buffer, 7, 1), { message: /outside the shard/ });
+  const raftKey = Buffer.from([0x72, 0, 0, 0, 7, 0x68, 0, 0, 0, 0]);
+  t.throws(() => chunkPuts(pack([[raftKey, Buffer.from('x')]])[0] as Buffer, 7, 1), { message: /outside the shard/ });
+  t.throws(() => chunkPuts(pack([[Buffer.from([0x64, 0, 0, 0, 7]), Buffer.from('x')]])[0] as Buffer, 7, 1), { message: /bad snapshot record/ });
+  const long = Buffer.from(good as Buffer);
+  long.writeUInt32BE(1 << 30, 4);
+  t.throws(() => chunkPuts(long, 7, 1), { message: /bad snapshot record/ });
+  t.throws(() => chunkPuts(Buffer.concat([good as Buffer, Buffer.from([1, 2, 3])]), 7, 1), { message: /bad snapshot record/ });
+  t.deepEqual(chunkPuts(new Uint8Array(0), 7, 1), []);
+});
+
+async function withReceiver(t: { teardown(f: () => void): void }): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
+  const db = await openDb(dir);
+  t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
+  const handed: Array<[number, Message]> = [];
+  const store = { has: (s: number) => s === 7, generation: () => 4, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
+  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {});
+  return { db, rx, handed };
+}
+
+async function stateKeys(db: Db, shard: number, gen: number): Promise<number> {
+  let n = 0;
+  for (const kind of ['d', 'i'] as const) {
+    const [gte, lt] = shardStateRange(shard, gen, kind);
+    n += (await db.keys({ gte, lt }).all()).length;
+  }
+  return n;
+}
+
+const snapMsg = (): Message => ({
+  type: 9, from: 1, to: 2, term: 3, index: 0, logTerm: 0, entries: [], commit: 0, reject: false, rejectHint: 0, context: 0,
+  snapshot: { meta: { index: 50, term: 3, conf: { voters: [1, 2, 3], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false } }, data: encodeDescriptor({ gen: 4, logTime: 11 }) },
+} as unknown as Message);
+
+test('the receiver stages a stream in the next generation and hands the snapshot over only after its last chunk', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const rs = rows(7, 300);
+  for (const c of pack(rs, 2000)) rx.onFrame(1, ['sc', 7, 's1', 'd', c]);
+  await rx.idle();
+  t.is(handed.length, 0, 'no Snap before the done frame');
+  t.is(await stateKeys(db, 7, 5), rs.length);
+  rx.onFrame(1, ['sd', 7, 's1', toWireMessage(snapMsg())]);
+  await rx.idle();
+  t.is(handed.length, 1);
+  const m = handed[0]?.[1];
+  t.is(decodeDescriptor(m?.snapshot?.data as Uint8Array).gen, 5);
+});
+
+test('a garbage chunk is refused before anything of it is written, and the stream never goes live', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const [good] = pack(rows(7, 10));
+  const bad = Buffer.concat([good as Buffer, pack([[dataKey(9, 0, 't', 0, Buffer.from('x')), Buffer.from('y')]])[0] as Buffer]);
+  t.throws(() => rx.onFrame(1, ['sc', 7, 's2', 'd', bad]), { message: /outside the shard/ });
+  t.throws(() => rx.onFrame(1, ['sc', 7, 's2', 'd', [[Buffer.from('k'), Buffer.from('v')]]] as never), { message: /byte string/ });
+  await rx.idle();
+  t.is(await stateKeys(db, 7, 5), 0);
+  t.is(handed.length, 0);
+});

@@ -1,0 +1,52 @@
+import net from 'node:net';
+import test from 'ava';
+import { pino } from 'pino';
+import { Transport, type Frame } from '../node/transport.ts';
+
+const freePort = (): Promise<number> => new Promise((resolve, reject) => {
+  const srv = net.createServer();
+  srv.once('error', reject);
+  srv.listen(0, '127.0.0.1', () => {
+    const a = srv.address();
+    srv.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0));
+  });
+});
+
+test('frames of every size arrive whole and in order, however the stream is cut (large snapshot chunks, small messages between)', async (t) => {
+  const [p1, p2] = [await freePort(), await freePort()];
+  const peers = new Map([[1, `127.0.0.1:${p1}`], [2, `127.0.0.1:${p2}`]]);
+  const got: Frame[] = [];
+  let done: () => void = () => {};
+  const all = new Promise<void>((r) => { done = r; });
+  const sizes = [0, 1, 3, 65_536, 1 << 20, 7, 3 << 20, 100_000, 2, (1 << 20) + 13];
+  const opts = (id: number, onFrame: (from: number, f: Frame) => void) => ({
+    nodeId: id, clusterId: 'kv', listenHost: '127.0.0.1', listenPort: id === 1 ? p1 : p2, peers, log: pino({ level: 'silent' }),
+    maxFrameBytes: 64 << 20, maxQueuedBytes: 32 << 20, connectTimeoutMs: 1000, onFrame,
+  });
+  const a = new Transport(opts(1, () => {}));
+  const b = new Transport(opts(2, (_from, f) => {
+    got.push(f);
+    if (got.length === sizes.length * 2) done();
+  }));
+  t.teardown(async () => { await a.close(); await b.close(); });
+  await b.listen();
+  await a.listen();
+  for (let i = 0; i < 200 && a.connectedPeers().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  const body = (n: number, seed: number): Buffer => {
+    const x = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) x[i] = (i * 31 + seed) & 0xff;
+    return x;
+  };
+  for (const [i, n] of sizes.entries()) {
+    await a.sendWithBackpressure(2, ['sc', 1, `s${i}`, 'd', body(n, i)], 10_000);
+    await a.sendWithBackpressure(2, ['p', `ping-${i}`], 10_000);
+  }
+  await all;
+  for (const [i, n] of sizes.entries()) {
+    const f = got[2 * i];
+    t.is(f?.[0], 'sc');
+    t.is(f?.[2], `s${i}`);
+    t.true(Buffer.from(f?.[4] as Uint8Array).equals(body(n, i)), `chunk ${i} of ${n} bytes`);
+    t.deepEqual(got[2 * i + 1], ['p', `ping-${i}`]);
+  }
+});

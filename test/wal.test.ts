@@ -1,0 +1,223 @@
+/**
+ * node/wal.ts and node/wal-codec.ts: records round-trip, a torn tail or bad
+ * CRC ends replay of a segment (and appends go on in a fresh one), batches
+ * roll to the next segment, segments are deleted only below compaction, and
+ * the per-shard fold (suffix replacement, hard state, snapshot markers).
+ */
+import test from 'ava';
+import { mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Entry, HardState } from '../raft/index.ts';
+import { Wal, parseSegment, encodeRecords } from '../node/wal.ts';
+import { encodeBatch, encodeHeader, foldWal } from '../node/wal-codec.ts';
+
+const SEG = 64 * 1024;
+
+function tmp(t: import('ava').ExecutionContext): string {
+  const d = mkdtempSync(join(tmpdir(), 'wal-test-'));
+  t.teardown(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+const hdr = () => Buffer.from('H');
+
+async function openWal(dir: string, segmentBytes = SEG) {
+  return Wal.open({ dir, segmentBytes, header: hdr });
+}
+
+const rec = (s: string): Buffer => Buffer.from(s);
+const texts = (rs: Array<{ payload: Buffer }>): string[] => rs.map((r) => r.payload.toString()).filter((x) => x !== 'H');
+const segs = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith('.seg')).sort();
+
+test('records round-trip across reopen; every segment starts with the header', async (t) => {
+  const dir = tmp(t);
+  const { wal, records } = await openWal(dir);
+  t.deepEqual(records, []);
+  await wal.append([rec('a'), rec('bb')], new Map());
+  await wal.append([rec('ccc')], new Map());
+  await wal.close();
+  const r2 = await openWal(dir);
+  t.deepEqual(r2.records.map((r) => r.payload.toString()), ['H', 'a', 'bb', 'ccc']);
+  await r2.wal.append([rec('d')], new Map());
+  await r2.wal.close();
+  const r3 = await openWal(dir);
+  // appends after an open go to a fresh segment, which starts with its header
+  t.deepEqual(r3.records.map((r) => r.payload.toString()), ['H', 'a', 'bb', 'ccc', 'H', 'd']);
+  t.true(r3.records[4]!.segment > r3.records[0]!.segment);
+  await r3.wal.close();
+});
+
+test('segments are preallocated and zeroed to their full size', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir);
+  await wal.append([rec('x')], new Map());
+  await wal.close();
+  for (const f of segs(dir)) t.is(statSync(join(dir, f)).size, SEG);
+  t.true(segs(dir).length >= 2, 'a spare segment is ready');
+});
+
+test('a torn tail (cut record) or a bad CRC ends replay of that segment; later appends replay after it', async (t) => {
+  for (const damage of ['cut', 'crc'] as const) {
+    const dir = tmp(t);
+    const { wal } = await openWal(dir);
+    await wal.append([rec('one')], new Map());
+    await wal.append([rec('two-two-two')], new Map());
+    const cur = wal.currentSegment();
+    await wal.close();
+    const fd = openSync(cur.path, 'r+');
+    if (damage === 'cut') {
+      // zero the last 4 bytes of the last record's payload, as an unfinished write leaves it
+      writeSync(fd, Buffer.alloc(4), 0, 4, cur.offset - 4);
+    } else {
+      writeSync(fd, Buffer.from([0xff]), 0, 1, cur.offset - 1);
+    }
+    closeSync(fd);
+    const r = await openWal(dir);
+    t.deepEqual(texts(r.records), ['one'], damage);
+    t.truthy(r.wal.tornAtOpen, damage);
+    await r.wal.append([rec('three')], new Map());
+    await r.wal.close();
+    const r2 = await openWal(dir);
+    t.deepEqual(texts(r2.records), ['one', 'three'], damage);
+    await r2.wal.close();
+  }
+});
+
+test('a truncated segment file replays its valid prefix', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir);
+  await wal.append([rec('keep')], new Map());
+  await wal.append([rec('x'.repeat(100))], new Map());
+  const cur = wal.currentSegment();
+  await wal.close();
+  truncateSync(cur.path, cur.offset - 50);
+  const r = await openWal(dir);
+  t.deepEqual(texts(r.records), ['keep']);
+  await r.wal.close();
+});
+
+test('parseSegment: a zero length ends the data; a length past the end is torn', (t) => {
+  const good = encodeRecords([rec('a'), rec('b')]);
+  const z = Buffer.concat([good, Buffer.alloc(32)]);
+  t.deepEqual(parseSegment(z).records.map(String), ['a', 'b']);
+  t.false(parseSegment(z).torn);
+  const long = Buffer.concat([good, Buffer.from([0xff, 0xff, 0, 0, 1, 2, 3, 4]), Buffer.alloc(8)]);
+  t.deepEqual(parseSegment(long).records.map(String), ['a', 'b']);
+  t.true(parseSegment(long).torn);
+});
+
+test('batches roll over to the next segment whole; one bigger than a segment gets its own', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir, 4096);
+  const big = 'y'.repeat(1500);
+  for (let i = 0; i < 6; i++) await wal.append([rec(`${i}${big}`)], new Map());
+  await wal.append([rec('z'.repeat(10_000))], new Map());
+  await wal.append([rec('after')], new Map());
+  await wal.close();
+  const r = await openWal(dir, 4096);
+  const got = texts(r.records);
+  t.deepEqual(got.map((x) => x.slice(0, 1)), ['0', '1', '2', '3', '4', '5', 'z', 'a']);
+  t.is(got[6]!.length, 10_000);
+  const segsWithData = new Set(r.records.map((x) => x.segment));
+  t.true(segsWithData.size >= 4, `spread over ${segsWithData.size} segments`);
+  // every segment with data starts with the header
+  for (const s of segsWithData) t.is(r.records.find((x) => x.segment === s)!.payload.toString(), 'H');
+  await r.wal.close();
+});
+
+test('segments are deleted oldest first, only once every entry in them is compacted, never the current one', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir, 4096);
+  const pad = 'p'.repeat(2500);
+  // one batch per segment: shard 1 entries up to 10, 20, 30; shard 2 up to 5 in the first
+  await wal.append([rec(`a${pad}`)], new Map([[1, 10], [2, 5]]));
+  await wal.append([rec(`b${pad}`)], new Map([[1, 20]]));
+  await wal.append([rec(`c${pad}`)], new Map([[1, 30]]));
+  const n0 = wal.segmentCount();
+  t.is(await wal.collect(), 0, 'nothing compacted');
+  wal.compacted(1, 25);
+  t.is(await wal.collect(), 0, 'the first segment also holds shard 2 entries above its compaction');
+  wal.compacted(2, 5);
+  t.is(await wal.collect(), 2, 'the first two go; the third holds shard 1 up to 30');
+  t.is(wal.segmentCount(), n0 - 2);
+  wal.compacted(1, 100);
+  await wal.collect();
+  t.is(wal.segmentCount(), 1, 'the current segment stays');
+  await wal.close();
+  const r = await openWal(dir, 4096);
+  t.deepEqual(texts(r.records).map((x) => x.slice(0, 1)), ['c'], 'the current segment, with the last batch, stays');
+  await r.wal.close();
+});
+
+test('pinning() names the shards that keep the oldest segment, at their highest entry in it', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir, 4096);
+  const pad = 'p'.repeat(2500);
+  t.deepEqual(wal.pinning(), [], 'one segment: nothing to release');
+  await wal.append([rec(`a${pad}`)], new Map([[1, 10], [2, 5]]));
+  await wal.append([rec(`b${pad}`)], new Map([[1, 20]]));
+  t.deepEqual(wal.pinning().sort(), [[1, 10], [2, 5]]);
+  wal.compacted(2, 5);
+  t.deepEqual(wal.pinning(), [[1, 10]]);
+  wal.compacted(1, 10);
+  t.deepEqual(wal.pinning(), []);
+  t.true((await wal.collect()) >= 1);
+  await wal.close();
+});
+
+test('after a reopen, replayed maxima (noteEntries) guard deletion; nothing is deleted before the new segment has its header', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir, 4096);
+  await wal.append([rec('a')], new Map([[1, 10]]));
+  await wal.close();
+  const r = await openWal(dir, 4096);
+  const seg = r.records[0]!.segment;
+  r.wal.noteEntries(seg, 1, 10);
+  r.wal.compacted(1, 9);
+  await r.wal.append([rec('b')], new Map());
+  t.is(await r.wal.collect(), 0, 'shard 1 has entries up to 10 in the replayed segment');
+  await r.wal.close();
+  const r2 = await openWal(dir, 4096);
+  for (const x of r2.records) r2.wal.noteEntries(x.segment, 1, x.payload.toString() === 'a' ? 10 : 0);
+  r2.wal.compacted(1, 10);
+  t.is(await r2.wal.collect(), 0, 'the fresh segment has no header yet: nothing goes');
+  await r2.wal.append([rec('c')], new Map());
+  t.true(await r2.wal.collect() >= 1);
+  t.false(segs(dir).includes(`${String(seg).padStart(8, '0')}.seg`));
+  await r2.wal.close();
+});
+
+test('a failed append fails every later one', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir);
+  await wal.append([rec('a')], new Map());
+  await (wal as unknown as { fh: { close(): Promise<void> } }).fh.close(); // the next write fails (EBADF)
+  await t.throwsAsync(wal.append([rec('b')], new Map()));
+  await t.throwsAsync(wal.append([rec('c')], new Map()));
+});
+
+const e = (term: number, index: number): Entry => ({ term, index, type: 0, data: new Uint8Array([index & 0xff]), change: null });
+const hs = (term: number, vote: number, commit: number): HardState => ({ term, vote, commit });
+
+test('fold: later entries replace a suffix, the latest hard state wins, a snapshot marker drops the log', (t) => {
+  const recs = [
+    encodeHeader(new Map([[1, hs(1, 1, 0)]])),
+    encodeBatch([{ shard: 1, hardState: hs(2, 3, 1), entries: [e(1, 1), e(1, 2), e(1, 3), e(1, 4)], snapshot: null }]),
+    encodeBatch([{ shard: 2, hardState: null, entries: [e(1, 1)], snapshot: null }, { shard: 1, hardState: null, entries: [e(3, 3)], snapshot: null }]),
+    encodeBatch([{ shard: 1, hardState: null, entries: [e(3, 4), e(3, 5)], snapshot: null }]),
+  ];
+  const maxima: Array<[number, number, number]> = [];
+  const f = foldWal(recs, (i, s, m) => maxima.push([i, s, m]));
+  const s1 = f.get(1)!;
+  t.deepEqual(s1.hardState, hs(2, 3, 1));
+  t.deepEqual(s1.entries.map((x) => [x.index, x.term]), [[1, 1], [2, 1], [3, 3], [4, 3], [5, 3]]);
+  t.deepEqual(f.get(2)!.entries.map((x) => x.index), [1]);
+  t.deepEqual(maxima, [[1, 1, 4], [2, 2, 1], [2, 1, 3], [3, 1, 5]]);
+  const withSnap = foldWal([...recs, encodeBatch([{ shard: 1, hardState: hs(4, 0, 9), entries: [], snapshot: 9 }]), encodeBatch([{ shard: 1, hardState: null, entries: [e(4, 10)], snapshot: null }])]);
+  const s = withSnap.get(1)!;
+  t.deepEqual(s.entries.map((x) => x.index), [10]);
+  t.deepEqual(s.markers.map((m) => [m.index, m.before.length]), [[9, 5]]);
+  t.deepEqual(s.hardState, hs(4, 0, 9));
+  t.throws(() => foldWal([encodeBatch([{ shard: 1, hardState: null, entries: [e(1, 1)], snapshot: null }]), encodeBatch([{ shard: 1, hardState: null, entries: [e(1, 3)], snapshot: null }])]), { message: /after a log ending at 1/ });
+});
