@@ -32,6 +32,17 @@ export async function clusterView(url: string, timeoutMs = 1_000): Promise<Clust
   }
 }
 
+/** Every shard's applied index on `url` is at least target[shard]. */
+export async function caughtUp(url: string, target: Map<number, number>): Promise<boolean> {
+  const v = await clusterView(url, 1_000);
+  if (v === undefined) return false;
+  for (const [id, t] of target) {
+    const s = v.shards.find((x) => x.id === id);
+    if (s === undefined || s.appliedIndex === null || s.appliedIndex < t) return false;
+  }
+  return true;
+}
+
 /** GET <path> answered 200 within timeoutMs; the body, when asked for. */
 export async function get200(url: string, timeoutMs = 1_000): Promise<{ ok: boolean; status: number; body?: Buffer }> {
   try {

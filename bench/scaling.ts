@@ -35,7 +35,7 @@ import { mergeHistograms, summarize, type Histogram } from './hist.ts';
 import { errorSummary, finishMachine, fmtMs, fmtRate, gitInfo, machineInfo } from './report.ts';
 import { makeValue, preloadKeys, runPhase, type PhaseOutput } from './runner.ts';
 import {
-  bulkLoad, clusterView, cpuOver, fileSize, get200, leadersOf, loadAvg, logLinesFrom, memMiB, metricSum, storeClient,
+  bulkLoad, caughtUp, clusterView, cpuOver, fileSize, get200, leadersOf, loadAvg, logLinesFrom, memMiB, metricSum, storeClient,
   type BulkLoadResult, type LoadProgress, type StoreClient,
 } from './scaling-lib.ts';
 import { openEtcdTarget } from './targets/etcd.ts';
@@ -587,17 +587,6 @@ async function loadWithRss(ctx: Ctx, label: string, put: (i: number) => Promise<
     keys, written: r.written, failed: r.failed, secs: round1(secs) ?? 0, keysPerSec: Math.round(r.written / secs), cut: r.cut,
     errorCodes: r.errorCodes, checkpoints, nodeCpuPct: cpu.perPid, clientCpuPct: cpu.self, machineCpuPct: cpu.machine,
   };
-}
-
-/** Every shard's applied index on `url` is at least target[shard]. */
-async function caughtUp(url: string, target: Map<number, number>): Promise<boolean> {
-  const v = await clusterView(url, 1_000);
-  if (v === undefined) return false;
-  for (const [id, t] of target) {
-    const s = v.shards.find((x) => x.id === id);
-    if (s === undefined || s.appliedIndex === null || s.appliedIndex < t) return false;
-  }
-  return true;
 }
 
 /** The leaders' commit index per shard, once every shard has a leader among `urls` that answers for itself (bounded). */

@@ -28,7 +28,7 @@ import { cleanupAll, installSignalHandlers, registerCleanup, startWatchdog, type
 import { LocalCluster } from './local-cluster.ts';
 import { ROOT, alive, clkTck, cpuTicks, findFreePorts, readPid, run } from './proc.ts';
 import { makeValue } from './runner.ts';
-import { bulkLoad, clusterView, fileSize, get200, leadersOf, logLinesFrom, storeClient, type StoreClient } from './scaling-lib.ts';
+import { bulkLoad, caughtUp, clusterView, fileSize, get200, leadersOf, logLinesFrom, storeClient, type StoreClient } from './scaling-lib.ts';
 import { DEFAULT_KEYSPACE, keyRef, type Keyspace } from './workload.ts';
 
 const NODES = 3;
@@ -115,16 +115,6 @@ async function leaderCommits(urls: string[], exclude: number, stop: StopSignal):
     await sleep(200);
   }
   throw new Error('no leader on every shard within 60 s');
-}
-
-async function caughtUp(url: string, target: Map<number, number>): Promise<boolean> {
-  const v = await clusterView(url, 1_000);
-  if (v === undefined) return false;
-  for (const [id, t] of target) {
-    const s = v.shards.find((x) => x.id === id);
-    if (s === undefined || s.appliedIndex === null || s.appliedIndex < t) return false;
-  }
-  return true;
 }
 
 async function oneRound(a: Args, c: LocalCluster, sc: StoreClient, ks: Keyspace, n: number, stop: StopSignal, cursor: { next: number }): Promise<Round> {
