@@ -99,7 +99,9 @@ export class TestCluster {
   /** waitLeaders() after a fresh start; a node that exited because its port was taken means: start again. */
   private async waitStarted(): Promise<void> {
     try {
-      await this.waitLeaders();
+      // Every node must know every shard's leader, not only some: a node still in a split vote
+      // (candidate, leader unknown) would answer a test's first requests with 503 no_leader.
+      await this.waitLeaders(30_000, [], true);
     } catch (e) {
       if (bindFailure(this)) {
         this.destroy();
@@ -169,8 +171,12 @@ export class TestCluster {
     return (await r.json()) as ClusterMapView;
   }
 
-  /** Wait until every shard has a leader that the live nodes agree on. */
-  async waitLeaders(timeoutMs = 30_000, except: number[] = []): Promise<Map<number, number>> {
+  /**
+   * Wait until every shard has a leader that the live nodes agree on. With everyNode, each
+   * live node must also know that leader itself (a node that has not heard of it yet, say
+   * one still campaigning in a split vote, makes the wait go on).
+   */
+  async waitLeaders(timeoutMs = 30_000, except: number[] = [], everyNode = false): Promise<Map<number, number>> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const leaders = new Map<number, number>();
@@ -182,7 +188,10 @@ export class TestCluster {
           const m = await this.map(i);
           shards = m.shards.length;
           for (const s of m.shards) {
-            if (s.leader === null || except.includes(s.leader)) continue;
+            if (s.leader === null || except.includes(s.leader)) {
+              if (everyNode) ok = false;
+              continue;
+            }
             const prev = leaders.get(s.id);
             if (prev !== undefined && prev !== s.leader) ok = false;
             leaders.set(s.id, s.leader);
