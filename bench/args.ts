@@ -23,6 +23,8 @@ export interface CommonArgs {
   maxOps: number;
   storeClient: 'raw' | 'sdk';
   etcdPutRoute: 'spread' | 'leader';
+  /** ceiling: server processes, each holding its own partitions (default 1). */
+  ceilingProcs: number;
   verify: boolean;
   html?: string;
   keepLogs: boolean;
@@ -35,7 +37,7 @@ export function defaultCommonArgs(): CommonArgs {
     keys: 10_000, valueBytes: 256, tenants: 64, buckets: 8, scanLimit: 100,
     concurrency: 64, maxOutstanding: 1_000,
     warmupS: 2, durationS: 10, seed: 1, timeoutMs: 10_000, maxOps: 50_000_000,
-    storeClient: 'raw', etcdPutRoute: 'leader', verify: true, keepLogs: false, quiet: false,
+    storeClient: 'raw', etcdPutRoute: 'leader', ceilingProcs: 1, verify: true, keepLogs: false, quiet: false,
   };
 }
 
@@ -65,6 +67,8 @@ export const COMMON_HELP = `  cluster started by the harness (store, etcd):
   target details:
     --store-client raw|sdk      store: raw HTTP routed to the shard leader (default) or the SDK (client/)
     --etcd-put-route leader|spread  etcd: puts to the leader (default) or round-robin over the members
+    --ceiling-procs N             ceiling: N server processes, a partition (tenant, bucket) on one of them by
+                                  hash (default 1); 3 shows what three processes' HTTP costs on this machine
   output:
     --html FILE          also write a self-contained HTML report
     --keep-logs          keep the temp dir with the logs of the processes started (else removed on success)
@@ -107,6 +111,7 @@ export function parseCommonFlag(a: CommonArgs, flag: string, value: () => string
     case '--no-verify': a.verify = false; break;
     case '--store-client': a.storeClient = oneOf(flag, value(), ['raw', 'sdk'] as const); break;
     case '--etcd-put-route': a.etcdPutRoute = oneOf(flag, value(), ['spread', 'leader'] as const); break;
+    case '--ceiling-procs': a.ceilingProcs = num(flag, value(), 1, 9); break;
     case '--html': { const v = value(); if (v === undefined || v === '') throw new Error('--html needs a file name'); a.html = v; break; }
     case '--keep-logs': a.keepLogs = true; break;
     case '--quiet': a.quiet = true; break;

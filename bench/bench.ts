@@ -102,7 +102,7 @@ async function main(): Promise<void> {
         keys: a.keys, valueBytes: a.valueBytes, tenants: a.tenants, buckets: a.buckets, scanLimit: a.scanLimit,
         ...(a.rate === undefined ? { concurrency: a.concurrency } : { rate: a.rate, maxOutstanding: a.maxOutstanding }),
         warmupS: a.warmupS, durationS: a.durationS, seed: a.seed, timeoutMs: a.timeoutMs,
-        connections: a.connections ?? a.concurrency, nodes: a.endpoints?.length ?? (a.target === 'ceiling' ? 1 : a.nodes),
+        connections: a.connections ?? a.concurrency, nodes: a.endpoints?.length ?? (a.target === 'ceiling' ? a.ceilingProcs : a.nodes),
         ...(a.target === 'store' && a.endpoints === undefined ? { shards: a.shards, replicas: a.replicas } : {}),
         ...(a.endpoints !== undefined ? { endpoints: a.endpoints } : {}),
         ...(a.target === 'store' ? { storeClient: a.storeClient } : {}),

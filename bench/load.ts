@@ -36,7 +36,8 @@ import { DEFAULT_KEYSPACE, keyRef, rng, type KeyRef, type Keyspace } from './wor
 export { DEFAULT_KEYSPACE, keyRef, type KeyRef, type Keyspace, type LatencySummary };
 
 export type Op = 'put' | 'get-lin' | 'get-stale';
-export type Route = 'spread' | 'leader';
+/** spread: round-robin; leader: the shard's leader (stale reads: its replicas); partition: by a hash of the partition key. */
+export type Route = 'spread' | 'leader' | 'partition';
 export const OPS: readonly Op[] = ['put', 'get-lin', 'get-stale'];
 
 export interface LoadOptions {
@@ -222,6 +223,7 @@ export class Endpoints {
 
   pick(route: Route, op: Op, pk: string): number {
     if (route === 'spread') return this.roundRobin();
+    if (route === 'partition') return fnv1a(pk) % this.urls.length;
     const shard = this.shardOfPk.get(pk);
     if (shard === undefined) return this.roundRobin();
     if (op === 'get-stale') {
@@ -239,6 +241,13 @@ export class Endpoints {
     await this.settle();
     await Promise.all(this.pools.map((p) => p.close().catch(() => {})));
   }
+}
+
+/** FNV-1a of a string's UTF-16 code units: a cheap, stable spread of partition keys. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
 }
 
 // ------------------------------------------------------------------ one request

@@ -54,7 +54,7 @@ export async function runSession(a: CommonArgs, req: PhaseRequest, ctx: SessionC
     nodes: a.nodes, shards: a.shards, replicas: a.replicas,
     timeoutMs: a.timeoutMs, connections: a.connections ?? a.concurrency,
     valueBytes: a.valueBytes, keyspace, verify: a.verify,
-    storeClient: a.storeClient, etcdPutRoute: a.etcdPutRoute,
+    storeClient: a.storeClient, etcdPutRoute: a.etcdPutRoute, ceilingProcs: a.ceilingProcs,
     workDir: ctx.workDir, log: ctx.log,
   });
   const out: SessionResult = { targetInfo: target.info, notes };

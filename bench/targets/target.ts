@@ -51,6 +51,8 @@ export interface TargetOptions {
   storeClient: 'raw' | 'sdk';
   /** etcd: where puts go (reads always round-robin over the members). */
   etcdPutRoute: 'spread' | 'leader';
+  /** ceiling: server processes (a partition lives on one of them, by hash). */
+  ceilingProcs?: number;
   /** Parent directory for temp data dirs and logs. */
   workDir: string;
   log: (s: string) => void;
