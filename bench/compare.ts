@@ -27,7 +27,8 @@ import { WORKLOADS, defaultDistribution, type Consistency, type WorkloadName } f
 
 const HELP = `usage: npm run bench:compare -- [flags]
 
-  --targets LIST       targets in the order they alternate (default store,etcd,ceiling)
+  --targets LIST       targets in the order they alternate (default store,etcd,ceiling,ceiling3;
+                       ceiling3 = the ceiling server as three processes, shaped like the cluster)
   --workloads LIST     workloads, each WORKLOAD[-lin|-stale] with WORKLOAD in ${WORKLOADS.join('|')}
                        (default write,read-lin,read-stale; -lin is the default consistency of reads)
   --rounds N           phases per target and workload (default 2)
@@ -260,19 +261,22 @@ async function main(): Promise<void> {
   L.push('');
   const ratioRows: Array<Record<string, unknown>> = [];
   if (a.targets.includes('store') && (a.targets.includes('etcd') || a.targets.includes('ceiling'))) {
-    L.push('| workload | store ops/s | etcd ops/s | ceiling ops/s | store/etcd ops/s | store/ceiling ops/s | store/etcd p99 | store/ceiling p99 |');
-    L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    const c3 = a.targets.includes('ceiling3');
+    L.push(`| workload | store ops/s | etcd ops/s | ceiling ops/s |${c3 ? ' ceiling3 ops/s |' : ''} store/etcd ops/s | store/ceiling ops/s |${c3 ? ' store/ceiling3 ops/s |' : ''} store/etcd p99 | store/ceiling p99 |`);
+    L.push(`| --- | ---: | ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: |`);
     for (const w of a.workloads) {
       const s = cell(w.name, 'store');
       const e = cell(w.name, 'etcd');
       const c = cell(w.name, 'ceiling');
+      const k3 = cell(w.name, 'ceiling3');
       const f = (x: Cell | undefined): string => (x === undefined ? 'n/a' : fmtRate(x.opsPerSec));
-      L.push(`| ${w.name} | ${f(s)} | ${f(e)} | ${f(c)} | ${ratio(s?.opsPerSec, e?.opsPerSec)} | ${ratio(s?.opsPerSec, c?.opsPerSec)} | ` +
+      L.push(`| ${w.name} | ${f(s)} | ${f(e)} | ${f(c)} |${c3 ? ` ${f(k3)} |` : ''} ${ratio(s?.opsPerSec, e?.opsPerSec)} | ${ratio(s?.opsPerSec, c?.opsPerSec)} |${c3 ? ` ${ratio(s?.opsPerSec, k3?.opsPerSec)} |` : ''} ` +
         `${ratio(s?.latency.p99Ms, e?.latency.p99Ms)} | ${ratio(s?.latency.p99Ms, c?.latency.p99Ms)} |`);
       ratioRows.push({
         workload: w.name,
         storeOverEtcdOps: ratioNum(s?.opsPerSec, e?.opsPerSec),
         storeOverCeilingOps: ratioNum(s?.opsPerSec, c?.opsPerSec),
+        ...(c3 ? { storeOverCeiling3Ops: ratioNum(s?.opsPerSec, k3?.opsPerSec) } : {}),
         storeOverEtcdP99: ratioNum(s?.latency.p99Ms, e?.latency.p99Ms),
         storeOverCeilingP99: ratioNum(s?.latency.p99Ms, c?.latency.p99Ms),
       });

@@ -25,7 +25,7 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-export async function openCeilingTarget(o: TargetOptions): Promise<Target> {
+export async function openCeilingTarget(o: TargetOptions, kind: 'ceiling' | 'ceiling3' = 'ceiling'): Promise<Target> {
   const procs = o.ceilingProcs ?? 1;
   const ports: number[] = [];
   for (let i = 0; i < procs; i++) ports.push(await findFreePorts(1, (ports.at(-1) ?? CEILING_BASE_PORT - 1) + 1));
@@ -69,7 +69,7 @@ export async function openCeilingTarget(o: TargetOptions): Promise<Target> {
     http = new HttpKv(urls, o.connections, o.timeoutMs, procs === 1 ? 'spread' : 'partition', undefined, o.verify, o.valueBytes);
     const h = http;
     return {
-      kind: 'ceiling',
+      kind,
       info: {
         endpoints: urls,
         started: `node --import tsx bench/ceiling-server.ts --port ${ports.join('|')}`,

@@ -9,5 +9,6 @@ export function openTarget(kind: TargetKind, o: TargetOptions): Promise<Target> 
     case 'store': return openStoreTarget(o);
     case 'etcd': return openEtcdTarget(o);
     case 'ceiling': return openCeilingTarget(o);
+    case 'ceiling3': return openCeilingTarget({ ...o, ceilingProcs: 3 }, 'ceiling3');
   }
 }

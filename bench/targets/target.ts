@@ -5,7 +5,8 @@
  */
 import type { Consistency, KeyRef, Keyspace } from '../workload.ts';
 
-export const TARGETS = ['store', 'etcd', 'ceiling'] as const;
+/** ceiling3: the ceiling server as three processes (a partition on one of them), shaped like a 3-node cluster. */
+export const TARGETS = ['store', 'etcd', 'ceiling', 'ceiling3'] as const;
 export type TargetKind = (typeof TARGETS)[number];
 
 export interface OpResult {
