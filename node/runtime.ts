@@ -230,7 +230,8 @@ export class KvNode {
     }
   }
 
-  private onFrame(from: number, f: Frame): void {
+  /** A returned promise holds the peer's connection until it settles (snapshot receiver backlog). */
+  private onFrame(from: number, f: Frame): Promise<void> | undefined {
     const now = Date.now();
     this.lastHeard.set(from, now);
     switch (f[0]) {
@@ -260,8 +261,7 @@ export class KvNode {
       }
       case 'sc':
       case 'sd':
-        this.snapshotReceiver.onFrame(from, f);
-        return;
+        return this.snapshotReceiver.onFrame(from, f);
       default:
         throw new Error(`unknown frame ${String(f[0])}`);
     }

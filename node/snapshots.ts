@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Message, Snapshot } from '../raft/index.ts';
+import { invariant } from '../raft/assert.ts';
 import { shardStateRange, snapMetaKey } from '../shard/layout.ts';
 import { encodeSnapshot, fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
 import { decodeDescriptor, encodeDescriptor, type Store } from '../shard/store.ts';
@@ -71,8 +72,22 @@ interface Incoming {
 
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
 
+/**
+ * Bytes of received chunks not yet written to LevelDB: past high, the
+ * receiver holds the sender's connection (Transport.onFrame) until the
+ * backlog is down to low. Without it a disk slower than the network
+ * gathered a whole snapshot in memory.
+ */
+export interface ReceiveBacklog { highBytes: number; lowBytes: number }
+export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lowBytes: 4 << 20 };
+
 export class SnapshotReceiver {
   private readonly incoming = new Map<number, Incoming>();
+  /** Bytes of chunks checked and staged but not yet written. */
+  private backlog = 0;
+  /** Most the backlog has been (tests, logs). */
+  backlogPeak = 0;
+  private drained: Array<() => void> = [];
   /** Per shard: the staging generation of the last snapshot handed to the Store (live once its install lands). */
   private readonly handedGen = new Map<number, number>();
   private background: Promise<unknown> = Promise.resolve();
@@ -80,10 +95,33 @@ export class SnapshotReceiver {
   constructor(
     private readonly db: Db, private readonly store: Store, private readonly log: Logger,
     private readonly metrics: NodeMetrics, private readonly wake: () => void,
-  ) {}
+    private readonly limits: ReceiveBacklog = DEFAULT_RECEIVE_BACKLOG,
+  ) {
+    invariant(limits.lowBytes >= 0 && limits.lowBytes < limits.highBytes, 'snapshot backlog: low below high');
+  }
 
-  onFrame(from: number, f: Frame): void {
-    if (f[0] !== 'sc' && f[0] !== 'sd') return;
+  /** Bytes received and not yet written. */
+  backlogBytes(): number {
+    return this.backlog;
+  }
+
+  private written(n: number): void {
+    this.backlog -= n;
+    invariant(this.backlog >= 0, `snapshot backlog went negative (${this.backlog})`);
+    if (this.backlog <= this.limits.lowBytes && this.drained.length > 0) {
+      const d = this.drained;
+      this.drained = [];
+      for (const f of d) f();
+    }
+  }
+
+  /**
+   * Handle a snapshot frame. Returns a promise when the write backlog is past
+   * its high mark: the transport reads nothing more from that peer until the
+   * backlog is down to the low mark.
+   */
+  onFrame(from: number, f: Frame): Promise<void> | undefined {
+    if (f[0] !== 'sc' && f[0] !== 'sd') return undefined;
     const shard = f[1];
     const id = f[2];
     if (!Number.isSafeInteger(shard) || !this.store.has(shard) || typeof id !== 'string') throw new Error('snapshot frame for an unknown shard');
@@ -109,11 +147,15 @@ export class SnapshotReceiver {
         puts.discard();
         throw e;
       }
+      const n = body.length;
+      this.backlog += n;
+      if (this.backlog > this.backlogPeak) this.backlogPeak = this.backlog;
       st.chain = st.chain.then(() => puts.write(false), (e: unknown) => {
         puts.discard();
         throw e;
-      });
-      return;
+      }).finally(() => this.written(n));
+      if (this.backlog <= this.limits.highBytes) return undefined;
+      return new Promise<void>((resolve) => this.drained.push(resolve));
     }
     const msg = fromWireMessage(f[3]);
     if (msg.snapshot === null || msg.from !== from) throw new Error('snapshot done frame without a snapshot');
@@ -133,6 +175,7 @@ export class SnapshotReceiver {
         this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
       },
     );
+    return undefined;
   }
 
   private async clearBelow(shard: number, gen: number): Promise<void> {

@@ -31,7 +31,12 @@ export interface TransportOptions {
   /** Bytes queued in a socket beyond which messages to that peer are dropped. */
   maxQueuedBytes: number;
   connectTimeoutMs: number;
-  onFrame: (from: number, f: Frame) => void;
+  /**
+   * A returned promise holds that connection: nothing more is read from it
+   * until the promise settles (the kernel's socket buffers then push back on
+   * the sender). The snapshot receiver bounds its write backlog this way.
+   */
+  onFrame: (from: number, f: Frame) => Promise<void> | undefined | void;
   metrics?: TransportMetrics;
 }
 
@@ -145,6 +150,7 @@ export class Transport {
     /** Bytes buf must hold before the next frame can be read. */
     let need = 4;
     let from = 0;
+    let holding = false;
     const fail = (why: string): void => {
       this.opts.metrics?.badFrame();
       this.opts.log.warn({ remote: s.remoteAddress, peer: from, why }, 'closing peer connection: bad frame');
@@ -182,10 +188,21 @@ export class Transport {
           continue;
         }
         this.opts.metrics?.bytesReceived(from, len + 4);
+        let hold: Promise<void> | undefined | void;
         try {
-          this.opts.onFrame(from, f as Frame);
+          hold = this.opts.onFrame(from, f as Frame);
         } catch (e) {
           return fail(`rejected frame: ${(e as Error).message}`);
+        }
+        // The frames already read are handled; the socket reads nothing more until the hold settles.
+        if (hold instanceof Promise && !holding) {
+          holding = true;
+          s.pause();
+          const release = (): void => {
+            holding = false;
+            if (!s.destroyed) s.resume();
+          };
+          hold.then(release, release);
         }
       }
     });

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { openDb, type Db } from '../node/db.ts';
 import { NodeMetrics } from '../node/metrics.ts';
 import { ChunkBuilder, eachPut } from '../node/snapshot-chunks.ts';
-import { SnapshotReceiver } from '../node/snapshots.ts';
+import { SnapshotReceiver, type ReceiveBacklog } from '../node/snapshots.ts';
 import { dataKey, idemKey, shardStateRange } from '../shard/layout.ts';
 import { toWireMessage } from '../shard/raft-codec.ts';
 import { decodeDescriptor, encodeDescriptor } from '../shard/store.ts';
@@ -68,13 +68,13 @@ test('a chunk with a record of another shard, a short key, bad lengths or a stra
   t.deepEqual(chunkPuts(new Uint8Array(0), 7, 1), []);
 });
 
-async function withReceiver(t: { teardown(f: () => void): void }): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
+async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
   const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
   const db = await openDb(dir);
   t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
   const handed: Array<[number, Message]> = [];
   const store = { has: (s: number) => s === 7, generation: () => 4, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
-  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {});
+  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, limits);
   return { db, rx, handed };
 }
 
@@ -115,4 +115,32 @@ test('a garbage chunk is refused before anything of it is written, and the strea
   await rx.idle();
   t.is(await stateKeys(db, 7, 5), 0);
   t.is(handed.length, 0);
+});
+
+test('the receiver bounds its write backlog: past the high mark it asks the transport to hold the sender until the backlog is down to the low mark', async (t) => {
+  const limits = { highBytes: 64 << 10, lowBytes: 16 << 10 };
+  const { db, rx, handed } = await withReceiver(t, limits);
+  const rs: Array<[Uint8Array, Uint8Array]> = [];
+  for (let i = 0; i < 2000; i++) rs.push([dataKey(7, 4, 't', 0, Buffer.from(`k${i}`)), Buffer.alloc(200, i)]);
+  const chunks = pack(rs, 8 << 10);
+  const biggest = Math.max(...chunks.map((c) => c.length));
+  t.true(chunks.length * biggest > 4 * limits.highBytes, 'the stream is several times the high mark');
+  let holds = 0;
+  // As the transport does: a returned promise means read nothing more until it settles.
+  for (const c of chunks) {
+    const hold = rx.onFrame(1, ['sc', 7, 's3', 'd', c]);
+    t.true(rx.backlogBytes() <= limits.highBytes + biggest, `backlog ${rx.backlogBytes()} bounded`);
+    if (hold !== undefined) {
+      holds++;
+      await hold;
+      t.true(rx.backlogBytes() <= limits.lowBytes, `released at ${rx.backlogBytes()} bytes, not above the low mark`);
+    }
+  }
+  t.true(holds > 0, 'the sender was held at least once');
+  t.true(rx.backlogPeak <= limits.highBytes + biggest, `peak backlog ${rx.backlogPeak}`);
+  rx.onFrame(1, ['sd', 7, 's3', toWireMessage(snapMsg())]);
+  await rx.idle();
+  t.is(rx.backlogBytes(), 0);
+  t.is(await stateKeys(db, 7, 5), rs.length, 'every record written');
+  t.is(handed.length, 1);
 });

@@ -50,3 +50,47 @@ test('frames of every size arrive whole and in order, however the stream is cut 
     t.deepEqual(got[2 * i + 1], ['p', `ping-${i}`]);
   }
 });
+
+test('a frame handler that returns a promise holds the connection: nothing more is read, the sender feels backpressure, and reading resumes once it settles', async (t) => {
+  const [p1, p2] = [await freePort(), await freePort()];
+  const peers = new Map([[1, `127.0.0.1:${p1}`], [2, `127.0.0.1:${p2}`]]);
+  const got: string[] = [];
+  let release: () => void = () => {};
+  let firstSeen: () => void = () => {};
+  const first = new Promise<void>((r) => { firstSeen = r; });
+  const n = 32;
+  let allSeen: () => void = () => {};
+  const all = new Promise<void>((r) => { allSeen = r; });
+  const opts = (id: number, onFrame: (from: number, f: Frame) => Promise<void> | undefined) => ({
+    nodeId: id, clusterId: 'kv', listenHost: '127.0.0.1', listenPort: id === 1 ? p1 : p2, peers, log: pino({ level: 'silent' }),
+    maxFrameBytes: 64 << 20, maxQueuedBytes: 64 << 20, connectTimeoutMs: 1000, onFrame,
+  });
+  const a = new Transport(opts(1, () => undefined));
+  const b = new Transport(opts(2, (_from, f) => {
+    got.push(f[2] as string);
+    if (got.length === n + 1) allSeen();
+    if (f[2] !== 'hold') return undefined;
+    firstSeen();
+    return new Promise<void>((r) => { release = r; });
+  }));
+  t.teardown(async () => { await a.close(); await b.close(); });
+  await b.listen();
+  await a.listen();
+  for (let i = 0; i < 200 && a.connectedPeers().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  await a.sendWithBackpressure(2, ['sc', 1, 'hold', 'd', Buffer.alloc(10)], 10_000);
+  await first;
+  // 32 MiB after the held frame: more than the loopback socket buffers hold, so the sender must block.
+  let sent = false;
+  const sending = (async () => {
+    for (let i = 0; i < n; i++) await a.sendWithBackpressure(2, ['sc', 1, `c${i}`, 'd', Buffer.alloc(1 << 20, i)], 30_000);
+    sent = true;
+  })();
+  const blocked = await Promise.race([sending.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 500))]);
+  t.true(blocked, 'the sender could not push 32 MiB past a held connection');
+  t.false(sent);
+  t.true(got.length < n + 1, `frames read while held: ${got.length - 1}`);
+  release();
+  await sending;
+  await all;
+  t.deepEqual(got, ['hold', ...Array.from({ length: n }, (_, i) => `c${i}`)]);
+});
