@@ -21,6 +21,9 @@ export class NodeMetrics {
   readonly transportDropped: client.Counter<'peer' | 'reason'>;
   readonly transportBadFrames: client.Counter;
   readonly eventLoopLag: client.Gauge;
+  readonly maintenance: client.Histogram<'part'>;
+  /** Its children, labelled once (a pass runs after every landed batch). */
+  readonly maintenanceParts: Record<'snapshotSends' | 'compact' | 'idempotencyGc', client.Histogram.Internal<'part'>>;
   readonly idempotencyCollected: client.Counter;
 
   constructor(nodeId: number) {
@@ -44,6 +47,12 @@ export class NodeMetrics {
     this.transportDropped = new client.Counter({ name: 'kv_transport_dropped_messages_total', help: 'Raft messages dropped (peer down or backlogged)', labelNames: ['peer', 'reason'], registers: [r] });
     this.transportBadFrames = new client.Counter({ name: 'kv_transport_bad_frames_total', help: 'Malformed peer frames (connection closed)', registers: [r] });
     this.idempotencyCollected = new client.Counter({ name: 'kv_idempotency_collected_total', help: 'Expired idempotency records deleted', registers: [r] });
+    this.maintenance = new client.Histogram({ name: 'kv_maintenance_seconds', help: 'Maintenance between batches, by part (no round runs meanwhile): snapshot stream starts, log compaction, idempotency collection', labelNames: ['part'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [r] });
+    this.maintenanceParts = {
+      snapshotSends: this.maintenance.labels({ part: 'snapshot_sends' }),
+      compact: this.maintenance.labels({ part: 'compact' }),
+      idempotencyGc: this.maintenance.labels({ part: 'idempotency_gc' }),
+    };
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 

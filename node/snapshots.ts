@@ -204,10 +204,6 @@ export class SnapshotReceiver {
     });
   }
 
-  async persistCompaction(shard: number, snapshot: Snapshot): Promise<void> {
-    await this.persistCompactions([{ shard, snapshot }]);
-  }
-
   /** Several compactions' snapshot metas in one durable write. */
   async persistCompactions(cuts: Array<{ shard: number; snapshot: Snapshot }>): Promise<void> {
     await writeBatch(this.db, cuts.map(({ shard, snapshot }) => ({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(snapshot) })), true);
