@@ -22,7 +22,7 @@
  * Flags: --pairs N (3), --ops LIST (put), --route spread|leader (leader),
  * --shards N (16; --shards-b N for B alone), --clients N (64), --duration S (8), --warmup S (2),
  * --base-port P (7401), --node-args-a "...", --node-args-b "..." (extra node
- * flags), --keep-logs DIR (copy node logs there).
+ * flags), --v8-flags-a "...", --v8-flags-b "..." (flags for node itself, e.g. --max-semi-space-size=64), --keep-logs DIR (copy node logs there).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
@@ -34,13 +34,13 @@ import { clusterBucketMs, defaultOptions, openEndpoints, preload, runLoad, type 
 
 interface Args {
   a: string; b: string; pairs: number; ops: Op[]; route: Route; shards: number; shardsB: number | null; clients: number;
-  durationS: number; warmupS: number; basePort: number; nodeArgsA: string[]; nodeArgsB: string[]; keepLogs: string | null;
+  durationS: number; warmupS: number; basePort: number; nodeArgsA: string[]; nodeArgsB: string[]; v8A: string[]; v8B: string[]; keepLogs: string | null;
 }
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     a: 'main', b: '.', pairs: 3, ops: ['put'], route: 'leader', shards: 16, shardsB: null, clients: 64, durationS: 8, warmupS: 2,
-    basePort: 7401, nodeArgsA: [], nodeArgsB: [], keepLogs: null,
+    basePort: 7401, nodeArgsA: [], nodeArgsB: [], v8A: [], v8B: [], keepLogs: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i] as string;
@@ -61,6 +61,8 @@ function parseArgs(argv: string[]): Args {
       case '--base-port': a.basePort = n; break;
       case '--node-args-a': a.nodeArgsA = v.split(' ').filter(Boolean); break;
       case '--node-args-b': a.nodeArgsB = v.split(' ').filter(Boolean); break;
+      case '--v8-flags-a': a.v8A = v.split(' ').filter(Boolean); break;
+      case '--v8-flags-b': a.v8B = v.split(' ').filter(Boolean); break;
       case '--keep-logs': a.keepLogs = v; break;
       default: throw new Error(`unknown flag ${k}`);
     }
@@ -102,7 +104,7 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 class Cluster {
   readonly procs: ChildProcess[] = [];
   readonly data = mkdtempSync(join(tmpdir(), 'kv-ab-data-'));
-  constructor(readonly src: string, readonly base: number, readonly shards: number, readonly extra: string[]) {}
+  constructor(readonly src: string, readonly base: number, readonly shards: number, readonly extra: string[], readonly v8: string[] = []) {}
 
   endpoints(): string[] {
     return [0, 1, 2].map((i) => `http://127.0.0.1:${this.base + i}`);
@@ -114,7 +116,7 @@ class Cluster {
     }
     const peers = [0, 1, 2].map((i) => `${i + 1}=127.0.0.1:${this.base + i}:${this.base + 1000 + i}`).join(',');
     for (let i = 1; i <= 3; i++) {
-      const args = ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers, '--data', join(this.data, `node-${i}`),
+      const args = [...this.v8, '--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers, '--data', join(this.data, `node-${i}`),
         '--shards', String(this.shards), '--replicas', '3', '--log-level', 'warn', ...this.extra];
       const log = openSync(join(this.data, `node-${i}.log`), 'a');
       this.procs.push(spawn(process.execPath, args, { cwd: this.src, stdio: ['ignore', log, log] }));
@@ -162,8 +164,8 @@ const median = (xs: number[]): number => {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const sides = [
-    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA, shards: args.shards },
-    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB, shards: args.shardsB ?? args.shards },
+    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA, v8: args.v8A, shards: args.shards },
+    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB, v8: args.v8B, shards: args.shardsB ?? args.shards },
   ];
   const results = new Map<string, Run[]>();
   let current: Cluster | null = null;
@@ -185,7 +187,7 @@ async function main(): Promise<void> {
         if (stopSignal.stopped) break;
         const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
         log(`pair ${pair}, ${side.name} (${side.label}), load average ${load}`);
-        const c = new Cluster(side.dir, side.base, side.shards, side.extra);
+        const c = new Cluster(side.dir, side.base, side.shards, side.extra, side.v8);
         current = c;
         try {
           await c.start();
@@ -227,7 +229,7 @@ async function main(): Promise<void> {
   }
   console.log(`## bench:ab — ${args.pairs} pairs, ${args.clients} clients, route ${args.route}, ${args.shards} shards, ${args.durationS} s (+${args.warmupS} s warm-up)`);
   console.log('');
-  console.log(`A = ${sides[0]?.label} ${args.nodeArgsA.join(' ')}, ${sides[0]?.shards} shards  \nB = ${sides[1]?.label} ${args.nodeArgsB.join(' ')}, ${sides[1]?.shards} shards`);
+  console.log(`A = ${sides[0]?.label} ${[...args.v8A, ...args.nodeArgsA].join(' ')}, ${sides[0]?.shards} shards  \nB = ${sides[1]?.label} ${[...args.v8B, ...args.nodeArgsB].join(' ')}, ${sides[1]?.shards} shards`);
   console.log('');
   console.log('| phase | side | ops/s (median) | p50 ms | p99 ms | node CPU µs/op | runs (ops/s) | errors |');
   console.log('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |');
