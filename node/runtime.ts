@@ -457,7 +457,7 @@ export class KvNode {
     parts.compact.observe((t2 - t1) / 1000);
     parts.idempotencyGc.observe((t3 - t2) / 1000);
     if (ms > 300) {
-      this.log.warn({ ms: Math.round(ms), snapshotSendsMs: Math.round(t1 - t0), sends, compactMs: Math.round(t2 - t1), gcMs: Math.round(ms - (t2 - t0)) }, 'slow maintenance between rounds');
+      this.log.warn({ ms: Math.round(ms), snapshotSendsMs: Math.round(t1 - t0), sends, compactMs: Math.round(t2 - t1), gcMs: Math.round(t3 - t2) }, 'slow maintenance between rounds');
     }
   }
 
@@ -506,15 +506,10 @@ export class KvNode {
       });
       starts.push({ shard, to, msg, cut, iters });
     }
-    if (starts.length === 0) return;
     // No round runs until this returns (a pass starting a dozen streams took 2.2-2.8 s with a durable
     // write and a log truncation per stream, past the election timeout: the peers elected other
-    // leaders, which streamed the same shards again). So: one durable write for every new snapshot
-    // meta, and WAL segments wholly below the cuts are released.
-    await this.snapshotReceiver.persistCompactions(starts.map((x) => ({ shard: x.shard, snapshot: x.cut.snapshot })));
-    // The WAL segments wholly below every cut can go (the metas are durable now).
-    for (const x of starts) this.wal.compacted(x.shard, x.cut.below - 1);
-    await this.wal.collect();
+    // leaders, which streamed the same shards again). So: one durable write for every new cut.
+    await this.persistCuts(starts.map((x) => ({ shard: x.shard, ...x.cut })));
     for (const { shard, to, msg, cut, iters } of starts) {
       streamSnapshot({
         transport: this.transport, shard, to, msg, snapshot: cut.snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
@@ -536,9 +531,8 @@ export class KvNode {
 
   /**
    * Compact every shard whose log is long enough, and then (past walMaxSegments) those pinning the
-   * oldest WAL segment. The snapshot metas of one pass go to LevelDB in ONE synced write: shards
-   * under an even load reach the threshold together, and one synced write per shard (10-30 ms each
-   * here) stalled the rounds for 0.3 s and more.
+   * oldest WAL segment, all in one durable write (persistCuts): shards under an even load reach the
+   * threshold together, and a synced write per shard once held the rounds for 343 ms under load.
    */
   private async maybeCompact(): Promise<void> {
     const cuts: Array<{ shard: number; snapshot: Snapshot; below: number }> = [];
@@ -550,9 +544,16 @@ export class KvNode {
       if (cut !== null) cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
     }
     if (this.wal.segmentCount() > this.cfg.walMaxSegments) this.releaseOldSegments(cuts);
+    await this.persistCuts(cuts);
+  }
+
+  /**
+   * Make compactions durable: every cut's snapshot meta in ONE synced LevelDB write; then the
+   * entries below each cut are covered, and the WAL segments holding only such entries go.
+   */
+  private async persistCuts(cuts: Array<{ shard: number; snapshot: Snapshot; below: number }>): Promise<void> {
     if (cuts.length === 0) return;
     await this.snapshotReceiver.persistCompactions(cuts);
-    // Entries below each cut are covered by a snapshot made durable in LevelDB: their WAL segments may go.
     for (const c of cuts) this.wal.compacted(c.shard, c.below - 1);
     await this.wal.collect();
   }

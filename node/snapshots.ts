@@ -85,7 +85,7 @@ export class SnapshotReceiver {
   private readonly incoming = new Map<number, Incoming>();
   /** Bytes of chunks checked and staged but not yet written. */
   private backlog = 0;
-  /** Most the backlog has been (tests, logs). */
+  /** Most the backlog has been (for tests). */
   backlogPeak = 0;
   private drained: Array<() => void> = [];
   /** Per shard: the staging generation of the last snapshot handed to the Store (live once its install lands). */

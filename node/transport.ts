@@ -150,7 +150,8 @@ export class Transport {
     /** Bytes buf must hold before the next frame can be read. */
     let need = 4;
     let from = 0;
-    let holding = false;
+    /** Holds (promises from onFrame) not yet settled: the socket is paused while there are any. */
+    let holds = 0;
     const fail = (why: string): void => {
       this.opts.metrics?.badFrame();
       this.opts.log.warn({ remote: s.remoteAddress, peer: from, why }, 'closing peer connection: bad frame');
@@ -194,13 +195,11 @@ export class Transport {
         } catch (e) {
           return fail(`rejected frame: ${(e as Error).message}`);
         }
-        // The frames already read are handled; the socket reads nothing more until the hold settles.
-        if (hold instanceof Promise && !holding) {
-          holding = true;
-          s.pause();
+        // The frames already read are handled; the socket reads nothing more until every hold settles.
+        if (hold instanceof Promise) {
+          if (holds++ === 0) s.pause();
           const release = (): void => {
-            holding = false;
-            if (!s.destroyed) s.resume();
+            if (--holds === 0 && !s.destroyed) s.resume();
           };
           hold.then(release, release);
         }

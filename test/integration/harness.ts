@@ -70,9 +70,14 @@ export class TestCluster {
   }
 
   static async start(t: ExecutionContext, n = 3, args: string[] = []): Promise<TestCluster> {
+    return TestCluster.retryPortClash(t, () => TestCluster.startOnce(t, n, args));
+  }
+
+  /** Start afresh on new ports (at most 3 attempts) when a node could not bind its port. */
+  private static async retryPortClash(t: ExecutionContext, once: () => Promise<TestCluster>): Promise<TestCluster> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await TestCluster.startOnce(t, n, args);
+        return await once();
       } catch (e) {
         if (attempt >= 3 || !(e instanceof PortClash)) throw e;
         t.log(`cluster start attempt ${attempt}: a node could not bind its port; starting again on new ports`);
@@ -99,7 +104,7 @@ export class TestCluster {
   /** waitLeaders() after a fresh start; a node that exited because its port was taken means: start again. */
   private async waitStarted(): Promise<void> {
     try {
-      // Every node must know every shard's leader, not only some: a node still in a split vote
+      // Every replica of a shard must know its leader, not only some: a replica still in a split vote
       // (candidate, leader unknown) would answer a test's first requests with 503 no_leader.
       await this.waitLeaders(30_000, [], true);
     } catch (e) {
@@ -116,14 +121,7 @@ export class TestCluster {
    * (c.proxy) so tests can partition, blackhole and delay links.
    */
   static async startWithProxy(t: ExecutionContext, n = 3, args: string[] = [], envFor: ((i: number) => Record<string, string>) | null = null): Promise<TestCluster> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await TestCluster.startWithProxyOnce(t, n, args, envFor);
-      } catch (e) {
-        if (attempt >= 3 || !(e instanceof PortClash)) throw e;
-        t.log(`cluster start attempt ${attempt}: a node could not bind its port; starting again on new ports`);
-      }
-    }
+    return TestCluster.retryPortClash(t, () => TestCluster.startWithProxyOnce(t, n, args, envFor));
   }
 
   private static async startWithProxyOnce(t: ExecutionContext, n: number, args: string[], envFor: ((i: number) => Record<string, string>) | null): Promise<TestCluster> {
