@@ -7,13 +7,22 @@
  *                   the file system must commit its size with the data);
  *  - `prewritten` — overwrite the next slot of a file whose blocks were written and
  *                   synced beforehand (a preallocated WAL segment, as etcd's WAL keeps):
- *                   fdatasync has only the data to flush.
+ *                   fdatasync has only the data to flush;
+ *  - `wal-2ops`   — the same prewritten slots from the event loop as the WAL wrote them
+ *                   before: an asynchronous write, then an asynchronous fdatasync (two
+ *                   thread-pool round trips);
+ *  - `wal-dsync`  — the same with the file opened O_DSYNC, as node/wal.ts writes now: one
+ *                   asynchronous write that returns once the data is durable.
+ *
+ * Each method's CPU (this process: the event loop, the thread pool and the kernel
+ * work done on their behalf) is reported per write.
  *
  * The methods alternate in short rounds so a noisy, shared machine weighs on each alike.
  *
  *   npm run bench:fsync -- [--rounds 10] [--per-round 100] [--batch-bytes 5000]
  */
-import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
@@ -50,13 +59,26 @@ async function main(): Promise<void> {
   const zero = Buffer.alloc(1 << 20);
   for (let off = 0; off < total * o.batchBytes; off += zero.length) writeSync(preFd, zero, 0, zero.length, off);
   fdatasyncSync(preFd);
-  const hs: Record<string, Histogram> = { leveldb: newHistogram(), append: newHistogram(), prewritten: newHistogram() };
-  const busy: Record<string, number> = { leveldb: 0, append: 0, prewritten: 0 };
+  const methods = ['leveldb', 'append', 'prewritten', 'wal-2ops', 'wal-dsync'] as const;
+  // The asynchronous methods get files of their own, prewritten the same way.
+  const asyncFile = async (name: string, flags: number) => {
+    const fd = openSync(join(dir, name), 'w');
+    for (let off = 0; off < total * o.batchBytes; off += zero.length) writeSync(fd, zero, 0, zero.length, off);
+    fdatasyncSync(fd);
+    closeSync(fd);
+    return open(join(dir, name), flags);
+  };
+  const twoOps = await asyncFile('two-ops.log', constants.O_RDWR);
+  const dsync = await asyncFile('dsync.log', constants.O_RDWR | constants.O_DSYNC);
+  const hs = Object.fromEntries(methods.map((m) => [m, newHistogram()])) as Record<string, Histogram>;
+  const busy = Object.fromEntries(methods.map((m) => [m, 0])) as Record<string, number>;
+  const cpu = Object.fromEntries(methods.map((m) => [m, 0])) as Record<string, number>;
   let n = 0;
   const load0 = loadavg()[0] as number;
   for (let r = 0; r < o.rounds; r++) {
-    for (const m of ['leveldb', 'append', 'prewritten'] as const) {
+    for (const m of methods) {
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       for (let i = 0; i < o.perRound; i++) {
         const s = performance.now();
         const k = r * o.perRound + i;
@@ -69,25 +91,34 @@ async function main(): Promise<void> {
         } else if (m === 'append') {
           writeSync(appendFd, rec);
           fdatasyncSync(appendFd);
-        } else {
+        } else if (m === 'prewritten') {
           writeSync(preFd, rec, 0, rec.length, k * o.batchBytes);
           fdatasyncSync(preFd);
+        } else if (m === 'wal-2ops') {
+          await twoOps.write(rec, 0, rec.length, k * o.batchBytes);
+          await twoOps.datasync();
+        } else {
+          await dsync.write(rec, 0, rec.length, k * o.batchBytes);
         }
         recordMs(hs[m] as Histogram, performance.now() - s);
       }
       busy[m] = (busy[m] as number) + (performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu[m] = (cpu[m] as number) + c.user + c.system;
     }
   }
   await db.close();
   closeSync(appendFd);
   closeSync(preFd);
+  await twoOps.close();
+  await dsync.close();
   cleanup();
   console.log(`## durable write of ${o.batchBytes} B: ${o.rounds} rounds × ${o.perRound} per method, alternating; load average ${load0.toFixed(1)} → ${(loadavg()[0] as number).toFixed(1)}; dir ${tmpdir()}\n`);
-  console.log('| method | writes/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |');
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  console.log('| method | writes/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU µs/write |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const m of Object.keys(hs)) {
     const s = summarize(hs[m] as Histogram);
-    console.log(`| ${m} | ${Math.round(total / ((busy[m] as number) / 1000))} | ${s.p50Ms.toFixed(2)} | ${s.p90Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.p999Ms.toFixed(2)} | ${s.maxMs.toFixed(2)} |`);
+    console.log(`| ${m} | ${Math.round(total / ((busy[m] as number) / 1000))} | ${s.p50Ms.toFixed(2)} | ${s.p90Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.p999Ms.toFixed(2)} | ${s.maxMs.toFixed(2)} | ${Math.round((cpu[m] as number) / total)} |`);
   }
 }
 

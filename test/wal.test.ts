@@ -5,7 +5,7 @@
  * the per-shard fold (suffix replacement, hard state, snapshot markers).
  */
 import test from 'ava';
-import { mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeSync, closeSync } from 'node:fs';
+import { constants, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Entry, HardState } from '../raft/index.ts';
@@ -220,4 +220,33 @@ test('fold: later entries replace a suffix, the latest hard state wins, a snapsh
   t.deepEqual(s.markers.map((m) => [m.index, m.before.length]), [[9, 5]]);
   t.deepEqual(s.hardState, hs(4, 0, 9));
   t.throws(() => foldWal([encodeBatch([{ shard: 1, hardState: null, entries: [e(1, 1)], snapshot: null }]), encodeBatch([{ shard: 1, hardState: null, entries: [e(1, 3)], snapshot: null }])]), { message: /after a log ending at 1/ });
+});
+
+/** Open descriptors of this process on files under dir, with their open flags (from /proc/self/fdinfo). */
+function openFlagsUnder(dir: string): Array<{ path: string; flags: number }> {
+  const out: Array<{ path: string; flags: number }> = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let path: string;
+    try {
+      path = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (!path.startsWith(dir)) continue;
+    const m = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    if (m !== null) out.push({ path, flags: parseInt(m[1] as string, 8) });
+  }
+  return out;
+}
+
+test('segments are written through O_DSYNC descriptors (append() does no separate fdatasync)', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir, 4096);
+  // Roll at least once: the segment opened by a roll must be O_DSYNC too, not only the first.
+  for (let i = 0; i < 8; i++) await wal.append([Buffer.alloc(1500, i)], new Map([[1, i + 1]]));
+  t.true(segs(dir).length >= 3);
+  const fds = openFlagsUnder(dir).filter((f) => f.path.endsWith('.seg'));
+  t.true(fds.length >= 1, 'the segment being written is open');
+  for (const f of fds) t.is(f.flags & constants.O_DSYNC, constants.O_DSYNC, `${f.path} is open without O_DSYNC (flags ${f.flags.toString(8)})`);
+  await wal.close();
 });
