@@ -22,7 +22,9 @@
  * Flags: --pairs N (3), --ops LIST (put), --route spread|leader (leader),
  * --shards N (16; --shards-b N for B alone), --clients N (64), --duration S (8), --warmup S (2),
  * --base-port P (7401), --node-args-a "...", --node-args-b "..." (extra node
- * flags), --v8-flags-a "...", --v8-flags-b "..." (flags for node itself, e.g. --max-semi-space-size=64), --keep-logs DIR (copy node logs there).
+ * flags), --v8-flags-a "...", --v8-flags-b "..." (flags for node itself, e.g. --max-semi-space-size=64),
+ * --env-a "K=V ...", --env-b "K=V ..." (environment of that side's nodes, e.g. UV_THREADPOOL_SIZE=4; both
+ * sides default to UV_THREADPOOL_SIZE=2 as cluster.sh starts nodes), --keep-logs DIR (copy node logs there).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
@@ -34,13 +36,24 @@ import { clusterBucketMs, defaultOptions, openEndpoints, preload, runLoad, type 
 
 interface Args {
   a: string; b: string; pairs: number; ops: Op[]; route: Route; shards: number; shardsB: number | null; clients: number;
-  durationS: number; warmupS: number; basePort: number; nodeArgsA: string[]; nodeArgsB: string[]; v8A: string[]; v8B: string[]; keepLogs: string | null;
+  durationS: number; warmupS: number; basePort: number; nodeArgsA: string[]; nodeArgsB: string[]; v8A: string[]; v8B: string[]; envA: Record<string, string>; envB: Record<string, string>; keepLogs: string | null;
+}
+
+/** "K=V K2=V2": environment variables for one side's nodes (e.g. UV_THREADPOOL_SIZE=2). */
+function parseEnv(flag: string, v: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of v.split(' ').filter(Boolean)) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(kv);
+    if (m === null) throw new Error(`${flag}: expected K=V, got ${kv}`);
+    out[m[1] as string] = m[2] as string;
+  }
+  return out;
 }
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     a: 'main', b: '.', pairs: 3, ops: ['put'], route: 'leader', shards: 16, shardsB: null, clients: 64, durationS: 8, warmupS: 2,
-    basePort: 7401, nodeArgsA: [], nodeArgsB: [], v8A: [], v8B: [], keepLogs: null,
+    basePort: 7401, nodeArgsA: [], nodeArgsB: [], v8A: [], v8B: [], envA: {}, envB: {}, keepLogs: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i] as string;
@@ -63,6 +76,8 @@ function parseArgs(argv: string[]): Args {
       case '--node-args-b': a.nodeArgsB = v.split(' ').filter(Boolean); break;
       case '--v8-flags-a': a.v8A = v.split(' ').filter(Boolean); break;
       case '--v8-flags-b': a.v8B = v.split(' ').filter(Boolean); break;
+      case '--env-a': a.envA = parseEnv(k, v); break;
+      case '--env-b': a.envB = parseEnv(k, v); break;
       case '--keep-logs': a.keepLogs = v; break;
       default: throw new Error(`unknown flag ${k}`);
     }
@@ -104,7 +119,7 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 class Cluster {
   readonly procs: ChildProcess[] = [];
   readonly data = mkdtempSync(join(tmpdir(), 'kv-ab-data-'));
-  constructor(readonly src: string, readonly base: number, readonly shards: number, readonly extra: string[], readonly v8: string[] = []) {}
+  constructor(readonly src: string, readonly base: number, readonly shards: number, readonly extra: string[], readonly v8: string[] = [], readonly env: Record<string, string> = {}) {}
 
   endpoints(): string[] {
     return [0, 1, 2].map((i) => `http://127.0.0.1:${this.base + i}`);
@@ -119,7 +134,7 @@ class Cluster {
       const args = [...this.v8, '--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers, '--data', join(this.data, `node-${i}`),
         '--shards', String(this.shards), '--replicas', '3', '--log-level', 'warn', ...this.extra];
       const log = openSync(join(this.data, `node-${i}.log`), 'a');
-      this.procs.push(spawn(process.execPath, args, { cwd: this.src, stdio: ['ignore', log, log] }));
+      this.procs.push(spawn(process.execPath, args, { cwd: this.src, stdio: ['ignore', log, log], env: { ...process.env, UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? '2', ...this.env } }));
     }
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
@@ -164,8 +179,8 @@ const median = (xs: number[]): number => {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const sides = [
-    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA, v8: args.v8A, shards: args.shards },
-    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB, v8: args.v8B, shards: args.shardsB ?? args.shards },
+    { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA, v8: args.v8A, env: args.envA, shards: args.shards },
+    { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB, v8: args.v8B, env: args.envB, shards: args.shardsB ?? args.shards },
   ];
   const results = new Map<string, Run[]>();
   let current: Cluster | null = null;
@@ -187,7 +202,7 @@ async function main(): Promise<void> {
         if (stopSignal.stopped) break;
         const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
         log(`pair ${pair}, ${side.name} (${side.label}), load average ${load}`);
-        const c = new Cluster(side.dir, side.base, side.shards, side.extra, side.v8);
+        const c = new Cluster(side.dir, side.base, side.shards, side.extra, side.v8, side.env);
         current = c;
         try {
           await c.start();
@@ -229,7 +244,8 @@ async function main(): Promise<void> {
   }
   console.log(`## bench:ab — ${args.pairs} pairs, ${args.clients} clients, route ${args.route}, ${args.shards} shards, ${args.durationS} s (+${args.warmupS} s warm-up)`);
   console.log('');
-  console.log(`A = ${sides[0]?.label} ${[...args.v8A, ...args.nodeArgsA].join(' ')}, ${sides[0]?.shards} shards  \nB = ${sides[1]?.label} ${[...args.v8B, ...args.nodeArgsB].join(' ')}, ${sides[1]?.shards} shards`);
+  const envText = (e: Record<string, string>): string[] => Object.entries(e).map(([k, v]) => `${k}=${v}`);
+  console.log(`A = ${sides[0]?.label} ${[...envText(args.envA), ...args.v8A, ...args.nodeArgsA].join(' ')}, ${sides[0]?.shards} shards  \nB = ${sides[1]?.label} ${[...envText(args.envB), ...args.v8B, ...args.nodeArgsB].join(' ')}, ${sides[1]?.shards} shards`);
   console.log('');
   console.log('| phase | side | ops/s (median) | p50 ms | p99 ms | node CPU µs/op | runs (ops/s) | errors |');
   console.log('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |');

@@ -13,6 +13,8 @@ import type { ExecutionContext } from 'ava';
 import { LinkProxy } from '../netproxy/link-proxy.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** Nodes run as cluster.sh starts them: two libuv pool threads unless the environment says otherwise. */
+const NODE_ENV: NodeJS.ProcessEnv = { ...process.env, UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? '2' };
 
 function canListen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -154,7 +156,7 @@ export class TestCluster {
       '--data', join(this.dir, `node-${i}`), '--log-level', 'warn',
       // Small WAL segments: less zeroing per node start, and roll-overs and segment deletion happen in every test.
       '--wal-segment-bytes', String(4 << 20), ...this.args], {
-      cwd: ROOT, stdio: ['ignore', log, log], env: this.envFor === null ? process.env : { ...process.env, ...this.envFor(i) },
+      cwd: ROOT, stdio: ['ignore', log, log], env: { ...NODE_ENV, ...(this.envFor === null ? {} : this.envFor(i)) },
     });
     closeSync(log);
     this.procs.set(i, p);
