@@ -43,6 +43,8 @@ export interface NodeConfig {
    * own replica, leader or not, without ReadIndex or lease.
    */
   plantBug: PlantedServerBug | null;
+  /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
+  faultSlowWalMs: number;
 }
 
 export type PlantedServerBug = 'local-lin-reads';
@@ -71,6 +73,7 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --cluster-id ID        refuse peers of another cluster (default "kv")
   --max-in-flight N      HTTP requests served at once; beyond: 503 overloaded, not_applied (default 4096)
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)
+  --fault-slow-wal-ms N  TESTS ONLY: every WAL append waits N ms first (a slow disk)
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
                          (local-lin-reads: linearizable reads served by any replica without ReadIndex)`;
 
@@ -157,6 +160,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     midFlightRounds: int(a.get('mid-flight-rounds') ?? env['KV_MID_FLIGHT_ROUNDS'], 64, '--mid-flight-rounds', 0),
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
     plantBug: null,
+    faultSlowWalMs: int(a.get('fault-slow-wal-ms'), 0, '--fault-slow-wal-ms', 0),
   };
   const plant = a.get('plant-bug');
   if (plant !== undefined) {

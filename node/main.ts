@@ -21,6 +21,7 @@ async function main(): Promise<void> {
   const [host, port] = [cfg.listen.slice(0, cfg.listen.lastIndexOf(':')), Number(cfg.listen.slice(cfg.listen.lastIndexOf(':') + 1))];
   await app.listen({ host, port });
   log.info({ listen: cfg.listen, peer: cfg.peerListen, data: cfg.dataDir, uvThreadpoolSize: process.env['UV_THREADPOOL_SIZE'] ?? 'default (4)' }, 'serving');
+  if (cfg.faultSlowWalMs > 0) log.warn({ faultSlowWalMs: cfg.faultSlowWalMs }, 'FAULT INJECTED (--fault-slow-wal-ms): every WAL append is delayed, for tests only');
   if (cfg.plantBug !== null) log.warn({ plantBug: cfg.plantBug }, 'PLANTED BUG ENABLED (--plant-bug): this node is deliberately incorrect, for testing the fault suite only');
 
   let stopping = false;

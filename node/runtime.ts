@@ -385,6 +385,7 @@ export class KvNode {
       if (last !== undefined && last.index > (max.get(it.shard) ?? 0)) max.set(it.shard, last.index);
     }
     const t0 = performance.now();
+    if (this.cfg.faultSlowWalMs > 0) await new Promise((r) => setTimeout(r, this.cfg.faultSlowWalMs));
     await this.wal.append([encodeBatch(items)], max);
     this.metrics.roundDuration.observe({ phase: 'wal' }, (performance.now() - t0) / 1000);
     for (const it of items) if (it.hardState !== null) this.walHard.set(it.shard, it.hardState);

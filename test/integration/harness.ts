@@ -66,6 +66,8 @@ export class TestCluster {
   peersFor: ((i: number) => string) | null = null;
   /** Extra environment per node process (e.g. libfaketime for clock faults). */
   envFor: ((i: number) => Record<string, string>) | null = null;
+  /** Extra node flags per node, after the cluster's own (e.g. a fault injected into one node). */
+  argsFor: ((i: number) => string[]) | null = null;
   dir: string;
   constructor(readonly n: number, readonly args: string[]) {
     this.dir = mkdtempSync(join(tmpdir(), 'kv-it-'));
@@ -155,7 +157,7 @@ export class TestCluster {
     const p = spawn(process.execPath, ['--import', 'tsx', 'node/main.ts', '--id', String(i), '--peers', peers,
       '--data', join(this.dir, `node-${i}`), '--log-level', 'warn',
       // Small WAL segments: less zeroing per node start, and roll-overs and segment deletion happen in every test.
-      '--wal-segment-bytes', String(4 << 20), ...this.args], {
+      '--wal-segment-bytes', String(4 << 20), ...this.args, ...(this.argsFor === null ? [] : this.argsFor(i))], {
       cwd: ROOT, stdio: ['ignore', log, log], env: { ...NODE_ENV, ...(this.envFor === null ? {} : this.envFor(i)) },
     });
     closeSync(log);
