@@ -18,6 +18,10 @@
  * processes, /proc/<pid>/stat) per successful operation — over the whole
  * phase, warm-up included, so it slightly overstates the cost per op, alike
  * for both sides. On a saturated machine that figure is the sturdier one.
+ * Then, per phase, the pairs themselves: in how many B used less CPU per op
+ * than A, and B/A per pair. On a noisy machine a pair's two sides can differ
+ * by 30 % for no reason (two sides of one build, session 5), so read a change
+ * by how many pairs it wins, over more than one run, not by one median.
  *
  * Flags: --pairs N (3), --ops LIST (put), --route spread|leader (leader),
  * --shards N (16; --shards-b N for B alone), --clients N (64), --duration S (8), --warmup S (2),
@@ -168,7 +172,7 @@ class Cluster {
   }
 }
 
-interface Run { ops: number; p50: number; p99: number; cpuUsPerOp: number; errors: number }
+interface Run { pair: number; ops: number; p50: number; p99: number; cpuUsPerOp: number; errors: number }
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((x, y) => x - y);
@@ -223,7 +227,7 @@ async function main(): Promise<void> {
               const r = await runLoad({ ...opts, op }, eps);
               const cpu = c.cpuSeconds() - cpu0;
               const total = r.okOps * (args.warmupS + args.durationS) / args.durationS;
-              const run: Run = { ops: r.opsPerSec, p50: r.latency.p50Ms, p99: r.latency.p99Ms, cpuUsPerOp: (cpu * 1e6) / Math.max(1, total), errors: r.errorOps };
+              const run: Run = { pair, ops: r.opsPerSec, p50: r.latency.p50Ms, p99: r.latency.p99Ms, cpuUsPerOp: (cpu * 1e6) / Math.max(1, total), errors: r.errorOps };
               const key = `${op}|${side.name}`;
               results.set(key, [...(results.get(key) ?? []), run]);
               log(`  ${op}: ${r.opsPerSec.toFixed(0)} ops/s, p50 ${r.latency.p50Ms.toFixed(1)} ms, p99 ${r.latency.p99Ms.toFixed(1)} ms, ` +
@@ -256,6 +260,18 @@ async function main(): Promise<void> {
         `${median(rs.map((r) => r.p99)).toFixed(1)} | ${median(rs.map((r) => r.cpuUsPerOp)).toFixed(0)} | ${rs.map((r) => r.ops.toFixed(0)).join(', ')} | ` +
         `${rs.reduce((s, r) => s + r.errors, 0)} |`);
     }
+  }
+  // On a noisy machine the pairs say more than the medians: in how many did B use less CPU per op?
+  console.log('');
+  for (const op of args.ops) {
+    const a = new Map((results.get(`${op}|A`) ?? []).map((r) => [r.pair, r]));
+    const both = (results.get(`${op}|B`) ?? []).flatMap((b) => {
+      const x = a.get(b.pair);
+      return x === undefined ? [] : [{ a: x, b }];
+    });
+    const lower = both.filter((p) => p.b.cpuUsPerOp < p.a.cpuUsPerOp).length;
+    const ratios = both.map((p) => p.b.cpuUsPerOp / p.a.cpuUsPerOp);
+    console.log(`- ${op}: B used less node CPU per op than A in ${lower} of ${both.length} pairs; B/A per pair ${ratios.map((x) => x.toFixed(2)).join(', ')}${ratios.length > 0 ? ` (median ${median(ratios).toFixed(2)})` : ''}`);
   }
 }
 
