@@ -37,7 +37,7 @@ start_node() {
   local i="$1"
   if alive "$i"; then echo "node $i already running (pid $(pid_of "$i"))"; return 0; fi
   # shellcheck disable=SC2086
-  # Two libuv pool threads, not four: ~10 % less node CPU per write (README, "Running a node by hand").
+  # Two libuv pool threads, not four: less node CPU per request (README, "Running a node by hand").
   UV_THREADPOOL_SIZE="${UV_THREADPOOL_SIZE:-2}" nohup node --import tsx "$ROOT/node/main.ts" --id "$i" --peers "$(peers_spec)" --data "$DATA/node-$i" \
     --shards "$SHARDS" --replicas "$REPLICAS" --tick-ms "$TICK_MS" ${NODE_ARGS} \
     >>"$DATA/node-$i.log" 2>&1 </dev/null &
