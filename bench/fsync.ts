@@ -54,22 +54,20 @@ async function main(): Promise<void> {
   const db = new ClassicLevel<Uint8Array, Uint8Array>(join(dir, 'db'), { keyEncoding: 'view', valueEncoding: 'view' });
   await db.open();
   const appendFd = openSync(join(dir, 'append.log'), 'w');
-  const preFd = openSync(join(dir, 'pre.log'), 'w');
-  // Pre-write (and sync) every slot the prewritten method will use.
+  // A file with every slot a method will use written (zeros) and synced beforehand, as a WAL segment is.
   const zero = Buffer.alloc(1 << 20);
-  for (let off = 0; off < total * o.batchBytes; off += zero.length) writeSync(preFd, zero, 0, zero.length, off);
-  fdatasyncSync(preFd);
-  const methods = ['leveldb', 'append', 'prewritten', 'wal-2ops', 'wal-dsync'] as const;
-  // The asynchronous methods get files of their own, prewritten the same way.
-  const asyncFile = async (name: string, flags: number) => {
-    const fd = openSync(join(dir, name), 'w');
+  const prewrite = (name: string): string => {
+    const path = join(dir, name);
+    const fd = openSync(path, 'w');
     for (let off = 0; off < total * o.batchBytes; off += zero.length) writeSync(fd, zero, 0, zero.length, off);
     fdatasyncSync(fd);
     closeSync(fd);
-    return open(join(dir, name), flags);
+    return path;
   };
-  const twoOps = await asyncFile('two-ops.log', constants.O_RDWR);
-  const dsync = await asyncFile('dsync.log', constants.O_RDWR | constants.O_DSYNC);
+  const preFd = openSync(prewrite('pre.log'), 'r+');
+  const methods = ['leveldb', 'append', 'prewritten', 'wal-2ops', 'wal-dsync'] as const;
+  const twoOps = await open(prewrite('two-ops.log'), constants.O_RDWR);
+  const dsync = await open(prewrite('dsync.log'), constants.O_RDWR | constants.O_DSYNC);
   const hs = Object.fromEntries(methods.map((m) => [m, newHistogram()])) as Record<string, Histogram>;
   const busy = Object.fromEntries(methods.map((m) => [m, 0])) as Record<string, number>;
   const cpu = Object.fromEntries(methods.map((m) => [m, 0])) as Record<string, number>;
