@@ -45,6 +45,8 @@ export interface NodeConfig {
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
   faultSlowWalMs: number;
+  /** A persist batch (WAL append + LevelDB batch) taking this long is logged as a warning (rate-limited) and counted. */
+  slowPersistMs: number;
 }
 
 export type PlantedServerBug = 'local-lin-reads';
@@ -73,6 +75,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --cluster-id ID        refuse peers of another cluster (default "kv")
   --max-in-flight N      HTTP requests served at once; beyond: 503 overloaded, not_applied (default 4096)
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)
+  --slow-persist-ms N    warn (at most every 5 s) when writing one batch takes N ms or more, with the
+                         WAL's and LevelDB's parts (default 200)
   --fault-slow-wal-ms N  TESTS ONLY: every WAL append waits N ms first (a slow disk)
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
                          (local-lin-reads: linearizable reads served by any replica without ReadIndex)`;
@@ -161,6 +165,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
     plantBug: null,
     faultSlowWalMs: int(a.get('fault-slow-wal-ms'), 0, '--fault-slow-wal-ms', 0),
+    slowPersistMs: int(a.get('slow-persist-ms'), 200, '--slow-persist-ms', 1),
   };
   const plant = a.get('plant-bug');
   if (plant !== undefined) {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { Pool } from 'undici';
 import { InputError, STATIC_BUCKET, bucketOf, checkIdempotencyKey, checkKey, checkTenant, checkValue, parseTime, DEFAULT_LIMITS } from '../shard/keys.ts';
@@ -68,8 +68,8 @@ export function buildApp(node: KvNode, log: Logger) {
     loggerInstance: log,
     bodyLimit: DEFAULT_LIMITS.valueMaxBytes + 1024,
     genReqId: requestIdOf,
-    requestIdLogLabel: 'reqId',
-    disableRequestLogging: true,
+    // fastify 5.12 moved these two into a log controller (the top-level options print FSTDEP023/024 and go in fastify 6).
+    logController: new LogController({ requestIdLogLabel: 'reqId', disableRequestLogging: true }),
     routerOptions: { maxParamLength: 2048 },
     return503OnClosing: true,
   });

@@ -25,6 +25,7 @@ export class NodeMetrics {
   /** Its children, labelled once (a pass runs after every landed batch). */
   readonly maintenanceParts: Record<'snapshotSends' | 'compact' | 'idempotencyGc', client.Histogram.Internal<'part'>>;
   readonly idempotencyCollected: client.Counter;
+  readonly slowPersists: client.Counter;
 
   constructor(nodeId: number) {
     const r = this.registry;
@@ -39,7 +40,7 @@ export class NodeMetrics {
     this.raftQuiesced = new client.Gauge({ name: 'kv_raft_quiesced', help: '1 if the shard\'s group is quiesced here (idle: no heartbeats)', labelNames: ['shard'], registers: [r] });
     this.leaderChanges = new client.Counter({ name: 'kv_raft_leader_changes_total', help: 'Leader changes seen per shard', labelNames: ['shard'], registers: [r] });
     this.proposalsPending = new client.Gauge({ name: 'kv_proposals_pending', help: 'Requests waiting for the next round', registers: [r] });
-    this.roundDuration = new client.Histogram({ name: 'kv_round_phase_seconds', help: 'Duration of round phases: round = stepping and applying; wal = Raft WAL append + fdatasync; persist = the whole batch landing (WAL and the unsynced LevelDB state batch)', labelNames: ['phase'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [r] });
+    this.roundDuration = new client.Histogram({ name: 'kv_round_phase_seconds', help: 'Duration of round phases: round = stepping and applying; wal = Raft WAL append (O_DSYNC); leveldb = the state batch (unsynced, or synced after the WAL for a snapshot install), from the batch start; persist = the whole batch landing (both)', labelNames: ['phase'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [r] });
     this.roundEntries = new client.Histogram({ name: 'kv_round_persist_ops', help: 'LevelDB state operations per persist batch (group commit size; the Raft log goes to the WAL)', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096], registers: [r] });
     this.snapshots = new client.Counter({ name: 'kv_snapshots_total', help: 'Snapshots sent and received', labelNames: ['direction', 'result'], registers: [r] });
     this.transportBytes = new client.Counter({ name: 'kv_transport_bytes_total', help: 'Peer transport bytes', labelNames: ['direction', 'peer'], registers: [r] });
@@ -53,6 +54,7 @@ export class NodeMetrics {
       compact: this.maintenance.labels({ part: 'compact' }),
       idempotencyGc: this.maintenance.labels({ part: 'idempotency_gc' }),
     };
+    this.slowPersists = new client.Counter({ name: 'kv_slow_persists_total', help: 'Persist batches that took --slow-persist-ms or longer (each is also in the log, rate-limited, with its WAL and LevelDB parts)', registers: [r] });
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 

@@ -17,6 +17,7 @@ import { encodeBatch, encodeHeader, foldWal } from './wal-codec.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
+import { RateLimitedWarn } from './rate-limited-warn.ts';
 import { SnapshotLedger } from './snapshot-ledger.ts';
 import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
@@ -113,9 +114,12 @@ export class KvNode {
   private readonly port = (): KvStatePort => this.statePort;
   fatal: Error | null = null;
 
+  private readonly slowPersist: RateLimitedWarn;
+
   constructor(readonly cfg: NodeConfig, readonly log: Logger) {
     this.map = buildClusterMap(cfg.cluster);
     this.metrics = new NodeMetrics(cfg.id);
+    this.slowPersist = new RateLimitedWarn(log, 'slow persist: writing a batch took long (walMs, leveldbMs: when each part finished)', 5_000, () => this.metrics.slowPersists.inc());
     this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
   }
 
@@ -353,13 +357,20 @@ export class KvNode {
     }
     const t0 = performance.now();
     this.metrics.roundEntries.observe(g.ops.length);
-    const walDone = g.wal.length > 0 ? this.appendWal(g.wal) : Promise.resolve();
-    const both = g.sync
-      ? walDone.then(() => writeBatch(this.db, g.ops, true))
-      : settleBoth(walDone, writeBatch(this.db, g.ops, false));
+    // When each part finished (ms since t0): a slow batch says which part was slow.
+    let walMs = 0;
+    let leveldbMs = 0;
+    const walDone = (g.wal.length > 0 ? this.appendWal(g.wal) : Promise.resolve()).then(() => { walMs = performance.now() - t0; });
+    const timedBatch = (sync: boolean): Promise<void> => writeBatch(this.db, g.ops, sync).then(() => {
+      leveldbMs = performance.now() - t0;
+      if (g.ops.length > 0) this.metrics.roundDuration.observe({ phase: 'leveldb' }, leveldbMs / 1000);
+    });
+    const both = g.sync ? walDone.then(() => timedBatch(true)) : settleBoth(walDone, timedBatch(false));
     this.writing = both.then(
       () => {
-        this.metrics.roundDuration.observe({ phase: 'persist' }, (performance.now() - t0) / 1000);
+        const ms = performance.now() - t0;
+        this.metrics.roundDuration.observe({ phase: 'persist' }, ms / 1000);
+        if (ms >= this.cfg.slowPersistMs) this.slowPersist.report({ ms: Math.round(ms), walMs: Math.round(walMs), leveldbMs: Math.round(leveldbMs), leveldbOps: g.ops.length, synced: g.sync });
         this.writing = null;
         this.landed(g);
         // Rounds begun while this batch was in flight go out at once.

@@ -61,7 +61,7 @@ async function writeMany(c: TestCluster, via: number[], from: number, count: num
 /** Every replica converges; if not, the test log gets node 3's last lines (the node each test hurts). */
 async function assertConverged(t: import('ava').ExecutionContext, c: TestCluster): Promise<void> {
   const conv = await awaitConvergence(c, [1, 2, 3], 30_000);
-  if (conv.problems.length > 0) t.log(`node 3's log, last lines:\n${readFileSync(join(c.dir, 'node-3.log'), 'utf8').split('\n').slice(-25).join('\n')}`);
+  if (conv.problems.length > 0) t.log(`node 3's log, last lines:\n${c.logOf(3).split('\n').slice(-25).join('\n')}`);
   t.deepEqual(conv.problems, []);
 }
 
@@ -196,10 +196,10 @@ test.serial('torn tail of the Raft WAL after a crash: the node restarts on a con
   }
   c.spawn(3);
   await c.waitReady(3).catch((e: unknown) => {
-    t.log(readFileSync(join(c.dir, 'node-3.log'), 'utf8').slice(-3000));
+    t.log(c.logOf(3).slice(-3000));
     throw e;
   });
-  t.regex(readFileSync(join(c.dir, 'node-3.log'), 'utf8'), /torn tail dropped/);
+  t.regex(c.logOf(3), /torn tail dropped/);
   await writeMany(c, [1, 2, 3], 200_000, 30, 512, acked);
   await assertConverged(t, c);
   await checkAcked(t, c, acked);

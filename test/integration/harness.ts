@@ -168,6 +168,11 @@ export class TestCluster {
     return this.urls.get(i) as string;
   }
 
+  /** Everything node i has logged so far (all its runs: the file is appended to on a restart). */
+  logOf(i: number): string {
+    return readFileSync(join(this.dir, `node-${i}.log`), 'utf8');
+  }
+
   async map(i: number): Promise<ClusterMapView> {
     const r = await fetch(`${this.url(i)}/v1/cluster`, { signal: AbortSignal.timeout(2000) });
     return (await r.json()) as ClusterMapView;

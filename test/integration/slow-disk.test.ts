@@ -70,4 +70,11 @@ test.serial('a bounded stale read on a node with a slow disk never serves a valu
     if (last !== 'v3') await new Promise((r) => setTimeout(r, 50));
   }
   t.is(last, 'v3', 'node 3 caught up with the last write');
+  // The slow disk is explained where an operator looks: node 3 warned that a batch was slow, and
+  // that its WAL part was the slow one; its counter says how many were.
+  const warned = c.logOf(3).split('\n').filter((l) => l.includes('slow persist')).map((l) => JSON.parse(l) as { walMs: number; leveldbMs: number });
+  t.true(warned.length > 0, 'node 3 logged no slow persist');
+  t.true(warned.some((w) => w.walMs >= SLOW_MS), JSON.stringify(warned.slice(0, 3)));
+  const m = /kv_slow_persists_total\{node="3"\} (\d+)/.exec((await http('GET', `${c.url(3)}/metrics`)).body);
+  t.true(Number(m?.[1] ?? 0) >= warned.length, `kv_slow_persists_total ${m?.[1]} < ${warned.length} warnings`);
 });
