@@ -82,14 +82,23 @@ async function writeAll(fh: FileHandle, buf: Uint8Array, position: number): Prom
   }
 }
 
-/** Make a zeroed, synced segment file under its final name (atomically: written as .tmp, then renamed). */
-async function createSegment(dir: string, seq: number, size: number): Promise<string> {
+/**
+ * Make a zeroed, synced segment file under its final name (atomically: written as .tmp, then renamed).
+ * `paced` (the spare, made in the background while appends go on): each 1 MiB of zeros is synced
+ * before the next is written, so the disk never has more than that queued ahead of an append. Written
+ * whole and synced once, 64 MiB went to the disk in one burst; every node's WAL appends on that disk
+ * waited behind it (appends of 300-800 ms, seen as `slow persist` warnings and in the p99.9).
+ */
+async function createSegment(dir: string, seq: number, size: number, paced = false): Promise<string> {
   const path = join(dir, segName(seq));
   const tmp = `${path}.tmp`;
   const fh = await open(tmp, 'w');
   try {
     const zeros = Buffer.alloc(Math.min(ZERO_CHUNK, size));
-    for (let off = 0; off < size; off += zeros.length) await writeAll(fh, zeros.subarray(0, Math.min(zeros.length, size - off)), off);
+    for (let off = 0; off < size; off += zeros.length) {
+      await writeAll(fh, zeros.subarray(0, Math.min(zeros.length, size - off)), off);
+      if (paced) await fh.datasync();
+    }
     await fh.datasync();
   } catch (e) {
     // A full disk: give the space back (LevelDB may still have room for what it must write).
@@ -213,7 +222,7 @@ export class Wal {
   private makeSpare(): void {
     const seq = this.current().seq + 1;
     const size = this.o.segmentBytes;
-    const p = createSegment(this.o.dir, seq, size).then((path) => ({ seq, path, size }));
+    const p = createSegment(this.o.dir, seq, size, true).then((path) => ({ seq, path, size }));
     p.catch((e: unknown) => this.o.onWarn?.('preparing the next WAL segment failed', e));
     this.spare = p;
   }
