@@ -123,6 +123,8 @@ interface Cell {
   errors: number;
   errorCodes: Record<string, number>;
   serverCpuPct?: number;
+  /** The target's processes' CPU per successful op (µs), the mean over rounds: steadier than ops/s on a shared machine. */
+  serverCpuUsPerOp?: number;
   clientCpuPct: number;
   /** CPU of every other process on the machine during the measured windows (% of one core). */
   otherCpuPct?: number;
@@ -149,7 +151,7 @@ async function main(): Promise<void> {
   const time = new Date().toISOString();
   const records: PhaseRecord[] = [];
   const hists = new Map<string, Histogram[]>();
-  const cpuOf = new Map<string, { server: number[]; client: number[]; other: number[]; errors: number; codes: Record<string, number> }>();
+  const cpuOf = new Map<string, { server: number[]; perOp: number[]; client: number[]; other: number[]; errors: number; codes: Record<string, number> }>();
   let anyFailure = false;
   let n = 0;
 
@@ -185,8 +187,9 @@ async function main(): Promise<void> {
             const hs = hists.get(key) ?? [];
             hs.push(...Object.values(out.hists).filter((h): h is Histogram => h !== undefined));
             hists.set(key, hs);
-            const c = cpuOf.get(key) ?? { server: [], client: [], other: [], errors: 0, codes: {} };
+            const c = cpuOf.get(key) ?? { server: [], perOp: [], client: [], other: [], errors: 0, codes: {} };
             if (r.serverCpuPct !== undefined) c.server.push(r.serverCpuPct);
+            if (r.serverCpuPct !== undefined && r.opsPerSec > 0) c.perOp.push((r.serverCpuPct / 100) * 1e6 / r.opsPerSec);
             if (r.serverCpuPct !== undefined && r.machineCpuPct !== undefined) c.other.push(Math.max(0, r.machineCpuPct - r.serverCpuPct - r.clientCpuPct));
             c.client.push(r.clientCpuPct);
             c.errors += r.errors;
@@ -224,6 +227,7 @@ async function main(): Promise<void> {
         errors: c?.errors ?? 0,
         errorCodes: c?.codes ?? {},
         ...(c !== undefined && c.server.length > 0 ? { serverCpuPct: mean(c.server) } : {}),
+        ...(c !== undefined && c.perOp.length > 0 ? { serverCpuUsPerOp: mean(c.perOp) } : {}),
         clientCpuPct: mean(c?.client ?? []),
         ...(c !== undefined && c.other.length > 0 ? { otherCpuPct: mean(c.other) } : {}),
         percentiles: percentileCurve(merged),
@@ -242,28 +246,28 @@ async function main(): Promise<void> {
     `store and etcd with ${a.nodes} nodes/members${a.targets.includes('store') ? ` (store: ${a.shards} shards × ${a.replicas} replicas, client ${a.storeClient})` : ''}` +
     `${a.targets.includes('etcd') ? `; etcd puts ${a.etcdPutRoute === 'leader' ? 'to the leader' : 'round-robin'}` : ''}.`);
   L.push('');
-  L.push('| workload | target | ops/s (mean) | ops/s per round | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU | loadgen CPU | other CPU |');
-  L.push('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |');
+  L.push('| workload | target | ops/s (mean) | ops/s per round | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU | server CPU µs/op | loadgen CPU | other CPU |');
+  L.push('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |');
   for (const w of a.workloads) {
     for (const t of a.targets) {
       const c = cell(w.name, t);
       const failed = records.filter((r) => r.workload === w.name && r.target === t && !r.ok);
       if (c === undefined) {
-        L.push(`| ${w.name} | ${t} | failed | | | | | | ${failed.map((f) => f.failure ?? '').join('; ').slice(0, 200)} | | | |`);
+        L.push(`| ${w.name} | ${t} | failed | | | | | | ${failed.map((f) => f.failure ?? '').join('; ').slice(0, 200)} | | | | |`);
         continue;
       }
       const l = c.latency;
       L.push(`| ${w.name} | ${t} | ${fmtRate(c.opsPerSec)} | ${c.rounds.map(fmtRate).join(', ')}${failed.length > 0 ? ` (+${failed.length} failed)` : ''} | ` +
         `${fmtMs(l.p50Ms)} | ${fmtMs(l.p99Ms)} | ${fmtMs(l.p999Ms)} | ${fmtMs(l.maxMs)} | ${c.errors === 0 ? '0' : `${c.errors}: ${errorSummary(c.errorCodes)}`} | ` +
-        `${c.serverCpuPct === undefined ? 'n/a' : `${c.serverCpuPct.toFixed(0)}%`} | ${c.clientCpuPct.toFixed(0)}% | ${c.otherCpuPct === undefined ? 'n/a' : `${c.otherCpuPct.toFixed(0)}%`} |`);
+        `${c.serverCpuPct === undefined ? 'n/a' : `${c.serverCpuPct.toFixed(0)}%`} | ${c.serverCpuUsPerOp === undefined ? 'n/a' : c.serverCpuUsPerOp.toFixed(0)} | ${c.clientCpuPct.toFixed(0)}% | ${c.otherCpuPct === undefined ? 'n/a' : `${c.otherCpuPct.toFixed(0)}%`} |`);
     }
   }
   L.push('');
   const ratioRows: Array<Record<string, unknown>> = [];
   if (a.targets.includes('store') && (a.targets.includes('etcd') || a.targets.includes('ceiling'))) {
     const c3 = a.targets.includes('ceiling3');
-    L.push(`| workload | store ops/s | etcd ops/s | ceiling ops/s |${c3 ? ' ceiling3 ops/s |' : ''} store/etcd ops/s | store/ceiling ops/s |${c3 ? ' store/ceiling3 ops/s |' : ''} store/etcd p99 | store/ceiling p99 |`);
-    L.push(`| --- | ---: | ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: |`);
+    L.push(`| workload | store ops/s | etcd ops/s | ceiling ops/s |${c3 ? ' ceiling3 ops/s |' : ''} store/etcd ops/s | store/ceiling ops/s |${c3 ? ' store/ceiling3 ops/s |' : ''} store/etcd p99 | store/ceiling p99 | store/etcd server CPU per op |`);
+    L.push(`| --- | ---: | ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: | ---: |`);
     for (const w of a.workloads) {
       const s = cell(w.name, 'store');
       const e = cell(w.name, 'etcd');
@@ -271,7 +275,7 @@ async function main(): Promise<void> {
       const k3 = cell(w.name, 'ceiling3');
       const f = (x: Cell | undefined): string => (x === undefined ? 'n/a' : fmtRate(x.opsPerSec));
       L.push(`| ${w.name} | ${f(s)} | ${f(e)} | ${f(c)} |${c3 ? ` ${f(k3)} |` : ''} ${ratio(s?.opsPerSec, e?.opsPerSec)} | ${ratio(s?.opsPerSec, c?.opsPerSec)} |${c3 ? ` ${ratio(s?.opsPerSec, k3?.opsPerSec)} |` : ''} ` +
-        `${ratio(s?.latency.p99Ms, e?.latency.p99Ms)} | ${ratio(s?.latency.p99Ms, c?.latency.p99Ms)} |`);
+        `${ratio(s?.latency.p99Ms, e?.latency.p99Ms)} | ${ratio(s?.latency.p99Ms, c?.latency.p99Ms)} | ${ratio(s?.serverCpuUsPerOp, e?.serverCpuUsPerOp)} |`);
       ratioRows.push({
         workload: w.name,
         storeOverEtcdOps: ratioNum(s?.opsPerSec, e?.opsPerSec),
@@ -279,13 +283,14 @@ async function main(): Promise<void> {
         ...(c3 ? { storeOverCeiling3Ops: ratioNum(s?.opsPerSec, k3?.opsPerSec) } : {}),
         storeOverEtcdP99: ratioNum(s?.latency.p99Ms, e?.latency.p99Ms),
         storeOverCeilingP99: ratioNum(s?.latency.p99Ms, c?.latency.p99Ms),
+        storeOverEtcdCpuPerOp: ratioNum(s?.serverCpuUsPerOp, e?.serverCpuUsPerOp),
       });
     }
     L.push('');
   }
   const m = finishMachine(machine);
   L.push(`- ops/s ratios above 1× favour the store; p99 ratios below 1× do. CPU columns are % of one core (of ${m.cores * 100}%) over the measured ` +
-    'windows: server = the target\'s processes, loadgen = this process (same cores), other = every other process on the machine (a shared machine: ' +
+    'windows: server = the target\'s processes (µs/op: their CPU per successful op, below 1× in the ratio favours the store), loadgen = this process (same cores), other = every other process on the machine (a shared machine: ' +
     'where "other" is large, every number of that row is lower than the machine can do).');
   L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, data dirs in ${m.tmpDir} (${m.tmpFs}); load average ${m.loadavgStart.join(' ')} at start, ` +
     `${(m.loadavgEnd ?? []).join(' ')} at end; git ${git.commit.slice(0, 12)}${git.dirty ? ' (dirty)' : ''} on ${git.branch}.`);
