@@ -172,6 +172,7 @@ export class KvNode {
       this.store.addReplica(boot);
     }
     this.snapshotReceiver = new SnapshotReceiver(this.db, this.store, this.log, this.metrics, () => this.wake());
+    this.snapshotReceiver.sweep(mine.map((s) => ({ shard: s.id, gen: this.store.generation(s.id) })));
     const peers = new Map(this.map.nodes.map((n) => [n.id, n.peerAddr] as [number, string]));
     const [host, port] = [cfg.peerListen.slice(0, cfg.peerListen.lastIndexOf(':')), Number(cfg.peerListen.slice(cfg.peerListen.lastIndexOf(':') + 1))];
     this.transport = new Transport({

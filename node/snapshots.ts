@@ -81,8 +81,20 @@ const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
 export interface ReceiveBacklog { highBytes: number; lowBytes: number }
 export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lowBytes: 4 << 20 };
 
+/**
+ * How long clearing a replaced generation may wait for the streams being received to finish. Clearing
+ * is a delete per record, on the same two thread-pool threads that carry the WAL appends and the
+ * streams' writes, and in the same LevelDB; during a catch-up of many shards it ran beside the streams
+ * of the shards still coming. Bounded, so that a stream whose sender went away (it stays in `incoming`
+ * until another replaces it) does not keep dead generations on disk.
+ */
+export const CLEAR_DEFER_MAX_MS = 10_000;
+
 export class SnapshotReceiver {
   private readonly incoming = new Map<number, Incoming>();
+  /** Replaced generations waiting to be cleared (below `gen`), oldest first. */
+  private pendingClears: Array<{ shard: number; gen: number; at: number }> = [];
+  private clearTimer: NodeJS.Timeout | null = null;
   /** Bytes of chunks checked and staged but not yet written. */
   private backlog = 0;
   /** Most the backlog has been (for tests). */
@@ -96,6 +108,7 @@ export class SnapshotReceiver {
     private readonly db: Db, private readonly store: Store, private readonly log: Logger,
     private readonly metrics: NodeMetrics, private readonly wake: () => void,
     private readonly limits: ReceiveBacklog = DEFAULT_RECEIVE_BACKLOG,
+    private readonly clearDeferMaxMs = CLEAR_DEFER_MAX_MS,
   ) {
     invariant(limits.lowBytes >= 0 && limits.lowBytes < limits.highBytes, 'snapshot backlog: low below high');
   }
@@ -164,6 +177,7 @@ export class SnapshotReceiver {
     st.chain = st.chain.then(
       () => {
         this.incoming.delete(shard);
+        this.maybeClear();
         this.handedGen.set(shard, st.gen);
         this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });
         this.store.receive([[shard, msg]], Date.now());
@@ -171,6 +185,7 @@ export class SnapshotReceiver {
       },
       (e: unknown) => {
         this.incoming.delete(shard);
+        this.maybeClear();
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
         this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
       },
@@ -193,15 +208,59 @@ export class SnapshotReceiver {
     }
   }
 
-  /** The core installed a snapshot: clear the generation it replaced, in the background. */
+  /**
+   * The core installed a snapshot: clear the generation it replaced, in the background, once no stream
+   * is being received (or CLEAR_DEFER_MAX_MS after the install at the latest).
+   */
   installed(shard: number, snapshot: Snapshot): void {
     const gen = decodeDescriptor(snapshot.data).gen;
     this.log.info({ shard, index: snapshot.meta.index, gen }, 'snapshot installed');
     // Every generation below the new live one is dead: the one it replaced, and a staged snapshot that
-    // was handed over but ignored (generations may skip, see onFrame).
-    this.background = this.background.then(() => this.clearBelow(shard, gen)).catch((e: unknown) => {
-      this.log.warn({ shard, err: (e as Error).message }, 'clearing an old generation failed');
-    });
+    // was handed over but ignored (generations may skip, see onFrame). Clearing below a live generation
+    // never touches a stream staged above it, so it may run whenever.
+    this.pendingClears.push({ shard, gen, at: Date.now() });
+    this.maybeClear();
+  }
+
+  /**
+   * At start: clear what a crash may have left below each shard's live generation (a replaced
+   * generation whose clearing had not run or not finished). A range with nothing in it costs a seek.
+   */
+  sweep(shards: Array<{ shard: number; gen: number }>): void {
+    for (const { shard, gen } of shards) if (gen > 0) this.pendingClears.push({ shard, gen, at: Date.now() });
+    this.maybeClear(true);
+  }
+
+  /** Generations waiting to be cleared (for tests and the log). */
+  pendingClearCount(): number {
+    return this.pendingClears.length;
+  }
+
+  private maybeClear(force = false): void {
+    const oldest = this.pendingClears[0];
+    if (oldest === undefined) return;
+    const waited = Date.now() - oldest.at;
+    if (!force && this.incoming.size > 0 && waited < this.clearDeferMaxMs) {
+      if (this.clearTimer === null) {
+        this.clearTimer = setTimeout(() => {
+          this.clearTimer = null;
+          this.maybeClear();
+        }, this.clearDeferMaxMs - waited + 1);
+        this.clearTimer.unref();
+      }
+      return;
+    }
+    if (this.clearTimer !== null) {
+      clearTimeout(this.clearTimer);
+      this.clearTimer = null;
+    }
+    const todo = this.pendingClears;
+    this.pendingClears = [];
+    for (const { shard, gen } of todo) {
+      this.background = this.background.then(() => this.clearBelow(shard, gen)).catch((e: unknown) => {
+        this.log.warn({ shard, err: (e as Error).message }, 'clearing an old generation failed');
+      });
+    }
   }
 
   /** Several compactions' snapshot metas in one durable write. */
@@ -209,8 +268,10 @@ export class SnapshotReceiver {
     await writeBatch(this.db, cuts.map(({ shard, snapshot }) => ({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(snapshot) })), true);
   }
 
+  /** Every stream's writes done, and every generation replaced so far cleared (the clears are not deferred past this). */
   async idle(): Promise<void> {
     await Promise.allSettled([...this.incoming.values()].map((s) => s.chain));
+    this.maybeClear(true);
     await this.background;
   }
 }

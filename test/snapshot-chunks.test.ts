@@ -68,13 +68,13 @@ test('a chunk with a record of another shard, a short key, bad lengths or a stra
   t.deepEqual(chunkPuts(new Uint8Array(0), 7, 1), []);
 });
 
-async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
+async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog, clearDeferMaxMs?: number): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
   const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
   const db = await openDb(dir);
   t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
   const handed: Array<[number, Message]> = [];
   const store = { has: (s: number) => s === 7, generation: () => 4, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
-  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, limits);
+  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, limits, clearDeferMaxMs);
   return { db, rx, handed };
 }
 
@@ -143,4 +143,68 @@ test('the receiver bounds its write backlog: past the high mark it asks the tran
   t.is(rx.backlogBytes(), 0);
   t.is(await stateKeys(db, 7, 5), rs.length, 'every record written');
   t.is(handed.length, 1);
+});
+
+/** `n` records of shard 7 in generation `gen`. */
+async function fillGeneration(db: Db, gen: number, n: number): Promise<void> {
+  const ops: Array<{ type: 'put'; key: Uint8Array; value: Uint8Array }> = [];
+  for (let i = 0; i < n; i++) ops.push({ type: 'put', key: dataKey(7, gen, 't', 0, Buffer.from(`g${gen}-${i}`)), value: Buffer.from('v') });
+  ops.push({ type: 'put', key: idemKey(7, gen, 't', `idem-${gen}`), value: Buffer.from('o') });
+  await db.batch(ops);
+}
+
+const installedAt = (gen: number): Message['snapshot'] => ({ ...(snapMsg().snapshot as NonNullable<Message['snapshot']>), data: encodeDescriptor({ gen, logTime: 11 }) });
+
+async function until(cond: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return cond();
+}
+
+test('an install clears every generation below the new live one, and keeps the live one', async (t) => {
+  const { db, rx } = await withReceiver(t);
+  for (const g of [2, 3, 4]) await fillGeneration(db, g, 50);
+  rx.installed(7, installedAt(4) as never);
+  await rx.idle();
+  t.is(await stateKeys(db, 7, 2), 0);
+  t.is(await stateKeys(db, 7, 3), 0);
+  t.is(await stateKeys(db, 7, 4), 51, 'the live generation is untouched');
+});
+
+test('clearing a replaced generation waits while a stream is coming in, and runs when it ends', async (t) => {
+  const { db, rx } = await withReceiver(t);
+  await fillGeneration(db, 3, 50);
+  for (const c of pack(rows(7, 20))) rx.onFrame(1, ['sc', 7, 's9', 'd', c]); // staged in generation 5
+  rx.installed(7, installedAt(4) as never);
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(rx.pendingClearCount(), 1, 'deferred while the stream is open');
+  t.is(await stateKeys(db, 7, 3), 51);
+  rx.onFrame(1, ['sd', 7, 's9', toWireMessage(snapMsg())]);
+  // Not idle(): that would force the clear. The stream's end must start it.
+  t.true(await until(async () => (await stateKeys(db, 7, 3)) === 0, 5000), 'cleared once the stream ended');
+  t.is(rx.pendingClearCount(), 0);
+  t.is(await stateKeys(db, 7, 5), 21, 'the stream staged above it is untouched');
+});
+
+test('a stream that never ends delays clearing only up to the bound', async (t) => {
+  const { db, rx } = await withReceiver(t, undefined, 300);
+  await fillGeneration(db, 3, 50);
+  for (const c of pack(rows(7, 20))) rx.onFrame(1, ['sc', 7, 's10', 'd', c]); // its sender goes away: no done frame
+  const t0 = Date.now();
+  rx.installed(7, installedAt(4) as never);
+  t.true(await until(async () => (await stateKeys(db, 7, 3)) === 0, 5000), 'cleared without the stream ending');
+  t.true(Date.now() - t0 >= 250, `cleared after ${Date.now() - t0} ms, not at once`);
+});
+
+test('the start sweep clears what a crash left below each live generation', async (t) => {
+  const { db, rx } = await withReceiver(t);
+  await fillGeneration(db, 2, 30);
+  await fillGeneration(db, 4, 30);
+  rx.sweep([{ shard: 7, gen: 4 }]);
+  await rx.idle();
+  t.is(await stateKeys(db, 7, 2), 0);
+  t.is(await stateKeys(db, 7, 4), 31);
 });
