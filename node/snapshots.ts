@@ -82,19 +82,25 @@ export interface ReceiveBacklog { highBytes: number; lowBytes: number }
 export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lowBytes: 4 << 20 };
 
 /**
- * How long clearing a replaced generation may wait for the streams being received to finish. Clearing
- * is a delete per record, on the same two thread-pool threads that carry the WAL appends and the
- * streams' writes, and in the same LevelDB; during a catch-up of many shards it ran beside the streams
- * of the shards still coming. Bounded, so that a stream whose sender went away (it stays in `incoming`
- * until another replaces it) does not keep dead generations on disk.
+ * When a replaced generation is cleared: once no stream has come in for `quietMs` (the installs that
+ * end a catch-up, and the log after them, go first), and at most `maxMs` after the install. Clearing is
+ * a delete per record, in the same LevelDB and on the same two thread-pool threads as the WAL appends
+ * and the streams' writes; during a catch-up of many shards it ran beside the streams still coming.
+ * Bounded, so that a sender that keeps streaming, or one that went away mid-stream (its stream stays in
+ * `incoming` until another replaces it), does not keep dead generations on disk for long.
  */
-export const CLEAR_DEFER_MAX_MS = 10_000;
+export interface ClearDefer { quietMs: number; maxMs: number }
+export const DEFAULT_CLEAR_DEFER: ClearDefer = { quietMs: 2_000, maxMs: 10_000 };
+/** Keys deleted per work item when clearing (a few ms of a pool thread). */
+const CLEAR_SLICE = 2_000;
 
 export class SnapshotReceiver {
   private readonly incoming = new Map<number, Incoming>();
   /** Replaced generations waiting to be cleared (below `gen`), oldest first. */
   private pendingClears: Array<{ shard: number; gen: number; at: number }> = [];
   private clearTimer: NodeJS.Timeout | null = null;
+  /** When (Date.now()) a stream last sent a frame or ended. */
+  private lastStreamAt = 0;
   /** Bytes of chunks checked and staged but not yet written. */
   private backlog = 0;
   /** Most the backlog has been (for tests). */
@@ -108,7 +114,7 @@ export class SnapshotReceiver {
     private readonly db: Db, private readonly store: Store, private readonly log: Logger,
     private readonly metrics: NodeMetrics, private readonly wake: () => void,
     private readonly limits: ReceiveBacklog = DEFAULT_RECEIVE_BACKLOG,
-    private readonly clearDeferMaxMs = CLEAR_DEFER_MAX_MS,
+    private readonly clearDefer: ClearDefer = DEFAULT_CLEAR_DEFER,
   ) {
     invariant(limits.lowBytes >= 0 && limits.lowBytes < limits.highBytes, 'snapshot backlog: low below high');
   }
@@ -137,6 +143,7 @@ export class SnapshotReceiver {
     if (f[0] !== 'sc' && f[0] !== 'sd') return undefined;
     const shard = f[1];
     const id = f[2];
+    this.lastStreamAt = Date.now();
     if (!Number.isSafeInteger(shard) || !this.store.has(shard) || typeof id !== 'string') throw new Error('snapshot frame for an unknown shard');
     let s = this.incoming.get(shard);
     if (s === undefined || s.id !== id) {
@@ -177,6 +184,7 @@ export class SnapshotReceiver {
     st.chain = st.chain.then(
       () => {
         this.incoming.delete(shard);
+        this.lastStreamAt = Date.now();
         this.maybeClear();
         this.handedGen.set(shard, st.gen);
         this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });
@@ -185,6 +193,7 @@ export class SnapshotReceiver {
       },
       (e: unknown) => {
         this.incoming.delete(shard);
+        this.lastStreamAt = Date.now();
         this.maybeClear();
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
         this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
@@ -197,20 +206,32 @@ export class SnapshotReceiver {
     for (const kind of ['d', 'i'] as const) {
       const [gte] = shardStateRange(shard, 0, kind);
       const [lt] = shardStateRange(shard, gen, kind);
-      await this.db.clear({ gte, lt });
+      await this.clearRange(gte, lt);
     }
   }
 
   private async clearGeneration(shard: number, gen: number): Promise<void> {
     for (const kind of ['d', 'i'] as const) {
       const [gte, lt] = shardStateRange(shard, gen, kind);
-      await this.db.clear({ gte, lt });
+      await this.clearRange(gte, lt);
     }
   }
 
   /**
-   * The core installed a snapshot: clear the generation it replaced, in the background, once no stream
-   * is being received (or CLEAR_DEFER_MAX_MS after the install at the latest).
+   * Delete a key range CLEAR_SLICE keys at a time. One native clear deletes the whole range in one
+   * thread-pool work item: seconds for a large shard, with the WAL appends, state batches and stream
+   * writes left one pool thread of two. Each slice ends with a look for a key left (a seek).
+   */
+  private async clearRange(gte: Uint8Array, lt: Uint8Array): Promise<void> {
+    for (;;) {
+      await this.db.clear({ gte, lt, limit: CLEAR_SLICE });
+      if ((await this.db.keys({ gte, lt, limit: 1 }).all()).length === 0) return;
+    }
+  }
+
+  /**
+   * The core installed a snapshot: clear the generation it replaced, in the background, when streams
+   * have been quiet for a while (see ClearDefer).
    */
   installed(shard: number, snapshot: Snapshot): void {
     const gen = decodeDescriptor(snapshot.data).gen;
@@ -239,15 +260,17 @@ export class SnapshotReceiver {
   private maybeClear(force = false): void {
     const oldest = this.pendingClears[0];
     if (oldest === undefined) return;
-    const waited = Date.now() - oldest.at;
-    if (!force && this.incoming.size > 0 && waited < this.clearDeferMaxMs) {
-      if (this.clearTimer === null) {
-        this.clearTimer = setTimeout(() => {
-          this.clearTimer = null;
-          this.maybeClear();
-        }, this.clearDeferMaxMs - waited + 1);
-        this.clearTimer.unref();
-      }
+    const now = Date.now();
+    const untilMax = oldest.at + this.clearDefer.maxMs - now;
+    const untilQuiet = this.incoming.size > 0 ? untilMax : this.lastStreamAt + this.clearDefer.quietMs - now;
+    const wait = Math.min(untilMax, untilQuiet);
+    if (!force && wait > 0) {
+      if (this.clearTimer !== null) clearTimeout(this.clearTimer);
+      this.clearTimer = setTimeout(() => {
+        this.clearTimer = null;
+        this.maybeClear();
+      }, wait + 1);
+      this.clearTimer.unref();
       return;
     }
     if (this.clearTimer !== null) {

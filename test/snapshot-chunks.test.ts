@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { openDb, type Db } from '../node/db.ts';
 import { NodeMetrics } from '../node/metrics.ts';
 import { ChunkBuilder, eachPut } from '../node/snapshot-chunks.ts';
-import { SnapshotReceiver, type ReceiveBacklog } from '../node/snapshots.ts';
+import { SnapshotReceiver, type ClearDefer, type ReceiveBacklog } from '../node/snapshots.ts';
 import { dataKey, idemKey, shardStateRange } from '../shard/layout.ts';
 import { toWireMessage } from '../shard/raft-codec.ts';
 import { decodeDescriptor, encodeDescriptor } from '../shard/store.ts';
@@ -68,13 +68,13 @@ test('a chunk with a record of another shard, a short key, bad lengths or a stra
   t.deepEqual(chunkPuts(new Uint8Array(0), 7, 1), []);
 });
 
-async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog, clearDeferMaxMs?: number): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
+async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog, clearDefer?: ClearDefer): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
   const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
   const db = await openDb(dir);
   t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
   const handed: Array<[number, Message]> = [];
   const store = { has: (s: number) => s === 7, generation: () => 4, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
-  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, limits, clearDeferMaxMs);
+  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, limits, clearDefer);
   return { db, rx, handed };
 }
 
@@ -167,30 +167,35 @@ async function until(cond: () => Promise<boolean>, ms: number): Promise<boolean>
 test('an install clears every generation below the new live one, and keeps the live one', async (t) => {
   const { db, rx } = await withReceiver(t);
   for (const g of [2, 3, 4]) await fillGeneration(db, g, 50);
+  await fillGeneration(db, 1, 4_500); // more than one slice of the clear
   rx.installed(7, installedAt(4) as never);
   await rx.idle();
+  t.is(await stateKeys(db, 7, 1), 0);
   t.is(await stateKeys(db, 7, 2), 0);
   t.is(await stateKeys(db, 7, 3), 0);
   t.is(await stateKeys(db, 7, 4), 51, 'the live generation is untouched');
 });
 
-test('clearing a replaced generation waits while a stream is coming in, and runs when it ends', async (t) => {
-  const { db, rx } = await withReceiver(t);
+test('clearing a replaced generation waits while a stream is coming in, and runs once streams have been quiet a while', async (t) => {
+  const quietMs = 300;
+  const { db, rx } = await withReceiver(t, undefined, { quietMs, maxMs: 60_000 });
   await fillGeneration(db, 3, 50);
   for (const c of pack(rows(7, 20))) rx.onFrame(1, ['sc', 7, 's9', 'd', c]); // staged in generation 5
   rx.installed(7, installedAt(4) as never);
   await new Promise((r) => setTimeout(r, 100));
   t.is(rx.pendingClearCount(), 1, 'deferred while the stream is open');
   t.is(await stateKeys(db, 7, 3), 51);
+  const ended = Date.now();
   rx.onFrame(1, ['sd', 7, 's9', toWireMessage(snapMsg())]);
-  // Not idle(): that would force the clear. The stream's end must start it.
-  t.true(await until(async () => (await stateKeys(db, 7, 3)) === 0, 5000), 'cleared once the stream ended');
+  // Not idle(): that would force the clear. The stream's end must start it, a quiet period later.
+  t.true(await until(async () => (await stateKeys(db, 7, 3)) === 0, 10_000), 'cleared after the stream ended');
+  t.true(Date.now() - ended >= quietMs - 50, `cleared ${Date.now() - ended} ms after the stream ended, before the quiet period`);
   t.is(rx.pendingClearCount(), 0);
   t.is(await stateKeys(db, 7, 5), 21, 'the stream staged above it is untouched');
 });
 
 test('a stream that never ends delays clearing only up to the bound', async (t) => {
-  const { db, rx } = await withReceiver(t, undefined, 300);
+  const { db, rx } = await withReceiver(t, undefined, { quietMs: 60_000, maxMs: 300 });
   await fillGeneration(db, 3, 50);
   for (const c of pack(rows(7, 20))) rx.onFrame(1, ['sc', 7, 's10', 'd', c]); // its sender goes away: no done frame
   const t0 = Date.now();
