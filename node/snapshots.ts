@@ -99,8 +99,8 @@ export class SnapshotReceiver {
   /** Replaced generations waiting to be cleared (below `gen`), oldest first. */
   private pendingClears: Array<{ shard: number; gen: number; at: number }> = [];
   private clearTimer: NodeJS.Timeout | null = null;
-  /** When (Date.now()) a stream last sent a frame or ended. */
-  private lastStreamAt = 0;
+  /** When (Date.now()) a stream last sent a frame or ended; a start counts as one (streams often follow it). */
+  private lastStreamAt = Date.now();
   /** Bytes of chunks checked and staged but not yet written. */
   private backlog = 0;
   /** Most the backlog has been (for tests). */
@@ -245,11 +245,12 @@ export class SnapshotReceiver {
 
   /**
    * At start: clear what a crash may have left below each shard's live generation (a replaced
-   * generation whose clearing had not run or not finished). A range with nothing in it costs a seek.
+   * generation whose clearing had not run or not finished), deferred like any other clear: a node that
+   * restarts far behind is about to receive streams, and they go first. An empty range costs two seeks.
    */
   sweep(shards: Array<{ shard: number; gen: number }>): void {
     for (const { shard, gen } of shards) if (gen > 0) this.pendingClears.push({ shard, gen, at: Date.now() });
-    this.maybeClear(true);
+    this.maybeClear();
   }
 
   /** Generations waiting to be cleared (for tests and the log). */
