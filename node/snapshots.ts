@@ -91,7 +91,7 @@ export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lo
  */
 export interface ClearDefer { quietMs: number; maxMs: number }
 export const DEFAULT_CLEAR_DEFER: ClearDefer = { quietMs: 2_000, maxMs: 10_000 };
-/** Keys deleted per work item when clearing (a few ms of a pool thread). */
+/** Keys deleted per thread-pool work item when clearing. */
 const CLEAR_SLICE = 2_000;
 
 export class SnapshotReceiver {

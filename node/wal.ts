@@ -86,8 +86,8 @@ async function writeAll(fh: FileHandle, buf: Uint8Array, position: number): Prom
  * Make a zeroed, synced segment file under its final name (atomically: written as .tmp, then renamed).
  * `paced` (the spare, made in the background while appends go on): each 1 MiB of zeros is synced
  * before the next is written, so the disk never has more than that queued ahead of an append. Written
- * whole and synced once, 64 MiB went to the disk in one burst; every node's WAL appends on that disk
- * waited behind it (appends of 300-800 ms, seen as `slow persist` warnings and in the p99.9).
+ * whole and synced once, 64 MiB went to the disk in one burst, ahead of every node's WAL appends on
+ * that disk (Writeback in /proc/meminfo peaked at 64 MiB at a roll; paced, at 3 MiB).
  */
 async function createSegment(dir: string, seq: number, size: number, paced = false): Promise<string> {
   const path = join(dir, segName(seq));

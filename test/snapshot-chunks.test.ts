@@ -182,8 +182,10 @@ test('clearing a replaced generation waits while a stream is coming in, and runs
   await fillGeneration(db, 3, 50);
   for (const c of pack(rows(7, 20))) rx.onFrame(1, ['sc', 7, 's9', 'd', c]); // staged in generation 5
   rx.installed(7, installedAt(4) as never);
-  await new Promise((r) => setTimeout(r, 100));
   t.is(rx.pendingClearCount(), 1, 'deferred while the stream is open');
+  // Once the stream's chunks are written, a clear that had not been deferred would have run beside them.
+  t.true(await until(async () => (await stateKeys(db, 7, 5)) === 21, 5000), 'the chunks were written');
+  t.is(rx.pendingClearCount(), 1, 'still deferred');
   t.is(await stateKeys(db, 7, 3), 51);
   const ended = Date.now();
   rx.onFrame(1, ['sd', 7, 's9', toWireMessage(snapMsg())]);
