@@ -5,7 +5,7 @@
  * One fresh 3-node cluster (./cluster.sh via bench/local-cluster.ts, free
  * ports, temp dir), S shards × 3 replicas, `--compact-every/--compact-keep`
  * small enough that a few thousand writes compact past a stopped node. Load N
- * keys of 100 B; then R rounds of: kill -9 node 3, write until every
+ * keys (100 B values unless --value-bytes); then R rounds of: kill -9 node 3, write until every
  * shard's leader committed compact-every + compact-keep + 100 entries past
  * what node 3 had applied (so each leader compacted past it), restart node 3
  * and wait until its applied index reaches the leaders' commit index on every
@@ -35,7 +35,9 @@ const NODES = 3;
 const VICTIM = 3;
 
 const USAGE = `usage: npm run bench:catchup -- [options]
-  --keys N            keys of 100 B loaded before the rounds (default 200000)
+  --keys N            keys loaded before the rounds (default 200000)
+  --value-bytes B     value size of the loaded keys and of the rounds' writes (default 100; the
+                      issue's targets are stated for 256)
   --shards S          shards (default 4)
   --rounds R          kill / write / restart / catch-up rounds (default 3)
   --compact-every N   node flag (default 5000)
@@ -45,16 +47,17 @@ const USAGE = `usage: npm run bench:catchup -- [options]
   --keep-logs         keep the temp dir with the node logs`;
 
 interface Args {
-  keys: number; shards: number; rounds: number; compactEvery: number; compactKeep: number; clients: number;
+  keys: number; valueBytes: number; shards: number; rounds: number; compactEvery: number; compactKeep: number; clients: number;
   nodeArgs: string; keepLogs: boolean;
 }
 
 function parse(argv: string[]): Args {
-  const a: Args = { keys: 200_000, shards: 4, rounds: 3, compactEvery: 5_000, compactKeep: 1_000, clients: 64, nodeArgs: '', keepLogs: false };
+  const a: Args = { keys: 200_000, valueBytes: 100, shards: 4, rounds: 3, compactEvery: 5_000, compactKeep: 1_000, clients: 64, nodeArgs: '', keepLogs: false };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i];
     const v = (): string | undefined => argv[++i];
     if (f === '--keys') a.keys = num(f, v(), 1);
+    else if (f === '--value-bytes') a.valueBytes = num(f, v(), 1, 1 << 20);
     else if (f === '--shards') a.shards = num(f, v(), 1, 1024);
     else if (f === '--rounds') a.rounds = num(f, v(), 1, 100);
     else if (f === '--compact-every') a.compactEvery = num(f, v(), 10);
@@ -130,7 +133,7 @@ async function oneRound(a: Args, c: LocalCluster, sc: StoreClient, ks: Keyspace,
   let commits = await leaderCommits(survivors, VICTIM, stop);
   await sc.http.eps.refresh();
   const margin = a.compactEvery + a.compactKeep + 100;
-  const value = makeValue(100, 2 + n);
+  const value = makeValue(a.valueBytes, 2 + n);
   for (let pass = 0; pass < 20 && !stop.stopped; pass++) {
     let worst = 0;
     for (const [s, idx] of applied) worst = Math.max(worst, idx + margin - (commits.get(s) ?? 0));
@@ -209,9 +212,9 @@ async function main(): Promise<void> {
   try {
     log(`cluster: ${c.command()}`);
     await c.start();
-    sc = await storeClient(c.endpoints(), a.clients, 10_000, 100, () => c.nodePids());
+    sc = await storeClient(c.endpoints(), a.clients, 10_000, a.valueBytes, () => c.nodePids());
     const ks: Keyspace = { ...DEFAULT_KEYSPACE, keys: a.keys, tenants: 64, buckets: 8 };
-    const value = makeValue(100, 1);
+    const value = makeValue(a.valueBytes, 1);
     const client = sc;
     const t0 = performance.now();
     const l = await bulkLoad({ put: (i) => client.target.put(keyRef(ks, i), value), from: 0, to: a.keys, concurrency: a.clients, limitMs: 600_000, stop });
@@ -238,7 +241,7 @@ async function main(): Promise<void> {
   const mbs = ok.map((r) => r.distinctBytes / 1e6);
   const tot = (f: (r: Round) => number): number => ok.reduce((s, r) => s + f(r), 0);
   const L: string[] = [];
-  L.push(`bench:catchup — ${new Date().toISOString()}, ${a.keys} keys of 100 B, ${a.shards} shards, node flags: ${nodeArgs}`);
+  L.push(`bench:catchup — ${new Date().toISOString()}, ${a.keys} keys of ${a.valueBytes} B, ${a.shards} shards, node flags: ${nodeArgs}`);
   L.push(`command: npm run bench:catchup -- ${process.argv.slice(2).join(' ')}`);
   L.push('round | caught up s | streams (distinct) | MB distinct | MB streamed | MB/s | stream p50 MB/s | tail ms | recv CPU s/MB | send CPU s/MB');
   for (const r of rounds) {
