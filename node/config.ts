@@ -30,6 +30,8 @@ export interface NodeConfig {
   walMaxSegments: number;
   snapshotChunkBytes: number;
   snapshotTimeoutMs: number;
+  /** Snapshot streams a leader sends one follower at a time; the rest wait their turn. */
+  snapshotStreamsPerPeer: number;
   /** Deadline for a request inside the node (propose/read wait, forwarding). */
   requestTimeoutMs: number;
   /** Max concurrent HTTP requests being served; beyond it: 503 overloaded. */
@@ -70,6 +72,9 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
   --mid-flight-rounds N  rounds that may begin while a batch is being written (default 64; 0: one round per batch)
+  --snapshot-streams-per-peer N   snapshot streams sent to one follower at a time; the others wait
+                         their turn (default 1: interleaved streams cost the receiver's LevelDB
+                         merges, see bench/README.md)
   --peer-listen H:P      listen for peers here instead of on this node's --peers entry (the entry is
                          then only where the others dial it, e.g. through a fault-injecting proxy)
   --cluster-id ID        refuse peers of another cluster (default "kv")
@@ -159,6 +164,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     walMaxSegments: int(a.get('wal-max-segments'), 4, '--wal-max-segments', 2),
     snapshotChunkBytes: 1 << 20,
     snapshotTimeoutMs: 10_000,
+    snapshotStreamsPerPeer: int(a.get('snapshot-streams-per-peer'), 1, '--snapshot-streams-per-peer', 1),
     requestTimeoutMs: 5_000,
     maxInFlight: int(a.get('max-in-flight'), 4096, '--max-in-flight'),
     midFlightRounds: int(a.get('mid-flight-rounds') ?? env['KV_MID_FLIGHT_ROUNDS'], 64, '--mid-flight-rounds', 0),

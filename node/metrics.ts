@@ -26,6 +26,8 @@ export class NodeMetrics {
   readonly maintenanceParts: Record<'snapshotSends' | 'compact' | 'idempotencyGc', client.Histogram.Internal<'part'>>;
   readonly idempotencyCollected: client.Counter;
   readonly slowPersists: client.Counter;
+  /** Read at each scrape: snapshot streams waiting for their turn (set by the runtime). */
+  snapshotStreamsQueued: () => number = () => 0;
 
   constructor(nodeId: number) {
     const r = this.registry;
@@ -55,6 +57,8 @@ export class NodeMetrics {
       idempotencyGc: this.maintenance.labels({ part: 'idempotency_gc' }),
     };
     this.slowPersists = new client.Counter({ name: 'kv_slow_persists_total', help: 'Persist batches that took --slow-persist-ms or longer (each is also in the log, rate-limited, with its WAL and LevelDB parts)', registers: [r] });
+    const queued = (): number => this.snapshotStreamsQueued();
+    new client.Gauge({ name: 'kv_snapshot_streams_queued', help: 'Snapshot streams this leader has cut and that wait for their turn (--snapshot-streams-per-peer run at a time per follower)', registers: [r], collect() { this.set(queued()); } });
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 

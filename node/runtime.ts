@@ -19,6 +19,7 @@ import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
 import { RateLimitedWarn } from './rate-limited-warn.ts';
 import { SnapshotLedger } from './snapshot-ledger.ts';
+import { KeyedGate } from './stream-gate.ts';
 import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 
@@ -85,6 +86,8 @@ export class KvNode {
   private readonly snapLedger: SnapshotLedger;
   private snapshotReceiver!: SnapshotReceiver;
   private pendingSnapshotSends: Array<{ shard: number; to: number; msg: Message }> = [];
+  /** Snapshot streams running per follower (--snapshot-streams-per-peer); the others wait their turn. */
+  private readonly streamGate: KeyedGate;
   private lastLeaders = new Map<number, number>();
   private gcCursor = new Map<number, Uint8Array>();
   /** Node-level liveness of peers: last frame time and the peer process's incarnation. */
@@ -121,6 +124,8 @@ export class KvNode {
     this.metrics = new NodeMetrics(cfg.id);
     this.slowPersist = new RateLimitedWarn(log, 'slow persist: writing a batch took long (walMs, leveldbMs: when each part finished)', 5_000, () => this.metrics.slowPersists.inc());
     this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
+    this.streamGate = new KeyedGate(cfg.snapshotStreamsPerPeer);
+    this.metrics.snapshotStreamsQueued = () => this.streamGate.totalQueued();
   }
 
   isReady(): boolean {
@@ -523,11 +528,13 @@ export class KvNode {
     // write and a log truncation per stream, past the election timeout: the peers elected other
     // leaders, which streamed the same shards again). So: one durable write for every new cut.
     await this.persistCuts(starts.map((x) => ({ shard: x.shard, ...x.cut })));
+    // The cuts are taken now (one durable write for all); the streams go through the gate, and wait
+    // there with their iterators open (a LevelDB snapshot each) and their shard's compaction held.
     for (const { shard, to, msg, cut, iters } of starts) {
-      streamSnapshot({
+      this.streamGate.run(to, () => streamSnapshot({
         transport: this.transport, shard, to, msg, snapshot: cut.snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
         timeoutMs: this.cfg.snapshotTimeoutMs, fromNode: this.cfg.id, log: this.log,
-      }).then(
+      })).then(
         () => {
           this.metrics.snapshots.inc({ direction: 'sent', result: 'ok' });
           this.snapLedger.finished(shard, to, true);
