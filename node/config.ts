@@ -24,6 +24,8 @@ export interface NodeConfig {
   /** Log entries on disk before compaction, and how many to keep after it. */
   compactEveryEntries: number;
   compactKeepEntries: number;
+  /** All shards' in-memory Raft logs together; past it the largest are compacted (node/log-budget.ts). */
+  logMemoryBytes: number;
   /** Size of a WAL segment file (preallocated, zeroed). */
   walSegmentBytes: number;
   /** Past this many WAL segments, shards that pin the oldest are compacted so it can go. */
@@ -160,6 +162,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     quiesceAfterTicks: int(a.get('quiesce-after-ticks'), 20, '--quiesce-after-ticks', 0),
     compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
     compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
+    logMemoryBytes: int(a.get('log-memory-mb'), 32, '--log-memory-mb') * (1 << 20),
     walSegmentBytes: int(a.get('wal-segment-bytes'), 64 << 20, '--wal-segment-bytes', 4096),
     walMaxSegments: int(a.get('wal-max-segments'), 4, '--wal-max-segments', 2),
     snapshotChunkBytes: 1 << 20,

@@ -28,6 +28,8 @@ export class NodeMetrics {
   readonly slowPersists: client.Counter;
   /** Read at each scrape: snapshot streams waiting for their turn (set by the runtime). */
   snapshotStreamsQueued: () => number = () => 0;
+  /** Entries the shards' Raft logs hold in memory, and the bytes that takes (estimated: data + per-entry overhead). */
+  raftLogMemory: () => { entries: number; bytes: number } = () => ({ entries: 0, bytes: 0 });
 
   constructor(nodeId: number) {
     const r = this.registry;
@@ -58,6 +60,9 @@ export class NodeMetrics {
     };
     this.slowPersists = new client.Counter({ name: 'kv_slow_persists_total', help: 'Persist batches that took --slow-persist-ms or longer (each is also in the log, rate-limited, with its WAL and LevelDB parts)', registers: [r] });
     const queued = (): number => this.snapshotStreamsQueued();
+    const logMem = (): { entries: number; bytes: number } => this.raftLogMemory();
+    new client.Gauge({ name: 'kv_raft_log_memory_bytes', help: 'Bytes the Raft logs of all shards hold in memory (data plus an estimated per-entry overhead; bounded by --log-memory-mb)', registers: [r], collect() { this.set(logMem().bytes); } });
+    new client.Gauge({ name: 'kv_raft_log_entries', help: 'Entries the Raft logs of all shards hold in memory', registers: [r], collect() { this.set(logMem().entries); } });
     new client.Gauge({ name: 'kv_snapshot_streams_queued', help: 'Snapshot streams this leader has cut and that wait for their turn (--snapshot-streams-per-peer run at a time per follower)', registers: [r], collect() { this.set(queued()); } });
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }

@@ -14,6 +14,7 @@ import type { HardState } from '../raft/index.ts';
 import { join } from 'node:path';
 import { Wal } from './wal.ts';
 import { encodeBatch, encodeHeader, foldWal } from './wal-codec.ts';
+import { compactionPlan, logMemoryOf } from './log-budget.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -126,6 +127,10 @@ export class KvNode {
     this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
     this.streamGate = new KeyedGate(cfg.snapshotStreamsPerPeer);
     this.metrics.snapshotStreamsQueued = () => this.streamGate.totalQueued();
+    this.metrics.raftLogMemory = () => {
+      const t = this.store.logMemoryTotals();
+      return { entries: t.entries, bytes: logMemoryOf(t) };
+    };
   }
 
   isReady(): boolean {
@@ -556,13 +561,20 @@ export class KvNode {
    */
   private async maybeCompact(): Promise<void> {
     const cuts: Array<{ shard: number; snapshot: Snapshot; below: number }> = [];
-    for (const shard of this.store.shards()) {
-      if (this.store.logLength(shard) < this.cfg.compactEveryEntries) continue;
-      // A follower is being sent (or installing) a snapshot: compacting past it would make it need another.
-      if (this.snapLedger.holdsCompaction(shard)) continue;
-      const cut = this.store.compact(shard, this.cfg.compactKeepEntries);
+    // Runs between every two batches: look closer only when a rule may apply.
+    const t = this.store.logMemoryTotals();
+    if (t.most < this.cfg.compactEveryEntries && logMemoryOf(t) <= this.cfg.logMemoryBytes) return this.releaseIfManySegments(cuts);
+    // A follower is being sent (or installing) a snapshot: compacting past it would make it need another.
+    const logs = this.store.shards().map((shard) => ({ shard, ...this.store.logMemory(shard), compactable: !this.snapLedger.holdsCompaction(shard) }));
+    const plan = compactionPlan(logs, { everyEntries: this.cfg.compactEveryEntries, keepEntries: this.cfg.compactKeepEntries, budgetBytes: this.cfg.logMemoryBytes });
+    for (const { shard, keep } of plan) {
+      const cut = this.store.compact(shard, keep);
       if (cut !== null) cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
     }
+    await this.releaseIfManySegments(cuts);
+  }
+
+  private async releaseIfManySegments(cuts: Array<{ shard: number; snapshot: Snapshot; below: number }>): Promise<void> {
     if (this.wal.segmentCount() > this.cfg.walMaxSegments) this.releaseOldSegments(cuts);
     await this.persistCuts(cuts);
   }

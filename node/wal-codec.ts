@@ -1,5 +1,5 @@
 import type { ConfChange, Entry, EntryType, HardState } from '../raft/index.ts';
-import { pack, unpack } from '../shard/codec.ts';
+import { coalesce, pack, unpack } from '../shard/codec.ts';
 import type { WalItem } from '../shard/store.ts';
 
 /**
@@ -87,10 +87,15 @@ export function foldWal(payloads: Uint8Array[], onEntries?: (i: number, shard: n
         else throw bad(`shard ${shard}: entries from ${first} after a log ending at ${have.index + s.entries.length - 1}`);
       }
       let expect = first;
-      for (const w of entries) {
+      // Views into the segment read would keep all of it in memory: copy the data out.
+      const data = coalesce(entries.map((w) => {
+        if (!(w[3] instanceof Uint8Array)) throw bad(`shard ${shard}: entry data`);
+        return w[3];
+      }));
+      entries.forEach((w, k) => {
         if (w[1] !== expect++) throw bad(`shard ${shard}: entries not contiguous at ${w[1]}`);
-        s.entries.push({ term: w[0], index: w[1], type: w[2], data: w[3], change: w[4] ?? null });
-      }
+        s.entries.push({ term: w[0], index: w[1], type: w[2], data: data[k] as Uint8Array, change: w[4] ?? null });
+      });
       onEntries?.(i, shard, expect - 1);
     }
   });

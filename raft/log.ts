@@ -16,8 +16,10 @@ export class RaftLog {
   snapshot: Snapshot | null = null;
   /** A snapshot received from the leader, not yet handed to the host. */
   pendingSnapshot: Snapshot | null = null;
-  /** entries[i].index === snapIndex + 1 + i */
+  /** entries[i].index === snapIndex + 1 + i. Change it only through load/append/compact/restore (they keep dataBytes). */
   entries: Entry[] = [];
+  /** Sum of entries[*].data.byteLength: what the log holds in memory, for the host's memory budget. */
+  dataBytes = 0;
   /** Durable: the host acknowledged persisting every entry up to here. */
   stableIndex = 0;
   /** Handed to the host in a Ready (stableIndex <= inProgressIndex <= lastIndex). */
@@ -84,7 +86,9 @@ export class RaftLog {
     invariant(first >= this.firstIndex() && first <= this.lastIndex() + 1, `append at ${first} must touch the log [${this.firstIndex()}, ${this.lastIndex()}]`);
     let truncated = 0;
     if (first <= this.lastIndex()) {
-      this.entries.length = first - this.snapIndex - 1;
+      const keep = first - this.snapIndex - 1;
+      for (let i = keep; i < this.entries.length; i++) this.dataBytes -= (this.entries[i] as Entry).data.byteLength;
+      this.entries.length = keep;
       truncated = first;
       if (this.stableIndex >= first) this.stableIndex = first - 1;
       if (this.inProgressIndex >= first) {
@@ -96,6 +100,7 @@ export class RaftLog {
     for (const e of ents) {
       invariant(e.index === expect, 'appended entries are contiguous');
       this.entries.push(e);
+      this.dataBytes += e.data.byteLength;
       expect++;
     }
     return truncated;
@@ -194,10 +199,18 @@ export class RaftLog {
     }
   }
 
+  /** Entries loaded from storage at start (contiguous after the snapshot, all durable). */
+  load(ents: readonly Entry[]): void {
+    this.entries = [...ents];
+    this.dataBytes = 0;
+    for (const e of ents) this.dataBytes += e.data.byteLength;
+  }
+
   /** Replace the whole log with a snapshot from the leader. */
   restore(s: Snapshot): void {
     invariant(s.meta.index > this.committed, 'restore only ahead of commit');
     this.entries = [];
+    this.dataBytes = 0;
     this.snapIndex = s.meta.index;
     this.snapTerm = s.meta.term;
     this.snapshot = s;
@@ -215,7 +228,9 @@ export class RaftLog {
     invariant(idx <= this.stableIndex, 'compact only persisted entries');
     if (idx <= this.snapIndex) return;
     invariant(this.term(idx) === s.meta.term, 'snapshot term matches the log');
-    this.entries = this.entries.slice(idx - this.snapIndex);
+    const drop = idx - this.snapIndex;
+    for (let i = 0; i < drop; i++) this.dataBytes -= (this.entries[i] as Entry).data.byteLength;
+    this.entries = this.entries.slice(drop);
     this.snapIndex = idx;
     this.snapTerm = s.meta.term;
     this.snapshot = s;

@@ -177,7 +177,7 @@ export class RaftNode {
       invariant(e.index === expect, `persisted log contiguous at ${expect}`);
       expect++;
     }
-    log.entries = [...p.entries];
+    log.load(p.entries);
     log.stableIndex = log.lastIndex();
     log.inProgressIndex = log.stableIndex;
     for (const e of log.entries) if (e.change !== null) this.recordConf(e);
@@ -1058,6 +1058,16 @@ export class RaftNode {
 
   currentSnapshot(): Snapshot | null {
     return this.log.snapshot;
+  }
+
+  /** Entries held in memory (after the snapshot). */
+  logEntryCount(): number {
+    return this.log.entries.length;
+  }
+
+  /** The sum of the data bytes of the entries held in memory. */
+  logDataBytes(): number {
+    return this.log.dataBytes;
   }
 
   // ---------------------------------------------------------------- ready

@@ -1,6 +1,6 @@
 import { invariant } from '../raft/assert.ts';
 import type { ConfChange, Entry, EntryType, HardState, Message, MsgType, Snapshot } from '../raft/index.ts';
-import { pack, unpack } from './codec.ts';
+import { coalesce, pack, unpack } from './codec.ts';
 
 /** Encodings of Raft state on disk and on the wire (compact msgpack arrays). */
 
@@ -64,6 +64,8 @@ export function fromWireMessage(w: unknown): Message {
     invariant(Array.isArray(e) && e.length === 5 && e[3] instanceof Uint8Array, 'entry shape');
     return fromWireEntry(e);
   });
+  // The decoded data are views into the frame (and the frame into a socket read): copy them out.
+  if (entries.length > 0) coalesce(entries.map((e) => e.data)).forEach((d, i) => { (entries[i] as Entry).data = d; });
   return {
     type: a[0], from: a[1], to: a[2], term: a[3], logTerm: a[4], index: a[5], entries, commit: a[7],
     reject: a[8] === true, rejectHint: a[9], context: a[10], snapshot: a[11] === null ? null : fromWireSnapshot(a[11]),

@@ -3,7 +3,7 @@ import {
   type Entry, type HardState, type Message, type NodeId, type Persisted, type RaftConfig, type Ready, type Snapshot,
 } from '../raft/index.ts';
 import { invariant } from '../raft/assert.ts';
-import { pack, unpack } from './codec.ts';
+import { coalesce, pack, unpack } from './codec.ts';
 import { KvMachine, decodeCommand, encodeCommand, type KvCommand, type KvResult, type KvStatePort } from './kv-machine.ts';
 import { appliedKey, generationKey, snapMetaKey } from './layout.ts';
 import { encodeSnapshot } from './raft-codec.ts';
@@ -443,7 +443,8 @@ export class Store {
     if (r.queuedProposals.length > 0) {
       const q = r.queuedProposals;
       r.queuedProposals = [];
-      const res = r.raft.proposeMany(q.map((p) => p.data));
+      // One allocation per round, not views into msgpackr's shared output buffer (see coalesce).
+      const res = r.raft.proposeMany(coalesce(q.map((p) => p.data)));
       if (res.ok) {
         q.forEach((p, i) => r.waiters.set(res.index + i, { term: res.term, done: p.done }));
       } else {
@@ -697,6 +698,26 @@ export class Store {
   /** State generation in use (stale reads and scans read this one). */
   generation(shard: number): number {
     return this.replica(shard).machine.gen;
+  }
+
+  /** Entries the replica's Raft log holds in memory, and their data bytes (for the memory budget). */
+  logMemory(shard: number): { entries: number; dataBytes: number } {
+    const raft = this.replica(shard).raft;
+    return { entries: raft.logEntryCount(), dataBytes: raft.logDataBytes() };
+  }
+
+  /** logMemory over all replicas, and the most entries one holds (allocates nothing per replica). */
+  logMemoryTotals(): { entries: number; dataBytes: number; most: number } {
+    let entries = 0;
+    let dataBytes = 0;
+    let most = 0;
+    for (const r of this.replicas.values()) {
+      const n = r.raft.logEntryCount();
+      entries += n;
+      dataBytes += r.raft.logDataBytes();
+      if (n > most) most = n;
+    }
+    return { entries, dataBytes, most };
   }
 
   /** Entries in the replica's log on disk (for the compaction policy). */

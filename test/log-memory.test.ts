@@ -1,0 +1,141 @@
+/**
+ * What a node's Raft logs hold in memory: the byte count RaftLog keeps, the
+ * compaction plan that bounds it (node/log-budget.ts), and the copies that
+ * keep an entry from pinning the buffer it was decoded from (shard/codec.ts).
+ */
+import test from 'ava';
+import { EntryType, type Entry, type Snapshot } from '../raft/index.ts';
+import { RaftLog } from '../raft/log.ts';
+import { coalesce, pack, unpack } from '../shard/codec.ts';
+import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
+import { compactionPlan, logMemoryOf, ENTRY_OVERHEAD_BYTES, type LogUse } from '../node/log-budget.ts';
+import { Prng } from './sim/prng.ts';
+import { encodeBatch, foldWal } from '../node/wal-codec.ts';
+
+const entry = (index: number, term: number, bytes: number): Entry => ({ term, index, type: EntryType.Normal, data: new Uint8Array(bytes), change: null });
+const snap = (index: number, term: number): Snapshot => ({ meta: { index, term, conf: { voters: [1], learners: [] } }, data: new Uint8Array(0) });
+const sum = (l: RaftLog): number => l.entries.reduce((n, e) => n + e.data.byteLength, 0);
+
+test('RaftLog.dataBytes is the sum of its entries\' data through appends, truncations, compactions, restores and loads', (t) => {
+  for (let seed = 1; seed <= 200; seed++) {
+    const rng = new Prng(seed);
+    const log = new RaftLog();
+    let term = 1;
+    for (let step = 0; step < 60; step++) {
+      const op = rng.int(10);
+      if (op < 5) {
+        // Append after commit, possibly replacing a suffix (a new leader's entries).
+        const lo = Math.max(log.firstIndex(), log.committed + 1);
+        const at = lo + rng.int(log.lastIndex() + 2 - lo);
+        if (rng.chance(0.3)) term++;
+        const n = 1 + rng.int(5);
+        log.append(Array.from({ length: n }, (_, k) => entry(at + k, term, rng.int(300))));
+      } else if (op < 7) {
+        log.stableIndex = log.inProgressIndex = log.lastIndex();
+        log.commitTo(log.committed + rng.int(log.lastIndex() - log.committed + 1));
+        log.appliedTo(log.committed);
+      } else if (op < 9) {
+        if (log.applied > log.snapIndex) {
+          const idx = log.snapIndex + 1 + rng.int(log.applied - log.snapIndex);
+          log.compact(snap(idx, log.term(idx)));
+        }
+      } else if (rng.chance(0.5)) {
+        log.restore(snap(log.lastIndex() + 1 + rng.int(5), ++term));
+      } else {
+        const from = log.snapIndex + 1;
+        const fresh = new RaftLog();
+        fresh.snapIndex = log.snapIndex;
+        fresh.load(log.entries.map((e, k) => entry(from + k, e.term, e.data.byteLength)));
+        t.is(fresh.dataBytes, log.dataBytes, `seed ${seed}: load`);
+      }
+      if (log.dataBytes !== sum(log)) {
+        t.fail(`seed ${seed} step ${step} (op ${op}): dataBytes ${log.dataBytes}, entries hold ${sum(log)}`);
+        return;
+      }
+    }
+  }
+  t.pass();
+});
+
+const use = (shard: number, entries: number, dataBytes: number, compactable = true): LogUse => ({ shard, entries, dataBytes, compactable });
+const opts = { everyEntries: 20_000, keepEntries: 5_000, budgetBytes: 64 << 20 };
+
+test('compaction plan: the count rule alone while the logs fit the memory budget', (t) => {
+  t.deepEqual(compactionPlan([use(1, 19_999, 2e6), use(2, 20_000, 2e6), use(3, 30_000, 3e6, false)], opts), [{ shard: 2, keep: 5_000 }]);
+  t.deepEqual(compactionPlan([], opts), []);
+});
+
+test('compaction plan: over the budget, the largest logs first, each to a quarter, until 3/4 of the budget', (t) => {
+  // 8 shards of 10,000 entries of ≈ 1,000 B: ≈ 12 MB each with the overhead, 93 MB together, over 64 MiB.
+  const logs = Array.from({ length: 8 }, (_, i) => use(i, 10_000, 10_000_000 - i * 100_000));
+  const per = logs.map(logMemoryOf);
+  const plan = compactionPlan(logs, opts);
+  // The largest first (shards 0, 1, ...), cut to a quarter (2,500 entries) until under 48 MiB.
+  t.true(plan.length >= 2 && plan.length < 8, `${plan.length} cut`);
+  t.deepEqual(plan.map((p) => p.shard), Array.from({ length: plan.length }, (_, i) => i));
+  for (const p of plan) t.is(p.keep, 2_500);
+  let left = per.reduce((a, b) => a + b, 0);
+  for (const p of plan) left -= (per[p.shard] as number) * 0.75;
+  t.true(left <= (opts.budgetBytes * 3) / 4, `${left} left`);
+  // One fewer would not have been enough.
+  t.true(left + (per[plan.length - 1] as number) * 0.75 > (opts.budgetBytes * 3) / 4);
+});
+
+test('compaction plan: a shard whose snapshot stream holds compaction is left alone; count-rule cuts go lower when over budget', (t) => {
+  const budget = { ...opts, budgetBytes: 1 << 20 };
+  const plan = compactionPlan([use(1, 40_000, 4e6, false), use(2, 20_000, 1e6), use(3, 100, 10)], budget);
+  const keep = new Map(plan.map((p) => [p.shard, p.keep]));
+  t.false(keep.has(1));
+  t.is(keep.get(2), 5_000, 'a quarter of 20,000 is the count rule\'s 5,000 already');
+  t.is(keep.get(3), 25);
+  const tiny = compactionPlan([use(1, 30_000, 0)], { ...opts, budgetBytes: 1 });
+  t.deepEqual(tiny, [{ shard: 1, keep: 5_000 }], 'the count rule and the budget: the smaller keep');
+  t.is(logMemoryOf({ entries: 2, dataBytes: 10 }), 10 + 2 * ENTRY_OVERHEAD_BYTES);
+});
+
+test('coalesce: copies in one exact-size buffer, independent of their sources', (t) => {
+  const big = Buffer.alloc(65_536, 7);
+  const parts = [big.subarray(10, 110), big.subarray(500, 501), big.subarray(0, 0), big.subarray(1000, 1250)];
+  const out = coalesce(parts);
+  t.is(out.length, 4);
+  const ab = (out[0] as Buffer).buffer;
+  t.is(ab.byteLength, 351, 'one buffer of exactly the bytes copied');
+  for (const [i, o] of out.entries()) {
+    t.is(o.buffer, ab);
+    t.deepEqual([...o], [...(parts[i] as Buffer)]);
+  }
+  big.fill(0);
+  t.is((out[3] as Buffer)[0], 7, 'not a view of the source');
+});
+
+test('entries decoded from a peer message do not keep the socket read they came in alive', (t) => {
+  const m = toWireMessage({
+    type: 3, from: 1, to: 2, term: 4, logTerm: 4, index: 9, commit: 9, reject: false, rejectHint: 0, context: 0, snapshot: null,
+    entries: [entry(10, 4, 40), entry(11, 4, 50)].map((e, k) => ({ ...e, data: pack({ k, v: 'x'.repeat(30) }) })),
+  });
+  // As the transport sees it: the frame inside a 64 KiB socket read.
+  const read = Buffer.alloc(65_536);
+  const frame = Buffer.from(pack(m));
+  frame.copy(read, 1000);
+  const got = fromWireMessage(unpack(read.subarray(1000, 1000 + frame.length)));
+  t.is(got.entries.length, 2);
+  for (const e of got.entries) t.true(e.data.buffer.byteLength < 200, `entry data lives in a ${e.data.buffer.byteLength}-byte buffer`);
+  t.deepEqual(unpack(got.entries[1]?.data as Uint8Array), { k: 1, v: 'x'.repeat(30) });
+});
+
+test('unpack adds nothing to the buffer it reads (msgpackr caches a DataView on it otherwise)', (t) => {
+  const b = Buffer.from(pack([1, 'two', new Uint8Array([3])]));
+  const before = Object.getOwnPropertyNames(b).length;
+  unpack(b);
+  t.is(Object.getOwnPropertyNames(b).length, before);
+  t.false('dataView' in b);
+});
+
+test('entries replayed from the WAL do not keep the segment read alive', (t) => {
+  const rec = Buffer.from(encodeBatch([{ shard: 3, hardState: { term: 2, vote: 1, commit: 5 }, entries: [entry(5, 2, 60), entry(6, 2, 70)], snapshot: null }]));
+  const segment = Buffer.alloc(1 << 20);
+  rec.copy(segment, 4096);
+  const s = foldWal([segment.subarray(4096, 4096 + rec.length)]).get(3);
+  t.is(s?.entries.length, 2);
+  for (const e of s?.entries ?? []) t.is(e.data.buffer.byteLength, 130, 'the two entries share one exact-size copy');
+});
