@@ -26,6 +26,8 @@ export interface NodeConfig {
   compactKeepEntries: number;
   /** All shards' in-memory Raft logs together; past it the largest are compacted (node/log-budget.ts). */
   logMemoryBytes: number;
+  /** V8's heap growing factor after a full GC, as 1 + N/100 (0: V8's own heuristic). */
+  heapGrowingPercent: number;
   /** Size of a WAL segment file (preallocated, zeroed). */
   walSegmentBytes: number;
   /** Past this many WAL segments, shards that pin the oldest are compacted so it can go. */
@@ -68,6 +70,10 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --tick-ms N            Raft tick (default 100; election after 10-20 ticks, heartbeat every tick)
   --compact-every N      compact a shard's log once it holds N entries (default 20000)
   --compact-keep N       entries kept after compaction for lagging followers (default 5000)
+  --log-memory-mb N      memory all shards' Raft logs may hold together; past it the largest are
+                         compacted first (default 32)
+  --heap-growing-percent N  V8 grows its heap after a full GC to (1 + N/100) x the live size
+                         (default 50; 0: V8's own heuristic, up to 4x under a write load)
   --wal-segment-bytes N  size of a Raft WAL segment, preallocated and zeroed (default 67108864)
   --wal-max-segments N   past N WAL segments, shards pinning the oldest are compacted so it can go (default 4)
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
@@ -163,6 +169,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
     compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
     logMemoryBytes: int(a.get('log-memory-mb'), 32, '--log-memory-mb') * (1 << 20),
+    heapGrowingPercent: int(a.get('heap-growing-percent'), 50, '--heap-growing-percent', 0),
     walSegmentBytes: int(a.get('wal-segment-bytes'), 64 << 20, '--wal-segment-bytes', 4096),
     walMaxSegments: int(a.get('wal-max-segments'), 4, '--wal-max-segments', 2),
     snapshotChunkBytes: 1 << 20,
