@@ -575,8 +575,12 @@ export class KvNode {
   }
 
   private async releaseIfManySegments(cuts: Array<{ shard: number; snapshot: Snapshot; below: number }>): Promise<void> {
-    if (this.wal.segmentCount() > this.cfg.walMaxSegments) this.releaseOldSegments(cuts);
+    const many = this.wal.segmentCount() > this.cfg.walMaxSegments;
+    if (many) this.releaseOldSegments(cuts);
     await this.persistCuts(cuts);
+    // Segments nothing pins any more (every start after a written segment begins a new one, and one
+    // holding only hard states or compacted entries pins nothing) go without a compaction.
+    if (many && cuts.length === 0) await this.wal.collect();
   }
 
   /**

@@ -30,3 +30,25 @@ test('idle shards do not pin WAL segments: the segment count stays bounded under
   // Every idle key is still there after its shard was compacted.
   for (let k = 0; k < 16; k++) t.is((await http('GET', `${c.url(2)}/v1/kv/acme/idle-${k}`)).status, 200);
 });
+
+test('restarts do not pile up WAL segments: past --wal-max-segments the ones with nothing left in them go', async (t) => {
+  const c = await TestCluster.start(t, 3, ['--shards', '4', '--tick-ms', '50', '--wal-segment-bytes', '65536', '--wal-max-segments', '3']);
+  await c.waitLeaders();
+  t.is((await putRetry(`${c.url(1)}/v1/kv/acme/k0`, 'x')).status, 200);
+  // Every start after a segment was written begins a new one; each restart also brings an election or two.
+  for (let r = 1; r <= 7; r++) {
+    await c.kill(3);
+    c.spawn(3);
+    await c.waitReady(3);
+    await c.waitLeaders(30_000, [], true);
+    t.is((await putRetry(`${c.url(1)}/v1/kv/acme/k${r}`, 'x')).status, 200);
+  }
+  // The segments go once a batch has landed in the new one (its header then is on disk): wait for it.
+  let n = segments(c, 3);
+  for (let k = 0; k < 200 && n > 5; k++) {
+    t.is((await putRetry(`${c.url(1)}/v1/kv/acme/k${k % 8}`, 'y')).status, 200);
+    n = segments(c, 3);
+  }
+  t.log(`WAL segment files on node 3 after 7 restarts: ${n}`);
+  t.true(n <= 5, `${n} segments: at most 3 + the one being written + a spare`);
+});
