@@ -73,7 +73,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --log-memory-mb N      memory all shards' Raft logs may hold together; past it the largest are
                          compacted first (default 32)
   --heap-growing-percent N  V8 grows its heap after a full GC to (1 + N/100) x the live size
-                         (default 100; 0: V8's own heuristic, up to 4x under a write load)
+                         (default 0: V8's own heuristic, up to 4x under a write load;
+                         100 saves ~60 MiB of RSS for ~10 % more CPU per linearizable read)
   --wal-segment-bytes N  size of a Raft WAL segment, preallocated and zeroed (default 67108864)
   --wal-max-segments N   past N WAL segments, shards pinning the oldest are compacted so it can go (default 4)
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
@@ -169,7 +170,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
     compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
     logMemoryBytes: int(a.get('log-memory-mb'), 32, '--log-memory-mb') * (1 << 20),
-    heapGrowingPercent: int(a.get('heap-growing-percent'), 100, '--heap-growing-percent', 0),
+    heapGrowingPercent: int(a.get('heap-growing-percent'), 0, '--heap-growing-percent', 0),
     walSegmentBytes: int(a.get('wal-segment-bytes'), 64 << 20, '--wal-segment-bytes', 4096),
     walMaxSegments: int(a.get('wal-max-segments'), 4, '--wal-max-segments', 2),
     snapshotChunkBytes: 1 << 20,

@@ -21,8 +21,8 @@ async function main(): Promise<void> {
   // V8 grows its heap by up to 4x the live size after a full GC when allocation is fast (a write load):
   // 300 MiB of RSS for 60-100 MiB live. A smaller factor keeps RSS near the data (see --heap-growing-percent).
   // Only once started: replaying the WAL allocates fast with a growing live set, and a smaller factor's
-  // extra full GCs made a restart at 400k keys 0.5 s slower. The default, 2x, is what snapshot streams
-  // tolerate: at 1.5x a catch-up ran 25 % slower (bench/README.md, "Session 8").
+  // extra full GCs made a restart at 400k keys 0.5 s slower. Off by default: 2x cost linearizable reads
+  // 10-17 % more CPU, and 1.5x made a snapshot catch-up 25 % slower (bench/README.md, "Session 8").
   if (cfg.heapGrowingPercent > 0) setFlagsFromString(`--heap-growing-percent=${cfg.heapGrowingPercent}`);
   const app = buildApp(node, log);
   const [host, port] = [cfg.listen.slice(0, cfg.listen.lastIndexOf(':')), Number(cfg.listen.slice(cfg.listen.lastIndexOf(':') + 1))];
