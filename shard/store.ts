@@ -720,12 +720,6 @@ export class Store {
     return { entries, dataBytes, most };
   }
 
-  /** Entries in the replica's log on disk (for the compaction policy). */
-  logLength(shard: number): number {
-    const r = this.replica(shard);
-    return r.persistedLast - r.persistedFirst + 1;
-  }
-
   /**
    * Compact a replica's log at applied − keep (between rounds): the node
    * persists `snapshot` and then deletes log entries below `below`. With
