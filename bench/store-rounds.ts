@@ -59,7 +59,7 @@ function run(shards: number, inflight: number, seconds: number): { writes: numbe
       if (r === null) continue;
       rounds++;
       deliver(id, r.early);
-      st.applyRound(r, () => ports.get(id) as KvStatePort);
+      st.applyRound(r, () => ports.get(id) as KvStatePort, 0, 1);
       st.persistedRound(r);
       deliver(id, r.messages);
     }

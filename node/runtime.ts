@@ -338,7 +338,7 @@ export class KvNode {
     if (round === null) return false;
     this.sendMessages(round.early);
     const g = this.group;
-    this.store.applyRound(round, this.port);
+    this.store.applyRound(round, this.port, Date.now(), this.cfg.tickMs);
     for (const it of round.wal) g.wal.push(it);
     for (const op of round.persist) g.ops.push(op);
     if (round.mustSync) g.sync = true;

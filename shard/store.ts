@@ -98,9 +98,13 @@ class Replica {
   waiters = new Map<number, Waiter>();
   readsInRaft = new Map<number, Array<Done<ReadOutcome>>>();
   readsWaitingApply: Array<{ index: number; dones: Array<Done<ReadOutcome>> }> = [];
-  /** When we last heard from a leader / were last known caught up with it (ms). */
+  /** The applied index whose state has landed in LevelDB (what stale reads see). */
+  landedApplied: number;
+  /** When we last heard from a leader / the landed state was last known caught up with it (ms). */
   lastLeaderContactMs = -1;
   lastFreshMs = -1;
+  /** As leader: the landed state held all it knew committed as of this time, less its quorum-ack age then (ms; -1: unknown). */
+  leaderLandedFreshMs = -1;
   /** Ticks since this replica last knew a leader. */
   leaderlessTicks = 0;
   /**
@@ -132,6 +136,7 @@ class Replica {
     this.writtenTerm = boot.persisted === null ? -1 : this.durableTerm;
     this.writtenVote = this.durableVote;
     this.applied = boot.applied;
+    this.landedApplied = boot.applied;
   }
 
   queued(): number {
@@ -143,10 +148,25 @@ class Replica {
  * One round: what every replica with work hands out. Rounds may overlap: the
  * node may begin the next round while earlier ones are still being persisted.
  */
+/**
+ * One replica's part of a round. What applyRound() applied becomes visible to stale reads only when
+ * the round's batch lands in LevelDB (they read no overlay): these say how fresh that landed state is.
+ */
+export interface RoundItem {
+  replica: Replica;
+  rd: Ready;
+  /** The applied index once this round's state lands (-1: not applied yet). */
+  appliedTo: number;
+  /** A follower that had applied all its leader reported committed: fresh as of this leader contact (ms; -1: not). */
+  followerFreshAt: number;
+  /** A leader that had applied all it knew committed: fresh as of this time, less its quorum-ack age (ms; -1: not). */
+  leaderFreshAt: number;
+}
+
 export interface Round {
   /** Rounds are persisted (and acknowledged with persistedRound) in this order. */
   seq: number;
-  items: Array<{ replica: Replica; rd: Ready }>;
+  items: RoundItem[];
   /** Raft log and hard state: appended to the WAL (and synced), after every earlier round's. */
   wal: WalItem[];
   /** State writes for LevelDB (a snapshot install), in one batch after every earlier round's, synced when mustSync. */
@@ -417,7 +437,7 @@ export class Store {
     for (const r of visit) {
       if (!r.raft.hasReady()) continue;
       const rd = r.raft.ready();
-      round.items.push({ replica: r, rd });
+      round.items.push({ replica: r, rd, appliedTo: -1, followerFreshAt: -1, leaderFreshAt: -1 });
       this.collectPersist(r, rd, round);
       if (rd.hardState !== null) {
         r.handedTerm = rd.hardState.term;
@@ -548,11 +568,12 @@ export class Store {
    * node makes the port's writes visible to reads at once and persists them
    * with a later batch), and complete what they were waited for.
    */
-  applyRound(round: Round, port: (shard: number) => KvStatePort): void {
+  applyRound(round: Round, port: (shard: number) => KvStatePort, nowMs: number, tickMs: number): void {
     invariant(this.unapplied === round, 'applyRound() right after its beginRound()');
     this.unapplied = null;
     const done: Array<() => void> = [];
-    for (const { replica: r, rd } of round.items) {
+    for (const item of round.items) {
+      const { replica: r, rd } = item;
       if (rd.softState !== null) this.onSoftState(r, rd.softState.role, rd.softState.leader, done);
       for (const rs of rd.readStates) {
         const dones = r.readsInRaft.get(rs.context);
@@ -568,9 +589,23 @@ export class Store {
       }
       r.raft.applied(rd);
       this.dirty.add(r);
+      this.noteApplied(item, nowMs, tickMs);
     }
     for (const c of done) c();
     for (const { replica: r } of round.items) this.afterProgress(r);
+  }
+
+  /** How fresh this round's state will be once it lands (see RoundItem). */
+  private noteApplied(item: RoundItem, nowMs: number, tickMs: number): void {
+    const r = item.replica;
+    item.appliedTo = r.applied;
+    if (r.applied < r.raft.commitIndex()) return;
+    if (r.raft.currentRole() === Role.Leader) {
+      const age = r.raft.quorumAckAgeTicks();
+      if (age >= 0) item.leaderFreshAt = nowMs - age * tickMs;
+    } else if (r.lastLeaderContactMs >= 0 && r.applied >= r.raft.leaderCommit()) {
+      item.followerFreshAt = r.lastLeaderContactMs;
+    }
   }
 
   private applyEntry(r: Replica, e: Entry, port: KvStatePort, done: Array<() => void>): void {
@@ -599,9 +634,13 @@ export class Store {
     invariant(round.seq === this.persistedSeq + 1, `rounds persisted in order: ${round.seq} after ${this.persistedSeq}`);
     this.persistedSeq = round.seq;
     const done: Array<() => void> = [];
-    for (const { replica: r, rd } of round.items) {
+    for (const { replica: r, rd, appliedTo, followerFreshAt, leaderFreshAt } of round.items) {
       r.raft.persisted(rd);
       this.dirty.add(r);
+      // This round's state has landed with it: stale reads now see it.
+      if (appliedTo > r.landedApplied) r.landedApplied = appliedTo;
+      if (followerFreshAt > r.lastFreshMs) r.lastFreshMs = followerFreshAt;
+      if (leaderFreshAt > r.leaderLandedFreshMs && r.raft.currentRole() === Role.Leader) r.leaderLandedFreshMs = leaderFreshAt;
       if (rd.hardState !== null) {
         r.durableTerm = rd.hardState.term;
         r.durableVote = rd.hardState.vote;
@@ -614,6 +653,7 @@ export class Store {
 
   private afterInstall(r: Replica, s: Snapshot, done: Array<() => void>): void {
     r.applied = s.meta.index;
+    r.landedApplied = s.meta.index;
     const desc = decodeDescriptor(s.data);
     r.machine.gen = desc.gen;
     r.machine.logTime = desc.logTime;
@@ -627,6 +667,7 @@ export class Store {
 
   private onSoftState(r: Replica, role: Role, leader: NodeId, done: Array<() => void>): void {
     const wasLeader = r.role === Role.Leader;
+    if (role !== r.role) r.leaderLandedFreshMs = -1;
     r.role = role;
     r.leader = leader;
     if (wasLeader && role !== Role.Leader) {
@@ -653,9 +694,9 @@ export class Store {
     this.noteFresh(r);
   }
 
-  /** A follower that has applied all it knows committed is as fresh as its last leader contact. */
+  /** A follower whose landed state holds all it knows committed is as fresh as its last leader contact. */
   private noteFresh(r: Replica): void {
-    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.applied >= r.raft.commitIndex() && r.applied >= r.raft.leaderCommit()) {
+    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.landedApplied >= r.raft.commitIndex() && r.landedApplied >= r.raft.leaderCommit()) {
       r.lastFreshMs = r.lastLeaderContactMs;
     }
   }
@@ -675,7 +716,10 @@ export class Store {
     const r = this.replica(shard);
     if (r.raft.currentRole() === Role.Leader) {
       const age = r.raft.quorumAckAgeTicks();
-      return age < 0 ? Infinity : age * tickMs;
+      if (age < 0) return Infinity;
+      // Committed (even acknowledged) state still in the overlay is not what a stale read sees.
+      if (r.landedApplied >= r.raft.commitIndex()) return age * tickMs;
+      return r.leaderLandedFreshMs < 0 ? Infinity : Math.max(age * tickMs, nowMs - r.leaderLandedFreshMs);
     }
     return r.lastFreshMs < 0 ? Infinity : Math.max(0, nowMs - r.lastFreshMs);
   }

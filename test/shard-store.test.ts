@@ -12,8 +12,10 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
  * `pipelined`: like the node, each store begins rounds while earlier rounds' batches are
  * still unwritten; a batch lands (in order) only some sweeps later, and only then are its
  * round's late messages delivered.
+ * `holdApplies`: a node in it is a slow disk: from its first round that applies entries on, its
+ * batches do not land (the state it applied stays unwritten) until it leaves the set.
  */
-function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((from: number, to: number, m: Message) => boolean) | null = null) {
+function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((from: number, to: number, m: Message) => boolean) | null = null, holdApplies = new Set<number>()) {
   const dbs = new Map<number, Map<string, Uint8Array>>();
   const stores = new Map<number, Store>();
   for (const id of [1, 2, 3]) {
@@ -43,9 +45,10 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((fro
         const round = st.beginRound();
         if (round !== null) {
           any = true;
-          st.applyRound(round, port(id));
+          st.applyRound(round, port(id), i, 1);
           for (const [to, items] of round.early) deliver(id, to, items, i);
-          if (!pipelined) {
+          const held = holdApplies.has(id) && ((inFlight.get(id) as Round[]).length > 0 || round.items.some((it) => it.rd.committedEntries.length > 0));
+          if (!pipelined && !held) {
             st.persistedRound(round);
             for (const [to, items] of round.messages) deliver(id, to, items, i);
           } else {
@@ -53,12 +56,12 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((fro
           }
         }
         const q = inFlight.get(id) as Round[];
-        while (q.length > 0 && rand() < 0.4) {
+        while (q.length > 0 && !holdApplies.has(id) && (!pipelined || rand() < 0.4)) {
           const r = q.shift() as Round;
           st.persistedRound(r);
           for (const [to, items] of r.messages) deliver(id, to, items, i);
         }
-        if (q.length > 0) any = true;
+        if (q.length > 0 && !holdApplies.has(id)) any = true;
       }
       if (!any) return;
     }
@@ -73,7 +76,7 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((fro
     for (const [id, st] of stores) if (st.status(shard).role === 'leader') return id;
     return 0;
   };
-  return { stores, dbs, runRounds, tick, leaderOf, port, now: () => clock };
+  return { stores, dbs, runRounds, tick, leaderOf, port, now: () => clock, inFlight };
 }
 
 const put = (key: string, value: string, over: Partial<KvCommand> = {}): KvCommand => ({
@@ -169,13 +172,13 @@ test('store: a follower woken to prove freshness gets it even if its leader was 
   F.wakeShard(1);
   const r = F.beginRound();
   t.truthy(r);
-  F.applyRound(r as Round, c.port(f));
+  F.applyRound(r as Round, c.port(f), c.now(), 1);
   F.persistedRound(r as Round);
   for (const [to, items] of [...(r as Round).early, ...(r as Round).messages]) c.stores.get(to)?.receive(items, c.now());
   L.tick();
   const lr = L.beginRound();
   if (lr !== null) {
-    L.applyRound(lr, c.port(l));
+    L.applyRound(lr, c.port(l), c.now(), 1);
     L.persistedRound(lr);
     for (const [to, items] of [...lr.early, ...lr.messages]) c.stores.get(to)?.receive(items, c.now());
   }
@@ -213,3 +216,43 @@ test('store: a follower that hears heartbeats but lags in replication does not c
   c.tick(3);
   t.true(F.stalenessMs(1, c.now(), 1) <= 3, 'caught up: fresh again');
 });
+
+/**
+ * Stale reads serve only state that has landed in LevelDB, not the overlay a round applies into. A
+ * replica whose applied state waits behind a slow batch must count that wait in its staleness: it
+ * claimed 0 ms while it served the value before an acknowledged write (the slow-disk integration
+ * test caught it in CI, a read 1400 ms after the write).
+ */
+for (const who of ['follower', 'leader'] as const) {
+  test(`store: a ${who} whose applied state has not landed yet does not claim to be fresh (bounded stale reads)`, (t) => {
+    const hold = new Set<number>();
+    const c = cluster(false, 1, 0, null, hold);
+    for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+    const l = c.leaderOf(1);
+    const f = [1, 2, 3].find((id) => id !== l) as number;
+    const slow = who === 'leader' ? l : f;
+    const S = c.stores.get(slow) as Store;
+    const L = c.stores.get(l) as Store;
+    const put1: ProposeOutcome[] = [];
+    L.propose(1, put('k', 'v1'), (r) => put1.push(r));
+    c.runRounds();
+    c.tick(2);
+    t.true(put1[0]?.ok === true);
+    t.true(S.stalenessMs(1, c.now(), 1) <= 2, 'in step: fresh');
+    // From now on the batches of `slow` that apply entries do not land.
+    hold.add(slow);
+    const put2: ProposeOutcome[] = [];
+    L.propose(1, put('k', 'v2'), (r) => put2.push(r));
+    c.runRounds();
+    t.true(put2[0]?.ok === true, 'the write is acknowledged');
+    const ackedAt = c.now();
+    c.tick(20);
+    t.true(S.status(1).applied >= L.status(1).commit, `the ${who} applied it (its state waits in an unwritten batch)`);
+    t.true((c.inFlight.get(slow) as Round[]).length > 0, 'its batches wait');
+    t.true(S.stalenessMs(1, c.now(), 1) >= c.now() - ackedAt, `its staleness counts from before the write: ${S.stalenessMs(1, c.now(), 1)} ms, ${c.now() - ackedAt} ms since the ack`);
+    hold.delete(slow);
+    c.runRounds();
+    c.tick(3);
+    t.true(S.stalenessMs(1, c.now(), 1) <= 3, 'landed: fresh again');
+  });
+}
