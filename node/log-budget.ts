@@ -15,7 +15,13 @@
  *    values 1.3 GiB.
  *
  * The price of a smaller log: a follower that falls further behind than
- * what its leader kept needs a snapshot, not entries.
+ * what its leader kept needs a snapshot, not entries. So a leader keeps what
+ * its live followers still need (`needed`: heard from within
+ * FOLLOWER_GRACE_MS, not being sent a snapshot), as TiKV does, within two limits: a
+ * follower more than `everyEntries` behind gets a snapshot anyway, and once
+ * the logs take twice the budget, the budget rule cuts without regard for
+ * followers. A cut that would remove less than a quarter of a log waits for a
+ * later pass (each cut costs a synced write).
  */
 
 /**
@@ -25,12 +31,20 @@
  */
 export const ENTRY_OVERHEAD_BYTES = 200;
 
+/**
+ * A follower heard from within this long counts as live: its leader keeps the entries it still needs
+ * (a restart, a short partition, a slow disk). Past it, the follower gets a snapshot when it is back.
+ */
+export const FOLLOWER_GRACE_MS = 60_000;
+
 export interface LogUse {
   shard: number;
   entries: number;
   dataBytes: number;
   /** false while a snapshot stream holds the shard's compaction. */
   compactable: boolean;
+  /** The latest applied entries a live follower still needs (0: none, or not the leader). */
+  needed: number;
 }
 
 export interface BudgetOptions {
@@ -48,20 +62,33 @@ export function compactionPlan(logs: readonly LogUse[], o: BudgetOptions): Array
   for (const l of logs) total += logMemoryOf(l);
   /** Estimated bytes freed by cutting l down to keep entries (its entries taken as equal in size). */
   const freed = (l: LogUse, keep: number): number => (l.entries === 0 ? 0 : (logMemoryOf(l) * Math.max(0, l.entries - keep)) / l.entries);
+  /** Entries kept for a live follower: none for one further behind than a whole count window. */
+  const retain = (l: LogUse): number => (l.needed <= o.everyEntries ? l.needed : 0);
+  /**
+   * A cut raised to keep a follower's entries is made only if it removes at least a quarter of the
+   * log (each cut costs a synced write; a later pass makes it once worth it).
+   */
+  const worth = (l: LogUse, was: number, keep: number): boolean => was - keep >= Math.max(1, Math.ceil(l.entries / 4));
   for (const l of logs) {
     if (!l.compactable || l.entries < o.everyEntries) continue;
-    keepOf.set(l.shard, o.keepEntries);
-    total -= freed(l, o.keepEntries);
+    const keep = Math.max(o.keepEntries, retain(l));
+    if (keep > o.keepEntries && !worth(l, l.entries, keep)) continue;
+    keepOf.set(l.shard, keep);
+    total -= freed(l, keep);
   }
-  if (total > o.budgetBytes) {
+  const left = (l: LogUse): number => logMemoryOf(l) - freed(l, keepOf.get(l.shard) ?? l.entries);
+  // Over the budget: the largest logs first, each to a quarter, until 3/4 of the budget; live
+  // followers' needs first respected, then (past twice the budget) not.
+  for (const hard of [false, true]) {
+    if (total <= (hard ? 2 * o.budgetBytes : o.budgetBytes)) continue;
     const target = (o.budgetBytes * 3) / 4;
-    const left = (l: LogUse): number => logMemoryOf(l) - freed(l, keepOf.get(l.shard) ?? l.entries);
     const byLeft = logs.filter((l) => l.compactable && l.entries > 0).sort((a, b) => left(b) - left(a));
     for (const l of byLeft) {
       if (total <= target) break;
       const was = keepOf.get(l.shard) ?? l.entries;
-      const keep = Math.min(was, o.keepEntries, Math.floor(l.entries / 4));
-      if (keep >= was) continue;
+      const quarter = Math.min(was, o.keepEntries, Math.floor(l.entries / 4));
+      const keep = hard ? quarter : Math.max(quarter, retain(l));
+      if (keep >= was || (keep > quarter && !worth(l, was, keep))) continue;
       total -= freed(l, keep) - freed(l, was);
       keepOf.set(l.shard, keep);
     }

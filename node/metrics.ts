@@ -26,6 +26,7 @@ export class NodeMetrics {
   readonly maintenanceParts: Record<'snapshotSends' | 'compact' | 'idempotencyGc', client.Histogram.Internal<'part'>>;
   readonly idempotencyCollected: client.Counter;
   readonly slowPersists: client.Counter;
+  readonly logCompactions: client.Counter<'reason'>;
   /** Read at each scrape: snapshot streams waiting for their turn (set by the runtime). */
   snapshotStreamsQueued: () => number = () => 0;
   /** Entries the shards' Raft logs hold in memory, and the bytes that takes (estimated: data + per-entry overhead). */
@@ -58,6 +59,7 @@ export class NodeMetrics {
       compact: this.maintenance.labels({ part: 'compact' }),
       idempotencyGc: this.maintenance.labels({ part: 'idempotency_gc' }),
     };
+    this.logCompactions = new client.Counter({ name: 'kv_raft_log_compactions_total', help: 'Raft log compactions: reason log (the per-shard count or the node-wide memory rule) or wal_segments (past --wal-max-segments)', labelNames: ['reason'], registers: [r] });
     this.slowPersists = new client.Counter({ name: 'kv_slow_persists_total', help: 'Persist batches that took --slow-persist-ms or longer (each is also in the log, rate-limited, with its WAL and LevelDB parts)', registers: [r] });
     const queued = (): number => this.snapshotStreamsQueued();
     const logMem = (): { entries: number; bytes: number } => this.raftLogMemory();

@@ -14,7 +14,7 @@ import type { HardState } from '../raft/index.ts';
 import { join } from 'node:path';
 import { Wal } from './wal.ts';
 import { encodeBatch, encodeHeader, foldWal } from './wal-codec.ts';
-import { compactionPlan, logMemoryOf } from './log-budget.ts';
+import { FOLLOWER_GRACE_MS, compactionPlan, logMemoryOf } from './log-budget.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -565,11 +565,16 @@ export class KvNode {
     const t = this.store.logMemoryTotals();
     if (t.most < this.cfg.compactEveryEntries && logMemoryOf(t) <= this.cfg.logMemoryBytes) return this.releaseIfManySegments(cuts);
     // A follower is being sent (or installing) a snapshot: compacting past it would make it need another.
-    const logs = this.store.shards().map((shard) => ({ shard, ...this.store.logMemory(shard), compactable: !this.snapLedger.holdsCompaction(shard) }));
+    const grace = Math.ceil(FOLLOWER_GRACE_MS / this.cfg.tickMs);
+    const logs = this.store.shards().map((shard) => ({ shard, ...this.store.logMemory(shard, grace, this.cfg.compactEveryEntries), compactable: !this.snapLedger.holdsCompaction(shard) }));
     const plan = compactionPlan(logs, { everyEntries: this.cfg.compactEveryEntries, keepEntries: this.cfg.compactKeepEntries, budgetBytes: this.cfg.logMemoryBytes });
     for (const { shard, keep } of plan) {
       const cut = this.store.compact(shard, keep);
-      if (cut !== null) cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
+      if (cut === null) continue;
+      cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
+      this.metrics.logCompactions.inc({ reason: 'log' });
+      const use = logs.find((l) => l.shard === shard);
+      this.log.info({ shard, index: cut.below - 1, kept: keep, entries: use?.entries, neededByFollower: use?.needed, memoryBytes: use === undefined ? 0 : logMemoryOf(use) }, 'raft log compacted');
     }
     await this.releaseIfManySegments(cuts);
   }
@@ -608,7 +613,9 @@ export class KvNode {
       const applied = this.store.status(shard).applied;
       if (applied < index || this.snapLedger.holdsCompaction(shard)) continue;
       const cut = this.store.compact(shard, applied - index);
-      if (cut !== null) cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
+      if (cut === null) continue;
+      cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
+      this.metrics.logCompactions.inc({ reason: 'wal_segments' });
     }
   }
 

@@ -56,6 +56,10 @@ export class Progress {
   snapshotSentTick = 0;
   /** Heard from since the last check-quorum. */
   recentActive = false;
+  /** The leader's tick when it last heard from this follower (-1: never in this term). */
+  lastHeardTick = -1;
+  /** The match it had before the leader forgot it on a restart: entries it still holds (for log retention). */
+  matchBeforeRestart = 0;
   readonly inflights: Inflights;
 
   constructor(next: number, maxInflight: number, public isLearner: boolean) {

@@ -696,10 +696,12 @@ export class RaftNode {
     switch (m.type) {
       case MsgType.AppResp:
         pr.recentActive = true;
+        pr.lastHeardTick = this.ticks;
         this.handleAppendResponse(m, pr);
         break;
       case MsgType.HeartbeatResp:
         pr.recentActive = true;
+        pr.lastHeardTick = this.ticks;
         this.handleHeartbeatResponse(m, pr);
         break;
       default:
@@ -1030,6 +1032,7 @@ export class RaftNode {
   forgetProgress(id: NodeId): void {
     const pr = this.role === Role.Leader && id !== this.id ? this.prs.get(id) : undefined;
     if (pr === undefined) return;
+    pr.matchBeforeRestart = Math.max(pr.matchBeforeRestart, pr.match);
     pr.match = 0;
     pr.becomeProbe();
     pr.next = this.log.lastIndex() + 1;
@@ -1189,6 +1192,24 @@ export class RaftNode {
   /** The highest commit index a leader has reported to this node (see leaderCommitSeen). */
   leaderCommit(): number {
     return this.leaderCommitSeen;
+  }
+
+  /**
+   * As leader: for each follower it heard from within the last `withinTicks` and is not sending a
+   * snapshot, the index up to which its log is known to match (after a restart, the match from
+   * before it). Empty for a follower, candidate, or a leader with no such follower. Compacting above
+   * one of them would cost a follower that is only a little behind, or briefly away, a snapshot.
+   */
+  followerMatchesHeardWithin(withinTicks: number): number[] {
+    const out: number[] = [];
+    if (this.role !== Role.Leader) return out;
+    for (const [id, pr] of this.prs) {
+      if (id === this.id || pr.state === ProgressState.Snapshot || pr.lastHeardTick < 0) continue;
+      if (this.ticks - pr.lastHeardTick > withinTicks) continue;
+      const m = Math.max(pr.match, pr.matchBeforeRestart);
+      if (m > 0) out.push(m);
+    }
+    return out;
   }
 
   /** Leader only: ticks since the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */

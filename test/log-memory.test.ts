@@ -10,6 +10,7 @@ import { coalesce, pack, unpack } from '../shard/codec.ts';
 import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
 import { compactionPlan, logMemoryOf, ENTRY_OVERHEAD_BYTES, type LogUse } from '../node/log-budget.ts';
 import { Prng } from './sim/prng.ts';
+import { MemCluster, enc } from './raft/mem-cluster.ts';
 import { encodeBatch, foldWal } from '../node/wal-codec.ts';
 
 const entry = (index: number, term: number, bytes: number): Entry => ({ term, index, type: EntryType.Normal, data: new Uint8Array(bytes), change: null });
@@ -57,7 +58,7 @@ test('RaftLog.dataBytes is the sum of its entries\' data through appends, trunca
   t.pass();
 });
 
-const use = (shard: number, entries: number, dataBytes: number, compactable = true): LogUse => ({ shard, entries, dataBytes, compactable });
+const use = (shard: number, entries: number, dataBytes: number, compactable = true, needed = 0): LogUse => ({ shard, entries, dataBytes, compactable, needed });
 const opts = { everyEntries: 20_000, keepEntries: 5_000, budgetBytes: 64 << 20 };
 
 test('compaction plan: the count rule alone while the logs fit the memory budget', (t) => {
@@ -91,6 +92,50 @@ test('compaction plan: a shard whose snapshot stream holds compaction is left al
   const tiny = compactionPlan([use(1, 30_000, 0)], { ...opts, budgetBytes: 1 });
   t.deepEqual(tiny, [{ shard: 1, keep: 5_000 }], 'the count rule and the budget: the smaller keep');
   t.is(logMemoryOf({ entries: 2, dataBytes: 10 }), 10 + 2 * ENTRY_OVERHEAD_BYTES);
+});
+
+test('compaction plan: a leader keeps what a live follower still needs, within a count window and up to twice the budget', (t) => {
+  // Count rule: a follower 8,000 entries behind keeps 8,000, not 5,000.
+  t.deepEqual(compactionPlan([use(1, 20_000, 2e6, true, 8_000)], opts), [{ shard: 1, keep: 8_000 }]);
+  // One 16,000 behind: a cut to 16,000 would free less than a quarter; it waits for a later pass.
+  t.deepEqual(compactionPlan([use(1, 20_000, 2e6, true, 16_000)], opts), []);
+  // One further behind than a whole count window gets a snapshot: the usual cut.
+  t.deepEqual(compactionPlan([use(1, 30_000, 3e6, true, 25_000)], opts), [{ shard: 1, keep: 5_000 }]);
+  // Over the budget but under twice it: the follower's need holds (the other shards are cut instead).
+  const mb = 1 << 20;
+  const budget = { ...opts, budgetBytes: 10 * mb };
+  const logs = [use(1, 10_000, 8 * mb, true, 6_000), use(2, 10_000, 4 * mb), use(3, 100, 1_000)];
+  const soft = new Map(compactionPlan(logs, budget).map((p) => [p.shard, p.keep]));
+  t.is(soft.get(1), 6_000, 'shard 1 keeps its follower\'s 6,000');
+  t.is(soft.get(2), 2_500);
+  // A follower too far behind takes no protection from another: the store reports the largest need
+  // within the window (Store.logMemory), so here only one need arrives; the hard limit is checked next.
+  // Past twice the budget: cut regardless.
+  const hard = new Map(compactionPlan([use(1, 10_000, 60 * mb, true, 6_000), use(2, 10_000, 4 * mb)], budget).map((p) => [p.shard, p.keep]));
+  t.is(hard.get(1), 2_500, 'past twice the budget the follower\'s need gives way');
+});
+
+test('a leader reports the matches of followers it heard from lately; a restarted one keeps its match from before (log retention)', (t) => {
+  const c = new MemCluster([1, 2, 3]);
+  const l = c.electLeader();
+  const [f, g] = [1, 2, 3].filter((x) => x !== l) as [number, number];
+  const L = c.node(l).raft;
+  for (let i = 0; i < 50; i++) {
+    L.propose(enc(`x${i}`));
+    c.stabilize();
+  }
+  c.tickAll(2);
+  const last = L.status().lastIndex;
+  t.deepEqual(L.followerMatchesHeardWithin(100), [last, last]);
+  t.deepEqual(c.node(f).raft.followerMatchesHeardWithin(100), [], 'a follower reports none');
+  // f restarts: its leader forgets its progress (match 0 until the probe settles), but f still holds
+  // what it had acknowledged, so retention goes on counting that.
+  L.forgetProgress(f);
+  t.deepEqual(L.followerMatchesHeardWithin(100).sort(), [last, last]);
+  // g goes silent: after the window it no longer counts.
+  c.isolate(g);
+  c.tickAll(5);
+  t.deepEqual(L.followerMatchesHeardWithin(3).length, 1, 'only the follower heard from within 3 ticks');
 });
 
 test('coalesce: copies in one exact-size buffer, independent of their sources', (t) => {
