@@ -1212,6 +1212,17 @@ export class RaftNode {
     return out;
   }
 
+  /**
+   * Whether this node's commit index is at an entry of the current term. A leader knows the
+   * cluster's commit only once it has committed an entry of its own term: before that, entries an
+   * earlier leader committed (and acknowledged) may lie above its commit, and above the commit it
+   * reports to its followers. A follower's commit reaching the current term shows its leader is past
+   * that point.
+   */
+  commitInCurrentTerm(): boolean {
+    return this.committedInTerm();
+  }
+
   /** Leader only: ticks since the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */
   quorumAckAgeTicks(): number {
     return this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1;

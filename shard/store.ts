@@ -602,8 +602,8 @@ export class Store {
     if (r.applied < r.raft.commitIndex()) return;
     if (r.raft.currentRole() === Role.Leader) {
       const age = r.raft.quorumAckAgeTicks();
-      if (age >= 0) item.leaderFreshAt = nowMs - age * tickMs;
-    } else if (r.lastLeaderContactMs >= 0 && r.applied >= r.raft.leaderCommit()) {
+      if (age >= 0 && r.raft.commitInCurrentTerm()) item.leaderFreshAt = nowMs - age * tickMs;
+    } else if (r.lastLeaderContactMs >= 0 && r.applied >= r.raft.leaderCommit() && r.raft.commitInCurrentTerm()) {
       item.followerFreshAt = r.lastLeaderContactMs;
     }
   }
@@ -696,7 +696,9 @@ export class Store {
 
   /** A follower whose landed state holds all it knows committed is as fresh as its last leader contact. */
   private noteFresh(r: Replica): void {
-    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.landedApplied >= r.raft.commitIndex() && r.landedApplied >= r.raft.leaderCommit()) {
+    // Commit in the current term: the commits the leader reports are the cluster's (see commitInCurrentTerm).
+    if (r.lastLeaderContactMs >= 0 && r.raft.currentRole() !== Role.Leader && r.landedApplied >= r.raft.commitIndex() &&
+      r.landedApplied >= r.raft.leaderCommit() && r.raft.commitInCurrentTerm()) {
       r.lastFreshMs = r.lastLeaderContactMs;
     }
   }
@@ -716,7 +718,8 @@ export class Store {
     const r = this.replica(shard);
     if (r.raft.currentRole() === Role.Leader) {
       const age = r.raft.quorumAckAgeTicks();
-      if (age < 0) return Infinity;
+      // A new leader may lack entries its predecessor committed until it commits one of its own.
+      if (age < 0 || !r.raft.commitInCurrentTerm()) return Infinity;
       // Committed (even acknowledged) state still in the overlay is not what a stale read sees.
       if (r.landedApplied >= r.raft.commitIndex()) return age * tickMs;
       return r.leaderLandedFreshMs < 0 ? Infinity : Math.max(age * tickMs, nowMs - r.leaderLandedFreshMs);

@@ -256,3 +256,44 @@ for (const who of ['follower', 'leader'] as const) {
     t.true(S.stalenessMs(1, c.now(), 1) <= 3, 'landed: fresh again');
   });
 }
+
+/**
+ * A new leader knows the cluster's commit only once it has committed an entry of its own term. Until
+ * then it may lack a write its predecessor acknowledged (the predecessor died before telling anyone
+ * the new commit), and so may a follower that trusts it: neither may claim to be fresh. Before
+ * the fix the new leader claimed 0 ms and the follower 14 ms (fresh as of the new leader's first
+ * append, which reported the new leader's lagging commit); found by review.
+ */
+test('store: a new leader that has not committed in its term, and its followers, do not claim to be fresh', (t) => {
+  let cut = false;
+  let oldLeader = 0;
+  const c = cluster(false, 1, 0, (from, to, m) => cut && (from === oldLeader || to === oldLeader || m.type === MsgType.AppResp));
+  for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+  oldLeader = c.leaderOf(1);
+  const out: ProposeOutcome[] = [];
+  // The write is acknowledged; at that moment the old leader is cut off, before its next message
+  // tells the others the new commit. From then on no append is acknowledged (the new leader's first
+  // entry never commits: say a follower's disk stalls, while heartbeat answers still flow).
+  (c.stores.get(oldLeader) as Store).propose(1, put('k', 'v1'), (r) => {
+    out.push(r);
+    cut = true;
+  });
+  c.runRounds();
+  t.true(out[0]?.ok === true, 'acknowledged');
+  const ackedAt = c.now();
+  const index = (out[0] as { index: number }).index;
+  let nl = 0;
+  for (let i = 0; i < 200 && nl === 0; i++) {
+    c.tick(1);
+    nl = [1, 2, 3].find((id) => id !== oldLeader && c.stores.get(id)?.status(1).role === 'leader') ?? 0;
+  }
+  t.true(nl > 0, 'a new leader');
+  c.tick(3);
+  for (const id of [1, 2, 3].filter((x) => x !== oldLeader)) {
+    const S = c.stores.get(id) as Store;
+    const missing = S.status(1).applied < index;
+    const staleness = S.stalenessMs(1, c.now(), 1);
+    if (missing) t.true(staleness >= c.now() - ackedAt, `node ${id} (${id === nl ? 'new leader' : 'follower'}) lacks the write acknowledged ${c.now() - ackedAt} ms ago but claims ${staleness} ms`);
+  }
+  t.true([1, 2, 3].some((id) => id !== oldLeader && (c.stores.get(id) as Store).status(1).applied < index), 'the scenario left a replica without the write');
+});
