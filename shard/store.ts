@@ -145,10 +145,6 @@ class Replica {
 }
 
 /**
- * One round: what every replica with work hands out. Rounds may overlap: the
- * node may begin the next round while earlier ones are still being persisted.
- */
-/**
  * One replica's part of a round. What applyRound() applied becomes visible to stale reads only when
  * the round's batch lands in LevelDB (they read no overlay): these say how fresh that landed state is.
  */
@@ -163,6 +159,10 @@ export interface RoundItem {
   leaderFreshAt: number;
 }
 
+/**
+ * One round: what every replica with work hands out. Rounds may overlap: the
+ * node may begin the next round while earlier ones are still being persisted.
+ */
 export interface Round {
   /** Rounds are persisted (and acknowledged with persistedRound) in this order. */
   seq: number;
