@@ -20,8 +20,8 @@
  * FOLLOWER_GRACE_MS, not being sent a snapshot), as TiKV does, within two limits: a
  * follower more than `everyEntries` behind gets a snapshot anyway, and once
  * the logs take twice the budget, the budget rule cuts without regard for
- * followers. A cut that would remove less than a quarter of a log waits for a
- * later pass (each cut costs a synced write).
+ * followers. A cut held back for a follower that would remove less than a
+ * quarter of a log waits for a later pass (each cut costs a synced write).
  */
 
 /**
