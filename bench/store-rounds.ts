@@ -59,7 +59,7 @@ function run(shards: number, inflight: number, seconds: number): { writes: numbe
       if (r === null) continue;
       rounds++;
       deliver(id, r.early);
-      st.applyRound(r, () => ports.get(id) as KvStatePort, 0, 1);
+      st.applyRound(r, () => ports.get(id) as KvStatePort);
       st.persistedRound(r);
       deliver(id, r.messages);
     }
@@ -67,7 +67,7 @@ function run(shards: number, inflight: number, seconds: number): { writes: numbe
   // Elect node 1 everywhere: campaign by ticking node 1 only until it leads every shard.
   const s1 = stores.get(1) as Store;
   for (let i = 0; i < 200; i++) {
-    s1.tick();
+    s1.tick(0);
     cycle();
     if (s1.shards().every((s) => s1.status(s).role === 'leader')) break;
   }

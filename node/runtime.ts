@@ -230,7 +230,8 @@ export class KvNode {
     if (missed <= 0) return;
     const cap = 2 * this.cfg.raft.electionTicks + 2;
     if (missed > cap) missed = cap;
-    for (let i = 0; i < missed; i++) this.store.tick();
+    const now = Date.now();
+    for (let i = 0; i < missed; i++) this.store.tick(now);
     this.ticksGiven = due;
   }
 
@@ -338,7 +339,7 @@ export class KvNode {
     if (round === null) return false;
     this.sendMessages(round.early);
     const g = this.group;
-    this.store.applyRound(round, this.port, Date.now(), this.cfg.tickMs);
+    this.store.applyRound(round, this.port);
     for (const it of round.wal) g.wal.push(it);
     for (const op of round.persist) g.ops.push(op);
     if (round.mustSync) g.sync = true;

@@ -1225,7 +1225,18 @@ export class RaftNode {
 
   /** Leader only: ticks since the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */
   quorumAckAgeTicks(): number {
-    return this.role === Role.Leader && this.readOnly.confirmedSentTick >= 0 ? this.ticks - this.readOnly.confirmedSentTick : -1;
+    const sent = this.quorumAckSentTick();
+    return sent >= 0 ? this.ticks - sent : -1;
+  }
+
+  /** Leader only: the tick at which the newest heartbeat round a quorum acknowledged was sent (-1: none, or not leader). */
+  quorumAckSentTick(): number {
+    return this.role === Role.Leader ? this.readOnly.confirmedSentTick : -1;
+  }
+
+  /** Ticks counted so far (a quiesced node counts none). The host may note when each happened. */
+  tickCount(): number {
+    return this.ticks;
   }
 
   status(): Status {

@@ -8,6 +8,9 @@ import { KvMachine, decodeCommand, encodeCommand, type KvCommand, type KvResult,
 import { appliedKey, generationKey, snapMetaKey } from './layout.ts';
 import { encodeSnapshot } from './raft-codec.ts';
 
+/** Ticks whose times a replica keeps: far more than a quorum ack can be old while its leader leads (check-quorum). */
+const TICK_RING = 64;
+
 export type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
 /**
@@ -103,7 +106,7 @@ class Replica {
   /** When we last heard from a leader / the landed state was last known caught up with it (ms). */
   lastLeaderContactMs = -1;
   lastFreshMs = -1;
-  /** As leader: the landed state held all it knew committed as of this time, less its quorum-ack age then (ms; -1: unknown). */
+  /** As leader: the landed state held all it knew committed as of this time, its last quorum ack's then (ms; -1: unknown). */
   leaderLandedFreshMs = -1;
   /** Ticks since this replica last knew a leader. */
   leaderlessTicks = 0;
@@ -123,6 +126,14 @@ class Replica {
   writtenVote: NodeId;
   /** Store tick at which this replica last had a request. */
   lastActiveTick = 0;
+  /**
+   * When (host ms) the core's last TICK_RING ticks were first counted: tick t at tickAt[t % TICK_RING]
+   * if tickNo[t % TICK_RING] === t. A leader's freshness is the time of the tick its last
+   * quorum-acknowledged heartbeat round was sent in, not its age in ticks times the tick length: after a
+   * process pause the ticks caught up are capped, and a request may be served before they are counted.
+   */
+  private readonly tickNo = new Float64Array(TICK_RING).fill(-1);
+  private readonly tickAt = new Float64Array(TICK_RING);
 
   constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
     this.raft = raft;
@@ -142,6 +153,26 @@ class Replica {
   queued(): number {
     return this.queuedProposals.length + this.queuedReads.length;
   }
+
+  /** After a tick: note when the core's tick count first reached its value (a quiesced core's does not move). */
+  noteTick(nowMs: number): void {
+    const t = this.raft.tickCount();
+    const i = t % TICK_RING;
+    if (this.tickNo[i] === t) return;
+    this.tickNo[i] = t;
+    this.tickAt[i] = nowMs;
+  }
+
+  /**
+   * Leader: no later than when the heartbeat round a quorum last acknowledged was sent (ms), so no other
+   * leader was elected before then; -1 if unknown (none acknowledged, not leader, or older than the ring).
+   */
+  quorumAckAtMs(): number {
+    const t = this.raft.quorumAckSentTick();
+    if (t < 0) return -1;
+    const i = t % TICK_RING;
+    return this.tickNo[i] === t ? (this.tickAt[i] as number) : -1;
+  }
 }
 
 /**
@@ -155,7 +186,7 @@ export interface RoundItem {
   appliedTo: number;
   /** A follower that had applied all its leader reported committed: fresh as of this leader contact (ms; -1: not). */
   followerFreshAt: number;
-  /** A leader that had applied all it knew committed: fresh as of this time, less its quorum-ack age (ms; -1: not). */
+  /** A leader that had applied all it knew committed: fresh as of its last quorum ack then (see quorumAckAtMs; ms; -1: not). */
   leaderFreshAt: number;
 }
 
@@ -207,6 +238,8 @@ export class Store {
   /** Arrival time (ms) of each inbox message. */
   private inboxAt: number[] = [];
   private pendingTicks = 0;
+  /** When the newest pending tick was given (host ms). */
+  private pendingTickMs = 0;
   private readSeq = 1;
   private roundSeq = 0;
   private persistedSeq = 0;
@@ -263,8 +296,10 @@ export class Store {
 
   // ------------------------------------------------------------ inputs
 
-  tick(): void {
+  /** One tick of the host's clock, given at `nowMs`. */
+  tick(nowMs: number): void {
     this.pendingTicks++;
+    this.pendingTickMs = nowMs;
   }
 
   /** Messages from a peer. Bounded: beyond maxInbox they are dropped (Raft recovers). */
@@ -381,7 +416,12 @@ export class Store {
       for (const r of this.replicas.values()) for (const n of this.restartedPeers) r.raft.forgetProgress(n);
       this.restartedPeers.clear();
     }
-    for (let i = 0; i < ticks; i++) for (const r of this.replicas.values()) r.raft.tick();
+    for (let i = 0; i < ticks; i++) {
+      for (const r of this.replicas.values()) {
+        r.raft.tick();
+        r.noteTick(this.pendingTickMs);
+      }
+    }
     for (const rep of this.reports.splice(0)) {
       const r = this.replicas.get(rep.shard);
       if (r === undefined) continue;
@@ -568,7 +608,7 @@ export class Store {
    * node makes the port's writes visible to reads at once and persists them
    * with a later batch), and complete what they were waited for.
    */
-  applyRound(round: Round, port: (shard: number) => KvStatePort, nowMs: number, tickMs: number): void {
+  applyRound(round: Round, port: (shard: number) => KvStatePort): void {
     invariant(this.unapplied === round, 'applyRound() right after its beginRound()');
     this.unapplied = null;
     const done: Array<() => void> = [];
@@ -589,20 +629,20 @@ export class Store {
       }
       r.raft.applied(rd);
       this.dirty.add(r);
-      this.noteApplied(item, nowMs, tickMs);
+      this.noteApplied(item);
     }
     for (const c of done) c();
     for (const { replica: r } of round.items) this.afterProgress(r);
   }
 
   /** How fresh this round's state will be once it lands (see RoundItem). */
-  private noteApplied(item: RoundItem, nowMs: number, tickMs: number): void {
+  private noteApplied(item: RoundItem): void {
     const r = item.replica;
     item.appliedTo = r.applied;
     if (r.applied < r.raft.commitIndex()) return;
     if (r.raft.currentRole() === Role.Leader) {
-      const age = r.raft.quorumAckAgeTicks();
-      if (age >= 0 && r.raft.commitInCurrentTerm()) item.leaderFreshAt = nowMs - age * tickMs;
+      const ackAt = r.quorumAckAtMs();
+      if (ackAt >= 0 && r.raft.commitInCurrentTerm()) item.leaderFreshAt = ackAt;
     } else if (r.lastLeaderContactMs >= 0 && r.applied >= r.raft.leaderCommit() && r.raft.commitInCurrentTerm()) {
       item.followerFreshAt = r.lastLeaderContactMs;
     }
@@ -714,15 +754,15 @@ export class Store {
    * Infinity if unknown. A quiesced replica hears nothing, so its bound only
    * grows: a bounded read wakes the group to get fresh proof (see http.ts).
    */
-  stalenessMs(shard: number, nowMs: number, tickMs: number): number {
+  stalenessMs(shard: number, nowMs: number): number {
     const r = this.replica(shard);
     if (r.raft.currentRole() === Role.Leader) {
-      const age = r.raft.quorumAckAgeTicks();
+      const ackAt = r.quorumAckAtMs();
       // A new leader may lack entries its predecessor committed until it commits one of its own.
-      if (age < 0 || !r.raft.commitInCurrentTerm()) return Infinity;
+      if (ackAt < 0 || !r.raft.commitInCurrentTerm()) return Infinity;
       // Committed (even acknowledged) state still in the overlay is not what a stale read sees.
-      if (r.landedApplied >= r.raft.commitIndex()) return age * tickMs;
-      return r.leaderLandedFreshMs < 0 ? Infinity : Math.max(age * tickMs, nowMs - r.leaderLandedFreshMs);
+      if (r.landedApplied >= r.raft.commitIndex()) return Math.max(0, nowMs - ackAt);
+      return r.leaderLandedFreshMs < 0 ? Infinity : Math.max(0, nowMs - Math.min(ackAt, r.leaderLandedFreshMs));
     }
     return r.lastFreshMs < 0 ? Infinity : Math.max(0, nowMs - r.lastFreshMs);
   }

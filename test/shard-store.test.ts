@@ -45,7 +45,7 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((fro
         const round = st.beginRound();
         if (round !== null) {
           any = true;
-          st.applyRound(round, port(id), i, 1);
+          st.applyRound(round, port(id));
           for (const [to, items] of round.early) deliver(id, to, items, i);
           const held = holdApplies.has(id) && ((inFlight.get(id) as Round[]).length > 0 || round.items.some((it) => it.rd.committedEntries.length > 0));
           if (!pipelined && !held) {
@@ -68,7 +68,7 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((fro
   };
   const tick = (n: number): void => {
     for (let i = 0; i < n; i++) {
-      for (const st of stores.values()) st.tick();
+      for (const st of stores.values()) st.tick(clock);
       runRounds();
     }
   };
@@ -166,26 +166,26 @@ test('store: a follower woken to prove freshness gets it even if its leader was 
   t.true(L.isQuiesced(1) && F.isQuiesced(1), 'the idle group quiesced');
   c.tick(30); // long idle: the leader's last request is far behind
   const before = c.now();
-  t.true(F.stalenessMs(1, before, 1) > 0);
+  t.true(F.stalenessMs(1, before) > 0);
   // The follower wakes (a bounded stale read needs proof) and its wake-up
   // reaches the leader in a round that also carries ticks.
   F.wakeShard(1);
   const r = F.beginRound();
   t.truthy(r);
-  F.applyRound(r as Round, c.port(f), c.now(), 1);
+  F.applyRound(r as Round, c.port(f));
   F.persistedRound(r as Round);
   for (const [to, items] of [...(r as Round).early, ...(r as Round).messages]) c.stores.get(to)?.receive(items, c.now());
-  L.tick();
+  L.tick(c.now());
   const lr = L.beginRound();
   if (lr !== null) {
-    L.applyRound(lr, c.port(l), c.now(), 1);
+    L.applyRound(lr, c.port(l));
     L.persistedRound(lr);
     for (const [to, items] of [...lr.early, ...lr.messages]) c.stores.get(to)?.receive(items, c.now());
   }
   t.false(L.isQuiesced(1), 'a leader woken by its follower stays awake for quiesceAfterTicks');
   c.runRounds();
   c.tick(3);
-  t.true(F.stalenessMs(1, c.now(), 1) < c.now() - before, 'the follower heard its leader after the wake-up');
+  t.true(F.stalenessMs(1, c.now()) < c.now() - before, 'the follower heard its leader after the wake-up');
 });
 
 test('store: a follower that hears heartbeats but lags in replication does not claim to be fresh (bounded stale reads)', (t) => {
@@ -201,7 +201,7 @@ test('store: a follower that hears heartbeats but lags in replication does not c
   c.runRounds();
   c.tick(2);
   t.true(put1[0]?.ok === true);
-  t.true(F.stalenessMs(1, c.now(), 1) <= 2, 'in step with its leader: fresh');
+  t.true(F.stalenessMs(1, c.now()) <= 2, 'in step with its leader: fresh');
   // From now on the follower gets heartbeats but no appends: it falls behind.
   starve = f;
   const put2: ProposeOutcome[] = [];
@@ -211,10 +211,10 @@ test('store: a follower that hears heartbeats but lags in replication does not c
   const behindSince = c.now();
   c.tick(20);
   t.true(F.status(1).applied < L.status(1).commit, 'the starved follower is behind');
-  t.true(F.stalenessMs(1, c.now(), 1) >= c.now() - behindSince, 'and says so, though it hears heartbeats every tick');
+  t.true(F.stalenessMs(1, c.now()) >= c.now() - behindSince, 'and says so, though it hears heartbeats every tick');
   starve = 0;
   c.tick(3);
-  t.true(F.stalenessMs(1, c.now(), 1) <= 3, 'caught up: fresh again');
+  t.true(F.stalenessMs(1, c.now()) <= 3, 'caught up: fresh again');
 });
 
 /**
@@ -238,7 +238,7 @@ for (const who of ['follower', 'leader'] as const) {
     c.runRounds();
     c.tick(2);
     t.true(put1[0]?.ok === true);
-    t.true(S.stalenessMs(1, c.now(), 1) <= 2, 'in step: fresh');
+    t.true(S.stalenessMs(1, c.now()) <= 2, 'in step: fresh');
     // From now on the batches of `slow` that apply entries do not land.
     hold.add(slow);
     const put2: ProposeOutcome[] = [];
@@ -249,11 +249,11 @@ for (const who of ['follower', 'leader'] as const) {
     c.tick(20);
     t.true(S.status(1).applied >= L.status(1).commit, `the ${who} applied it (its state waits in an unwritten batch)`);
     t.true((c.inFlight.get(slow) as Round[]).length > 0, 'its batches wait');
-    t.true(S.stalenessMs(1, c.now(), 1) >= c.now() - ackedAt, `its staleness counts from before the write: ${S.stalenessMs(1, c.now(), 1)} ms, ${c.now() - ackedAt} ms since the ack`);
+    t.true(S.stalenessMs(1, c.now()) >= c.now() - ackedAt, `its staleness counts from before the write: ${S.stalenessMs(1, c.now())} ms, ${c.now() - ackedAt} ms since the ack`);
     hold.delete(slow);
     c.runRounds();
     c.tick(3);
-    t.true(S.stalenessMs(1, c.now(), 1) <= 3, 'landed: fresh again');
+    t.true(S.stalenessMs(1, c.now()) <= 3, 'landed: fresh again');
   });
 }
 
@@ -292,8 +292,50 @@ test('store: a new leader that has not committed in its term, and its followers,
   for (const id of [1, 2, 3].filter((x) => x !== oldLeader)) {
     const S = c.stores.get(id) as Store;
     const missing = S.status(1).applied < index;
-    const staleness = S.stalenessMs(1, c.now(), 1);
+    const staleness = S.stalenessMs(1, c.now());
     if (missing) t.true(staleness >= c.now() - ackedAt, `node ${id} (${id === nl ? 'new leader' : 'follower'}) lacks the write acknowledged ${c.now() - ackedAt} ms ago but claims ${staleness} ms`);
   }
   t.true([1, 2, 3].some((id) => id !== oldLeader && (c.stores.get(id) as Store).status(1).applied < index), 'the scenario left a replica without the write');
+});
+
+/**
+ * A leader's freshness is wall time, not ticks: a process paused (SIGSTOP, a long GC, a stalled VM)
+ * counts no ticks while the others elect a new leader and commit, and on waking the node may serve a
+ * stale read before it counts the ticks it missed — which are capped anyway. Before the fix the
+ * resumed leader took its quorum-ack age in ticks times the tick length and claimed 0–1 ms.
+ */
+test('store: a leader resumed after a pause counts the pause in its staleness (bounded stale reads)', (t) => {
+  const c = cluster();
+  for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+  const l = c.leaderOf(1);
+  const L = c.stores.get(l) as Store;
+  const put1: ProposeOutcome[] = [];
+  L.propose(1, put('k', 'v1'), (r) => put1.push(r));
+  c.runRounds();
+  c.tick(2);
+  t.true(put1[0]?.ok === true);
+  t.true(L.stalenessMs(1, c.now()) <= 3, `in step: fresh (${L.stalenessMs(1, c.now())} ms)`);
+  // The leader's process stops: it neither ticks nor reads its sockets; messages to it are lost.
+  c.stores.delete(l);
+  let nl = 0;
+  for (let i = 0; i < 200 && nl === 0; i++) {
+    c.tick(1);
+    nl = [1, 2, 3].find((id) => id !== l && c.stores.get(id)?.status(1).role === 'leader') ?? 0;
+  }
+  t.true(nl > 0, 'the others elect a leader');
+  const put2: ProposeOutcome[] = [];
+  (c.stores.get(nl) as Store).propose(1, put('k', 'v2'), (r) => put2.push(r));
+  c.runRounds();
+  t.true(put2[0]?.ok === true, 'and commit a write');
+  const ackedAt = c.now();
+  c.tick(5);
+  // It resumes; a stale read is served before any of its ticks or messages are handled.
+  c.stores.set(l, L);
+  t.is(L.status(1).role, 'leader', 'it still thinks it leads');
+  t.true(L.status(1).applied < (c.stores.get(nl) as Store).status(1).applied, 'and lacks the write');
+  const s1 = L.stalenessMs(1, c.now());
+  t.true(s1 >= c.now() - ackedAt, `before its ticks: claims ${s1} ms, the write was acknowledged ${c.now() - ackedAt} ms ago`);
+  for (let i = 0; i < 3; i++) L.tick(c.now());
+  const s2 = L.stalenessMs(1, c.now());
+  t.true(s2 >= c.now() - ackedAt, `with ticks pending: claims ${s2} ms`);
 });
