@@ -469,7 +469,7 @@ export class KvNode {
     // No round runs meanwhile (no heartbeat, no answer to a peer): say so when it takes long.
     const t0 = performance.now();
     const sends = this.pendingSnapshotSends.length;
-    await this.startSnapshotSends();
+    this.startSnapshotSends();
     const t1 = performance.now();
     await this.maybeCompact();
     const t2 = performance.now();
@@ -505,40 +505,38 @@ export class KvNode {
    * runs or settles (see SnapshotLedger), the core's repeated asks are
    * dropped. A finished stream is not reported to the core: reporting it
    * would move the follower's progress to probing at the index the core
-   * asked for, below the fresh cut just streamed (the log is compacted up to
-   * the cut), so the first probe would ask for the same snapshot again while
-   * the follower is still installing it. The follower's answer after the
-   * install moves the progress on; if that never comes, the core's snapshot
-   * timer asks again, and the stream is sent again once it has settled.
+   * asked for, below the fresh cut just streamed, so the first probe would
+   * ask for the same snapshot again while the follower is still installing
+   * it. The follower's answer after the install moves the progress on; if
+   * that never comes, the core's snapshot timer asks again, and the stream is
+   * sent again once it has settled.
+   *
+   * A cut does not compact the log (it once did, to the cut): with five
+   * replicas or learners, a second follower a little behind would then have
+   * needed a snapshot too. The entries after the cut stay until the budget
+   * rules compact them (maybeCompact), held while the stream runs or settles.
    */
-  private async startSnapshotSends(): Promise<void> {
+  private startSnapshotSends(): void {
     const sends = this.pendingSnapshotSends;
     this.pendingSnapshotSends = [];
-    const starts: Array<{ shard: number; to: number; msg: Message; cut: { snapshot: Snapshot; below: number }; iters: Iter[] }> = [];
     for (const { shard, to, msg } of sends) {
       if (!this.snapLedger.mayStart(shard, to)) continue;
-      const cut = this.store.compact(shard, 0);
-      if (cut === null) {
+      const snapshot = this.store.snapshotForSend(shard);
+      if (snapshot === null) {
         this.store.reportSnapshot(shard, to, false);
         continue;
       }
-      this.snapLedger.started(shard, to, cut.snapshot.meta.index);
+      this.snapLedger.started(shard, to, snapshot.meta.index);
       const gen = this.store.generation(shard);
-      const iters = (['d', 'i'] as const).map((kind) => {
+      // Opened now, with no round in flight: each iterator reads a LevelDB snapshot of exactly the cut.
+      // The streams go through the gate, and wait there with their iterators open and their shard's
+      // compaction held.
+      const iters: Iter[] = (['d', 'i'] as const).map((kind) => {
         const [gte, lt] = shardStateRange(shard, gen, kind);
         return { kind, it: this.db.iterator({ gte, lt, highWaterMarkBytes: ITER_HIGH_WATER_BYTES }) };
       });
-      starts.push({ shard, to, msg, cut, iters });
-    }
-    // No round runs until this returns (a pass starting a dozen streams took 2.2-2.8 s with a durable
-    // write and a log truncation per stream, past the election timeout: the peers elected other
-    // leaders, which streamed the same shards again). So: one durable write for every new cut.
-    await this.persistCuts(starts.map((x) => ({ shard: x.shard, ...x.cut })));
-    // The cuts are taken now (one durable write for all); the streams go through the gate, and wait
-    // there with their iterators open (a LevelDB snapshot each) and their shard's compaction held.
-    for (const { shard, to, msg, cut, iters } of starts) {
       this.streamGate.run(to, () => streamSnapshot({
-        transport: this.transport, shard, to, msg, snapshot: cut.snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
+        transport: this.transport, shard, to, msg, snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
         timeoutMs: this.cfg.snapshotTimeoutMs, fromNode: this.cfg.id, log: this.log,
       })).then(
         () => {

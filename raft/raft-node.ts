@@ -1063,6 +1063,18 @@ export class RaftNode {
     return this.log.snapshot;
   }
 
+  /**
+   * A snapshot at `index` (applied) for a follower, without compacting: the entries after it stay, so
+   * other followers a little behind still catch up from the log. `data` is the host's state at `index`.
+   */
+  snapshotAt(index: number, data: Uint8Array): Snapshot {
+    const log = this.log;
+    invariant(index <= log.applied, `snapshot at ${index} beyond applied ${log.applied}`);
+    const term = log.term(index);
+    invariant(term >= 0, `snapshot index ${index} in the log (first ${log.firstIndex()})`);
+    return { meta: { index, term, conf: cloneConf(this.confAt(index)) }, data };
+  }
+
   /** Entries held in memory (after the snapshot). */
   logEntryCount(): number {
     return this.log.entries.length;

@@ -837,6 +837,18 @@ export class Store {
     return { snapshot, below: r.persistedFirst };
   }
 
+  /**
+   * A snapshot of the shard at its applied index, to stream to a follower, that leaves the log whole
+   * (compact() would cut it, and other followers a little behind would need snapshots too). Only with no
+   * round in flight: the applied state has landed, so an iterator opened now reads exactly it.
+   */
+  snapshotForSend(shard: number): Snapshot | null {
+    invariant(this.unapplied === null && this.roundsInFlight() === 0, 'snapshot only with no round in flight');
+    const r = this.replica(shard);
+    if (r.applied === 0) return null;
+    return r.raft.snapshotAt(r.applied, encodeDescriptor({ gen: r.machine.gen, logTime: r.machine.logTime }));
+  }
+
   private currentSnapshot(r: Replica): { snapshot: Snapshot; below: number } | null {
     const s = r.raft.currentSnapshot();
     if (s === null || s.meta.index !== r.applied) return null;

@@ -45,6 +45,8 @@ export interface NodeHost {
   readonly asyncDisk: boolean;
   /** Planted host bug: send every message before its Ready is durable. */
   readonly earlyAcks: boolean;
+  /** Like the node: a snapshot sent to a follower is a fresh cut at applied that leaves the log whole. */
+  readonly freshSnapshots: boolean;
 }
 
 /** A Ready whose writes are in flight on an asynchronous disk. */
@@ -275,12 +277,24 @@ export class SimNode {
         continue;
       }
       this.persist(rd, null);
-      for (const m of rd.messages) this.host.send(this, m);
+      for (const m of rd.messages) this.sendOut(m);
       if (rd.snapshot !== null) this.installSnapshot(rd.snapshot);
       if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
       this.afterApply(rd);
       raft.advance(rd);
     }
+  }
+
+  private sendOut(m: Message): void {
+    const raft = this.raft;
+    if (m.type === MsgType.Snap && this.host.freshSnapshots && raft !== null) {
+      // The node streams a cut of its state at applied, not the core's last compaction.
+      const snapshot = raft.snapshotAt(this.applied, this.sm.image());
+      this.host.trace(`${this.name} fresh snapshot at ${snapshot.meta.index} for ${m.to} (core's at ${m.snapshot?.meta.index ?? 'none'})`);
+      this.host.send(this, { ...m, snapshot });
+      return;
+    }
+    this.host.send(this, m);
   }
 
   /** Asynchronous disk: everything that need not wait for the write, then queue it. */
@@ -295,7 +309,7 @@ export class SimNode {
     const late: Message[] = [];
     for (const m of rd.messages) {
       const early = this.host.earlyAcks || termDurable && (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.HeartbeatResp);
-      if (early) this.host.send(this, m);
+      if (early) this.sendOut(m);
       else late.push(m);
     }
     if (rd.committedEntries.length > 0) this.applyEntries(rd.committedEntries);
@@ -314,7 +328,7 @@ export class SimNode {
       const w = this.writes.shift() as PendingWrite;
       this.persist(w.rd, w.role);
       if (w.rd.snapshot !== null) this.installSnapshot(w.rd.snapshot);
-      for (const m of w.late) this.host.send(this, m);
+      for (const m of w.late) this.sendOut(m);
       raft.persisted(w.rd);
     }
     this.processReady();

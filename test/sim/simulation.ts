@@ -106,6 +106,8 @@ export interface FaultProfile {
   /** A planted bug in the host (teeth for the pipelined host): 'earlyAcks' sends
    *  every message of a Ready before it is durable (needs diskDelay > 0). */
   hostBug: 'none' | 'earlyAcks';
+  /** Snapshots sent are fresh cuts at the sender's applied index, the log left whole (as the node sends them). */
+  freshSnapshots: boolean;
   workload: WorkloadConfig;
 }
 
@@ -286,6 +288,7 @@ function randomProfile(rng: Prng): FaultProfile {
     maxApplyBytes: rng.pick([4 << 20, 4 << 20, 40]),
     diskDelay: 0, // drawn from its own stream (see Simulation), so older seeds keep their profiles
     hostBug: 'none',
+    freshSnapshots: false, // drawn from its own stream (see Simulation)
     workload: {
       clients,
       keys: rng.range(3, 5),
@@ -306,7 +309,7 @@ function describeProfile(p: FaultProfile): string {
     `pause=${p.pause}/${p.pauseMax} compact=${p.compact} conf=${p.confChange} transfer=${p.transfer} skew=${p.clockSkew} lcrash=${p.leaderCrash} ` +
     `nlcrash=${p.newLeaderCrash} nliso=${p.newLeaderIsolate} burst=${p.churnBurst} unsynced=${p.unsyncedLoss} ` +
     `slow=${p.slowLeader} msgBytes=${p.maxMsgBytes} inflight=${p.maxInflightMsgs} ` +
-    `uncommitted=${p.maxUncommittedBytes} applyBytes=${p.maxApplyBytes} disk=${p.diskDelay === 0 ? 'sync' : `async<=${p.diskDelay}`}${p.hostBug === 'none' ? '' : ` hostBug=${p.hostBug}`} ` +
+    `uncommitted=${p.maxUncommittedBytes} applyBytes=${p.maxApplyBytes} disk=${p.diskDelay === 0 ? 'sync' : `async<=${p.diskDelay}`}${p.hostBug === 'none' ? '' : ` hostBug=${p.hostBug}`}${p.freshSnapshots ? ' freshSnaps' : ''} ` +
     `clients=${p.workload.clients} keys=${p.workload.keys} rate=${p.workload.rate} timeout=${p.workload.timeout}`;
 }
 
@@ -322,6 +325,7 @@ class Simulation implements NodeHost, WorkloadHost {
   readonly protocolChecks: boolean;
   readonly asyncDisk: boolean;
   readonly earlyAcks: boolean;
+  readonly freshSnapshots: boolean;
   private readonly diskRng: Prng;
   private readonly log: (line: string) => void;
   private readonly nodes = new Map<NodeId, SimNode>();
@@ -357,9 +361,12 @@ class Simulation implements NodeHost, WorkloadHost {
       net: { ...base.net, ...opts.profile?.net },
       workload: { ...base.workload, ...opts.profile?.workload },
     };
+    // Half the seeds send snapshots as the node does (a fresh cut at applied, the log left whole).
+    this.profile.freshSnapshots = opts.profile?.freshSnapshots ?? master.fork('snapshots').pick([false, true]);
     if (opts.noConfChanges === true) this.profile.confChange = 0;
     this.asyncDisk = this.profile.diskDelay > 0;
     this.earlyAcks = this.profile.hostBug === 'earlyAcks';
+    this.freshSnapshots = this.profile.freshSnapshots;
     this.keys = this.profile.workload.keys;
     this.verbose = opts.verbose === true;
     this.protocolChecks = opts.protocolChecks !== false;
