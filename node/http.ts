@@ -9,6 +9,7 @@ import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
 import { ApiError, noLeader, noQuorum, overloaded, timeout } from './errors.ts';
 import type { KvNode } from './runtime.ts';
 import { shardDigest } from './digest.ts';
+import { monoNowMs } from './clock.ts';
 
 const FORWARD_HEADER = 'x-kv-forwarded';
 const MAX_BUCKETS_PER_SCAN = 1000;
@@ -280,7 +281,7 @@ export function buildApp(node: KvNode, log: Logger) {
    * 2 s (bounded by half the request deadline) — else answer too_stale.
    */
   function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply?: FastifyReply): Promise<void> | undefined {
-    const s = node.store.stalenessMs(shard, Date.now());
+    const s = node.store.stalenessMs(shard, monoNowMs());
     if (q.maxStalenessMs === undefined) {
       reply?.header('x-staleness-ms', Number.isFinite(s) ? String(Math.round(s)) : 'unknown');
       return undefined;
@@ -299,7 +300,7 @@ export function buildApp(node: KvNode, log: Logger) {
         const until = Date.now() + Math.min(cfg.requestTimeoutMs / 2, Math.max(2000, cfg.raft.electionTicks * cfg.tickMs));
         while (!(s <= max) && Date.now() < until) {
           await new Promise((r) => setTimeout(r, Math.max(5, cfg.tickMs / 5)));
-          s = node.store.stalenessMs(shard, Date.now());
+          s = node.store.stalenessMs(shard, monoNowMs());
         }
       }
       if (!(s <= max)) throw new ApiError(503, 'too_stale', `replica on node ${cfg.id} may be ${Number.isFinite(s) ? Math.round(s) : 'unboundedly'} ms behind (> ${max})`, 'not_applied', { shard }, 1);

@@ -22,6 +22,7 @@
  * the logs take twice the budget, the budget rule cuts without regard for
  * followers. A cut held back for a follower that would remove less than a
  * quarter of a log waits for a later pass (each cut costs a synced write).
+ * The entries after a snapshot being streamed (`held`) are kept in any case.
  */
 
 /**
@@ -41,8 +42,12 @@ export interface LogUse {
   shard: number;
   entries: number;
   dataBytes: number;
-  /** false while a snapshot stream holds the shard's compaction. */
-  compactable: boolean;
+  /**
+   * The latest applied entries a follower being sent a snapshot will need (after the snapshot's index):
+   * always kept, past twice the budget too — cutting them would make it need another snapshot the moment
+   * it installs this one. 0: no stream running or settling.
+   */
+  held: number;
   /** The latest applied entries a live follower still needs (0: none, or not the leader). */
   needed: number;
 }
@@ -70,8 +75,9 @@ export function compactionPlan(logs: readonly LogUse[], o: BudgetOptions): Array
    */
   const worth = (l: LogUse, was: number, keep: number): boolean => was - keep >= Math.max(1, Math.ceil(l.entries / 4));
   for (const l of logs) {
-    if (!l.compactable || l.entries < o.everyEntries) continue;
-    const keep = Math.max(o.keepEntries, retain(l));
+    if (l.entries < o.everyEntries) continue;
+    const keep = Math.max(o.keepEntries, retain(l), l.held);
+    if (keep >= l.entries) continue;
     if (keep > o.keepEntries && !worth(l, l.entries, keep)) continue;
     keepOf.set(l.shard, keep);
     total -= freed(l, keep);
@@ -82,12 +88,12 @@ export function compactionPlan(logs: readonly LogUse[], o: BudgetOptions): Array
   for (const hard of [false, true]) {
     if (total <= (hard ? 2 * o.budgetBytes : o.budgetBytes)) continue;
     const target = (o.budgetBytes * 3) / 4;
-    const byLeft = logs.filter((l) => l.compactable && l.entries > 0).sort((a, b) => left(b) - left(a));
+    const byLeft = logs.filter((l) => l.entries > l.held).sort((a, b) => left(b) - left(a));
     for (const l of byLeft) {
       if (total <= target) break;
       const was = keepOf.get(l.shard) ?? l.entries;
       const quarter = Math.min(was, o.keepEntries, Math.floor(l.entries / 4));
-      const keep = hard ? quarter : Math.max(quarter, retain(l));
+      const keep = Math.max(hard ? quarter : Math.max(quarter, retain(l)), l.held);
       if (keep >= was || (keep > quarter && !worth(l, was, keep))) continue;
       total -= freed(l, keep) - freed(l, was);
       keepOf.set(l.shard, keep);

@@ -23,6 +23,7 @@ import { SnapshotLedger } from './snapshot-ledger.ts';
 import { KeyedGate } from './stream-gate.ts';
 import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
+import { monoNowMs } from './clock.ts';
 
 /** Idempotency collection: keys read and time spent per maintenance pass at most (see maybeCollectIdempotency). */
 const GC_PASS_KEYS = 2000;
@@ -191,7 +192,7 @@ export class KvNode {
       onFrame: (from, f) => this.onFrame(from, f), metrics: this.metrics.transport(),
     });
     await this.transport.listen();
-    const started = Date.now();
+    const started = monoNowMs();
     this.tickOrigin = performance.now();
     this.tickTimer = setInterval(() => {
       this.catchUpTicks();
@@ -230,14 +231,14 @@ export class KvNode {
     if (missed <= 0) return;
     const cap = 2 * this.cfg.raft.electionTicks + 2;
     if (missed > cap) missed = cap;
-    const now = Date.now();
+    const now = monoNowMs();
     for (let i = 0; i < missed; i++) this.store.tick(now);
     this.ticksGiven = due;
   }
 
   /** Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. */
   private livenessTick(started: number): void {
-    const now = Date.now();
+    const now = monoNowMs();
     const silentMs = this.cfg.raft.electionTicks * this.cfg.tickMs;
     for (const n of this.map.nodes) {
       if (n.id === this.cfg.id) continue;
@@ -248,7 +249,7 @@ export class KvNode {
 
   /** A returned promise holds the peer's connection until it settles (snapshot receiver backlog). */
   private onFrame(from: number, f: Frame): Promise<void> | undefined {
-    const now = Date.now();
+    const now = monoNowMs();
     this.lastHeard.set(from, now);
     switch (f[0]) {
       case 'p': {
@@ -271,7 +272,7 @@ export class KvNode {
           if (m.from !== from) throw new Error('message from a different node than the connection');
           items.push([it[0] as number, m]);
         }
-        this.store.receive(items, Date.now());
+        this.store.receive(items, now);
         this.wake();
         return;
       }
@@ -563,9 +564,13 @@ export class KvNode {
     // Runs between every two batches: look closer only when a rule may apply.
     const t = this.store.logMemoryTotals();
     if (t.most < this.cfg.compactEveryEntries && logMemoryOf(t) <= this.cfg.logMemoryBytes) return this.releaseIfManySegments(cuts);
-    // A follower is being sent (or installing) a snapshot: compacting past it would make it need another.
+    // A follower being sent (or installing) a snapshot needs the entries after it: `held`.
     const grace = Math.ceil(FOLLOWER_GRACE_MS / this.cfg.tickMs);
-    const logs = this.store.shards().map((shard) => ({ shard, ...this.store.logMemory(shard, grace, this.cfg.compactEveryEntries), compactable: !this.snapLedger.holdsCompaction(shard) }));
+    const logs = this.store.shards().map((shard) => {
+      const use = this.store.logMemory(shard, grace, this.cfg.compactEveryEntries);
+      const streamed = this.snapLedger.heldIndex(shard);
+      return { shard, ...use, held: streamed === null ? 0 : Math.max(0, use.applied - streamed) };
+    });
     const plan = compactionPlan(logs, { everyEntries: this.cfg.compactEveryEntries, keepEntries: this.cfg.compactKeepEntries, budgetBytes: this.cfg.logMemoryBytes });
     for (const { shard, keep } of plan) {
       const cut = this.store.compact(shard, keep);
@@ -610,7 +615,8 @@ export class KvNode {
     for (const [shard, index] of this.wal.pinning()) {
       if (done.has(shard)) continue;
       const applied = this.store.status(shard).applied;
-      if (applied < index || this.snapLedger.holdsCompaction(shard)) continue;
+      const streamed = this.snapLedger.heldIndex(shard);
+      if (applied < index || (streamed !== null && index > streamed)) continue;
       const cut = this.store.compact(shard, applied - index);
       if (cut === null) continue;
       cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });

@@ -3,10 +3,10 @@
  * finished and settling — sent in full, but the follower may still be
  * writing its backlog of chunks and installing, so its Raft answer is not in
  * yet. Used to stream a snapshot once, not again while one is running or
- * settling (the core asks again: its retry timer, a probe below the newly
- * compacted log), and to hold the shard's log compaction meanwhile (a
- * compaction past the streamed index would make the follower need yet
- * another snapshot once it installs this one).
+ * settling (the core asks again: its retry timer, a probe below the log),
+ * and to hold the shard's log compaction above the streamed index meanwhile
+ * (a compaction past it would make the follower need yet another snapshot
+ * once it installs this one).
  *
  * A failed stream is forgotten at once (the core retries); a settled one
  * after settleMs, so a snapshot the follower never installed is streamed
@@ -47,10 +47,14 @@ export class SnapshotLedger {
     else this.streams.delete(k);
   }
 
-  /** Whether a stream of `shard` (to any follower) is running or settling: do not compact its log. */
-  holdsCompaction(shard: number): boolean {
-    for (const [k, e] of this.streams) if (e.shard === shard && this.live(k) !== undefined) return true;
-    return false;
+  /**
+   * The lowest index of the streams of `shard` (to any follower) running or settling: do not compact
+   * its log past it (null: none).
+   */
+  heldIndex(shard: number): number | null {
+    let low: number | null = null;
+    for (const [k, e] of this.streams) if (e.shard === shard && this.live(k) !== undefined && (low === null || e.index < low)) low = e.index;
+    return low;
   }
 
   /** Streams running or settling (for logs and tests). */

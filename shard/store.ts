@@ -791,16 +791,17 @@ export class Store {
    * Entries the replica's Raft log holds in memory and their data bytes (for the memory budget), and
    * how many of its latest applied entries a follower heard from within `graceTicks` still needs
    * (leader only): the most any such follower at most `windowEntries` behind needs (0: none). One
-   * further behind will get a snapshot anyway; it takes no protection from the others.
+   * further behind will get a snapshot anyway; it takes no protection from the others. And the
+   * applied index (what compact(shard, keep) counts back from).
    */
-  logMemory(shard: number, graceTicks: number, windowEntries: number): { entries: number; dataBytes: number; needed: number } {
+  logMemory(shard: number, graceTicks: number, windowEntries: number): { entries: number; dataBytes: number; needed: number; applied: number } {
     const r = this.replica(shard);
     let needed = 0;
     for (const m of r.raft.followerMatchesHeardWithin(graceTicks)) {
       const behind = r.applied - m;
       if (behind > needed && behind <= windowEntries) needed = behind;
     }
-    return { entries: r.raft.logEntryCount(), dataBytes: r.raft.logDataBytes(), needed };
+    return { entries: r.raft.logEntryCount(), dataBytes: r.raft.logDataBytes(), needed, applied: r.applied };
   }
 
   /** logMemory over all replicas, and the most entries one holds (allocates nothing per replica). */

@@ -58,11 +58,11 @@ test('RaftLog.dataBytes is the sum of its entries\' data through appends, trunca
   t.pass();
 });
 
-const use = (shard: number, entries: number, dataBytes: number, compactable = true, needed = 0): LogUse => ({ shard, entries, dataBytes, compactable, needed });
+const use = (shard: number, entries: number, dataBytes: number, held = 0, needed = 0): LogUse => ({ shard, entries, dataBytes, held, needed });
 const opts = { everyEntries: 20_000, keepEntries: 5_000, budgetBytes: 64 << 20 };
 
 test('compaction plan: the count rule alone while the logs fit the memory budget', (t) => {
-  t.deepEqual(compactionPlan([use(1, 19_999, 2e6), use(2, 20_000, 2e6), use(3, 30_000, 3e6, false)], opts), [{ shard: 2, keep: 5_000 }]);
+  t.deepEqual(compactionPlan([use(1, 19_999, 2e6), use(2, 20_000, 2e6), use(3, 30_000, 3e6, 30_000)], opts), [{ shard: 2, keep: 5_000 }]);
   t.deepEqual(compactionPlan([], opts), []);
 });
 
@@ -82,9 +82,9 @@ test('compaction plan: over the budget, the largest logs first, each to a quarte
   t.true(left + (per[plan.length - 1] as number) * 0.75 > (opts.budgetBytes * 3) / 4);
 });
 
-test('compaction plan: a shard whose snapshot stream holds compaction is left alone; count-rule cuts go lower when over budget', (t) => {
+test('compaction plan: a shard whose snapshot stream holds all its log is left alone; count-rule cuts go lower when over budget', (t) => {
   const budget = { ...opts, budgetBytes: 1 << 20 };
-  const plan = compactionPlan([use(1, 40_000, 4e6, false), use(2, 20_000, 1e6), use(3, 100, 10)], budget);
+  const plan = compactionPlan([use(1, 40_000, 4e6, 40_000), use(2, 20_000, 1e6), use(3, 100, 10)], budget);
   const keep = new Map(plan.map((p) => [p.shard, p.keep]));
   t.false(keep.has(1));
   t.is(keep.get(2), 5_000, 'a quarter of 20,000 is the count rule\'s 5,000 already');
@@ -94,24 +94,34 @@ test('compaction plan: a shard whose snapshot stream holds compaction is left al
   t.is(logMemoryOf({ entries: 2, dataBytes: 10 }), 10 + 2 * ENTRY_OVERHEAD_BYTES);
 });
 
+test('compaction plan: a snapshot stream holds only the entries after its index, past twice the budget too', (t) => {
+  // A stream at the index 12,000 entries back: the 28,000 before it may go, the 12,000 after it stay.
+  t.deepEqual(compactionPlan([use(1, 40_000, 4e6, 12_000)], opts), [{ shard: 1, keep: 12_000 }]);
+  // Holding all of a log leaves nothing to cut, whatever the budget.
+  t.deepEqual(compactionPlan([use(1, 40_000, 4e6, 40_000)], { ...opts, budgetBytes: 1 }), []);
+  // Past twice the budget a follower's need gives way, a stream's hold does not.
+  const hard = compactionPlan([use(1, 10_000, 60 << 20, 3_000, 6_000)], { ...opts, budgetBytes: 10 << 20 });
+  t.deepEqual(hard, [{ shard: 1, keep: 3_000 }]);
+});
+
 test('compaction plan: a leader keeps what a live follower still needs, within a count window and up to twice the budget', (t) => {
   // Count rule: a follower 8,000 entries behind keeps 8,000, not 5,000.
-  t.deepEqual(compactionPlan([use(1, 20_000, 2e6, true, 8_000)], opts), [{ shard: 1, keep: 8_000 }]);
+  t.deepEqual(compactionPlan([use(1, 20_000, 2e6, 0, 8_000)], opts), [{ shard: 1, keep: 8_000 }]);
   // One 16,000 behind: a cut to 16,000 would free less than a quarter; it waits for a later pass.
-  t.deepEqual(compactionPlan([use(1, 20_000, 2e6, true, 16_000)], opts), []);
+  t.deepEqual(compactionPlan([use(1, 20_000, 2e6, 0, 16_000)], opts), []);
   // One further behind than a whole count window gets a snapshot: the usual cut.
-  t.deepEqual(compactionPlan([use(1, 30_000, 3e6, true, 25_000)], opts), [{ shard: 1, keep: 5_000 }]);
+  t.deepEqual(compactionPlan([use(1, 30_000, 3e6, 0, 25_000)], opts), [{ shard: 1, keep: 5_000 }]);
   // Over the budget but under twice it: the follower's need holds (the other shards are cut instead).
   const mb = 1 << 20;
   const budget = { ...opts, budgetBytes: 10 * mb };
-  const logs = [use(1, 10_000, 8 * mb, true, 6_000), use(2, 10_000, 4 * mb), use(3, 100, 1_000)];
+  const logs = [use(1, 10_000, 8 * mb, 0, 6_000), use(2, 10_000, 4 * mb), use(3, 100, 1_000)];
   const soft = new Map(compactionPlan(logs, budget).map((p) => [p.shard, p.keep]));
   t.is(soft.get(1), 6_000, 'shard 1 keeps its follower\'s 6,000');
   t.is(soft.get(2), 2_500);
   // A follower too far behind takes no protection from another: the store reports the largest need
   // within the window (Store.logMemory), so here only one need arrives; the hard limit is checked next.
   // Past twice the budget: cut regardless.
-  const hard = new Map(compactionPlan([use(1, 10_000, 60 * mb, true, 6_000), use(2, 10_000, 4 * mb)], budget).map((p) => [p.shard, p.keep]));
+  const hard = new Map(compactionPlan([use(1, 10_000, 60 * mb, 0, 6_000), use(2, 10_000, 4 * mb)], budget).map((p) => [p.shard, p.keep]));
   t.is(hard.get(1), 2_500, 'past twice the budget the follower\'s need gives way');
 });
 
