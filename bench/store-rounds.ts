@@ -55,7 +55,7 @@ function run(shards: number, inflight: number, seconds: number): { writes: numbe
   let rounds = 0;
   const cycle = (): void => {
     for (const [id, st] of stores) {
-      const r: Round | null = st.beginRound();
+      const r: Round | null = st.beginRound(0);
       if (r === null) continue;
       rounds++;
       deliver(id, r.early);

@@ -336,7 +336,7 @@ export class KvNode {
   /** Begin a round: send what may go early, apply what is committed, and add its writes to the next batch. */
   private runRound(): boolean {
     const t0 = performance.now();
-    const round = this.store.beginRound();
+    const round = this.store.beginRound(monoNowMs());
     if (round === null) return false;
     this.sendMessages(round.early);
     const g = this.group;

@@ -94,6 +94,8 @@ export interface Message {
    *  follower to quiesce (all hold the whole log; stop ticking until woken).
    *  HeartbeatResp: a woken follower asks a quiesced leader to wake. */
   reject: boolean;
+  /** AppResp reject: the follower's hint. App/Heartbeat: the core sends 0 and never reads it; the
+   *  host may stamp it (shard/store.ts stamps the leader's quorum-ack age for stale reads). */
   rejectHint: number;
   /** Heartbeat / HeartbeatResp: ReadIndex round id being confirmed (0 = none).
    *  Vote: 1 when the campaign is a leadership transfer (ignore leases). */

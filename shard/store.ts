@@ -8,6 +8,14 @@ import { KvMachine, decodeCommand, encodeCommand, type KvCommand, type KvResult,
 import { appliedKey, generationKey, snapMetaKey } from './layout.ts';
 import { encodeSnapshot } from './raft-codec.ts';
 
+/**
+ * A leader's appends and heartbeats carry its quorum-ack age (ms, plus 1; 0: none yet) in rejectHint,
+ * which the core uses only on AppResp. A follower counts leader contact as of arrival less that age.
+ */
+function stampAckAge(m: Message, ackAtMs: number, nowMs: number): void {
+  m.rejectHint = ackAtMs < 0 ? 0 : Math.max(0, Math.ceil(nowMs - ackAtMs)) + 1;
+}
+
 /** Ticks whose times a replica keeps: far more than a quorum ack can be old while its leader leads (check-quorum). */
 const TICK_RING = 64;
 
@@ -134,6 +142,11 @@ class Replica {
    */
   private readonly tickNo = new Float64Array(TICK_RING).fill(-1);
   private readonly tickAt = new Float64Array(TICK_RING);
+  /**
+   * As leader: the latest quorum-ack time seen in this leadership (ms; -1: none). Kept across
+   * quiescence, which drops the core's (for leases); the age stamped on appends and heartbeats.
+   */
+  ackSeenMs = -1;
 
   constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
     this.raft = raft;
@@ -161,6 +174,13 @@ class Replica {
     if (this.tickNo[i] === t) return;
     this.tickNo[i] = t;
     this.tickAt[i] = nowMs;
+  }
+
+  /** Leader: ackSeenMs brought up to date (call before the core may drop its ack: quiesce()). */
+  leaderAckMs(): number {
+    const a = this.quorumAckAtMs();
+    if (a > this.ackSeenMs) this.ackSeenMs = a;
+    return this.ackSeenMs;
   }
 
   /**
@@ -390,7 +410,8 @@ export class Store {
     return this.roundSeq - this.persistedSeq;
   }
 
-  beginRound(): Round | null {
+  /** `nowMs`: the host's clock (the one ticks are given on), for the ack age stamped on a leader's messages. */
+  beginRound(nowMs: number): Round | null {
     invariant(this.unapplied === null, 'applyRound() before the next beginRound()');
     const ticks = this.pendingTicks;
     this.pendingTicks = 0;
@@ -440,9 +461,12 @@ export class Store {
       this.dirty.add(r);
       // Leader contact: only a message the core took from the leader it now follows in that term
       // (not one from a deposed leader, which may be cut off from the group).
+      // It counts as of its arrival less the leader's quorum-ack age then (stampAckAge): a leader cut
+      // off from its quorum (a minority side with a follower, or acks lost one way) still heartbeats,
+      // but the age grows, and so does its follower's staleness. Unstamped: not counted.
       const t = m.type;
-      if ((t === MsgType.App || t === MsgType.Heartbeat || t === MsgType.Snap) && m.term === r.raft.currentTerm() && r.raft.currentLeader() === m.from) {
-        r.lastLeaderContactMs = inboxAt[i] as number;
+      if ((t === MsgType.App || t === MsgType.Heartbeat) && m.rejectHint > 0 && m.term === r.raft.currentTerm() && r.raft.currentLeader() === m.from) {
+        r.lastLeaderContactMs = (inboxAt[i] as number) - (m.rejectHint - 1);
       }
       // Woken by a peer (a follower that needs fresh proof, a candidate): stay
       // awake for quiesceAfterTicks, or the idle check below would quiesce the
@@ -467,7 +491,10 @@ export class Store {
     if (ticks > 0 && this.opts.quiesceAfterTicks > 0) {
       for (const r of this.replicas.values()) {
         if (r.role === Role.Leader && !r.raft.isQuiesced() && r.waiters.size === 0 && r.readsInRaft.size === 0 &&
-          this.tickCount - r.lastActiveTick >= this.opts.quiesceAfterTicks) r.raft.quiesce();
+          this.tickCount - r.lastActiveTick >= this.opts.quiesceAfterTicks) {
+          r.leaderAckMs();
+          r.raft.quiesce();
+        }
       }
     }
 
@@ -484,7 +511,9 @@ export class Store {
         r.handedVote = rd.hardState.vote;
       }
       const termDurable = r.handedTerm === r.durableTerm && r.handedVote === r.durableVote;
+      const leads = r.raft.currentRole() === Role.Leader;
       for (const m of rd.messages) {
+        if (leads && (m.type === MsgType.App || m.type === MsgType.Heartbeat)) stampAckAge(m, r.leaderAckMs(), nowMs);
         const early = termDurable && (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.HeartbeatResp);
         const into = early ? round.early : round.messages;
         let q = into.get(m.to);
@@ -707,7 +736,10 @@ export class Store {
 
   private onSoftState(r: Replica, role: Role, leader: NodeId, done: Array<() => void>): void {
     const wasLeader = r.role === Role.Leader;
-    if (role !== r.role) r.leaderLandedFreshMs = -1;
+    if (role !== r.role) {
+      r.leaderLandedFreshMs = -1;
+      r.ackSeenMs = -1;
+    }
     r.role = role;
     r.leader = leader;
     if (wasLeader && role !== Role.Leader) {
