@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Store, type ProposeOutcome, type ReadOutcome, type Round } from '../shard/store.ts';
 import { STATIC_BUCKET } from '../shard/keys.ts';
 import type { KvCommand, KvStatePort } from '../shard/kv-machine.ts';
@@ -83,6 +83,15 @@ const put = (key: string, value: string, over: Partial<KvCommand> = {}): KvComma
   op: 'put', tenant: 't', bucket: STATIC_BUCKET, key: new TextEncoder().encode(key), t: null,
   value: new TextEncoder().encode(value), ifVersion: null, idem: null, time: 1, ...over,
 });
+
+/** The leader writes k = v1 and every replica hears of its commit (two more ticks): the tests' steady state. */
+function writeV1(t: ExecutionContext, c: ReturnType<typeof cluster>, L: Store): void {
+  const out: ProposeOutcome[] = [];
+  L.propose(1, put('k', 'v1'), (r) => out.push(r));
+  c.runRounds();
+  c.tick(2);
+  t.true(out[0]?.ok === true, 'v1 acknowledged');
+}
 
 test('store: every shard elects a leader; a put commits and is applied on all replicas; CAS and idempotency hold', (t) => {
   const c = cluster();
@@ -196,11 +205,7 @@ test('store: a follower that hears heartbeats but lags in replication does not c
   const f = [1, 2, 3].find((id) => id !== l) as number;
   const L = c.stores.get(l) as Store;
   const F = c.stores.get(f) as Store;
-  const put1: ProposeOutcome[] = [];
-  L.propose(1, put('k', 'v1'), (r) => put1.push(r));
-  c.runRounds();
-  c.tick(2);
-  t.true(put1[0]?.ok === true);
+  writeV1(t, c, L);
   t.true(F.stalenessMs(1, c.now()) <= 5, `in step with its leader: fresh, its leader's ack age included (${F.stalenessMs(1, c.now())})`);
   // From now on the follower gets heartbeats but no appends: it falls behind.
   starve = f;
@@ -233,11 +238,7 @@ for (const who of ['follower', 'leader'] as const) {
     const slow = who === 'leader' ? l : f;
     const S = c.stores.get(slow) as Store;
     const L = c.stores.get(l) as Store;
-    const put1: ProposeOutcome[] = [];
-    L.propose(1, put('k', 'v1'), (r) => put1.push(r));
-    c.runRounds();
-    c.tick(2);
-    t.true(put1[0]?.ok === true);
+    writeV1(t, c, L);
     t.true(S.stalenessMs(1, c.now()) <= 5, `in step: fresh (a follower's includes its leader's ack age) (${S.stalenessMs(1, c.now())})`);
     // From now on the batches of `slow` that apply entries do not land.
     hold.add(slow);
@@ -309,11 +310,7 @@ test('store: a leader resumed after a pause counts the pause in its staleness (b
   for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
   const l = c.leaderOf(1);
   const L = c.stores.get(l) as Store;
-  const put1: ProposeOutcome[] = [];
-  L.propose(1, put('k', 'v1'), (r) => put1.push(r));
-  c.runRounds();
-  c.tick(2);
-  t.true(put1[0]?.ok === true);
+  writeV1(t, c, L);
   t.true(L.stalenessMs(1, c.now()) <= 3, `in step: fresh (${L.stalenessMs(1, c.now())} ms)`);
   // The leader's process stops: it neither ticks nor reads its sockets; messages to it are lost.
   c.stores.delete(l);
@@ -357,11 +354,7 @@ test('store: a follower of a leader that has lost its quorum acks is not fresh (
   l = c.leaderOf(1);
   [f, a] = [1, 2, 3].filter((id) => id !== l) as [number, number];
   const F = c.stores.get(f) as Store;
-  const put1: ProposeOutcome[] = [];
-  (c.stores.get(l) as Store).propose(1, put('k', 'v1'), (r) => put1.push(r));
-  c.runRounds();
-  c.tick(2);
-  t.true(put1[0]?.ok === true);
+  writeV1(t, c, (c.stores.get(l) as Store));
   t.true(F.stalenessMs(1, c.now()) <= 5, `in step: fresh (${F.stalenessMs(1, c.now())})`);
   cut = true;
   const cutAt = c.now();

@@ -15,13 +15,9 @@
  * log to 10 entries and node 3 got a snapshot.
  */
 import test, { type ExecutionContext } from 'ava';
-import { TestCluster, http, putRetry } from './harness.ts';
+import { TestCluster, firstShardTerm, http, metricOf, numberedWriter, snapshotsReceived } from './harness.ts';
 
-const metric = async (c: TestCluster, i: number, re: RegExp): Promise<number> => Number(re.exec((await http('GET', `${c.url(i)}/metrics`)).body)?.[1] ?? 0);
-const snapshotsReceived = (c: TestCluster, i: number): Promise<number> => metric(c, i, /kv_snapshots_total\{direction="received",result="ok",node="\d+"\} (\d+)/);
-const compactions = (c: TestCluster, i: number): Promise<number> => metric(c, i, /kv_raft_log_compactions_total\{reason="log",node="\d+"\} (\d+)/);
-// Not the kv_raft_term gauge: it is updated once a second, and read too early it says 0.
-const term = async (c: TestCluster, i: number): Promise<number> => (await http('GET', `${c.url(i)}/v1/cluster`)).json().shards[0].term as number;
+const compactions = (c: TestCluster, i: number): Promise<number> => metricOf(c, i, /kv_raft_log_compactions_total\{reason="log",node="\d+"\} (\d+)/);
 
 async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshots: number; cuts: number }> {
   const c = await TestCluster.start(t, 3, ['--shards', '1', '--tick-ms', '100', '--compact-every', '2000', '--compact-keep', '10', '--log-level', 'info']);
@@ -33,16 +29,9 @@ async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshot
     await c.waitReady(3);
     leader = (await c.waitLeaders(30_000, [3])).get(1) as number;
   }
-  let next = 0;
-  const writeUpTo = (n: number) => Promise.all(Array.from({ length: 16 }, async () => {
-    while (next < n) {
-      const i = next++;
-      const r = await putRetry(`${c.url(leader)}/v1/kv/acme/k${i % 500}`, `v${i}`, { deadlineMs: 20_000 });
-      t.is(r.status, 200, r.body);
-    }
-  }));
+  const writeUpTo = numberedWriter(t, () => c.url(leader));
   await writeUpTo(600);
-  const termBefore = await term(c, leader);
+  const termBefore = await firstShardTerm(c, leader);
   const leaderNow = (await c.waitLeaders()).get(1);
   await c.kill(3);
   const before = await compactions(c, leader);
@@ -59,7 +48,7 @@ async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshot
     if (got !== 'v2199') await new Promise((r) => setTimeout(r, 50));
   }
   t.is(got, 'v2199', 'node 3 caught up');
-  const stable = leaderNow === leader && (await term(c, leader)) === termBefore;
+  const stable = leaderNow === leader && (await firstShardTerm(c, leader)) === termBefore;
   const snapshots = await snapshotsReceived(c, 3);
   t.log(`leader node ${leader} compacted ${cuts} times while node 3 was away; node 3 received ${snapshots} snapshots${stable ? '' : ' (the leader changed: this attempt does not count)'}`);
   if (stable && snapshots !== 0) {

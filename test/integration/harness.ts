@@ -299,3 +299,34 @@ async function withRetry(method: string, url: string, body: string | undefined, 
   if (last !== null) return last;
   throw new Error(`${method} ${url} did not complete within ${deadlineMs} ms`);
 }
+
+/** A sample from node i's /metrics: the first capture group of `re` (0 if absent). */
+export async function metricOf(c: TestCluster, i: number, re: RegExp): Promise<number> {
+  return Number(re.exec((await http('GET', `${c.url(i)}/metrics`)).body)?.[1] ?? 0);
+}
+
+/** Snapshots node i received and installed. */
+export const snapshotsReceived = (c: TestCluster, i: number): Promise<number> =>
+  metricOf(c, i, /kv_snapshots_total\{direction="received",result="ok",node="\d+"\} (\d+)/);
+
+/** The term of the first shard as node i knows it (from /v1/cluster: the kv_raft_term gauge is updated once a second). */
+export async function firstShardTerm(c: TestCluster, i: number): Promise<number> {
+  return (await http('GET', `${c.url(i)}/v1/cluster`)).json().shards[0].term as number;
+}
+
+/**
+ * Writes v<n> to key k<n % 500> of tenant acme through `url`, for n from where the last call stopped up
+ * to the count given, 16 at a time, each retried (putRetry); every one must be acknowledged.
+ */
+export function numberedWriter(t: ExecutionContext, url: () => string): (upTo: number) => Promise<void> {
+  let next = 0;
+  return async (upTo) => {
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < upTo) {
+        const i = next++;
+        const r = await putRetry(`${url()}/v1/kv/acme/k${i % 500}`, `v${i}`, { deadlineMs: 20_000 });
+        t.is(r.status, 200, r.body);
+      }
+    }));
+  };
+}

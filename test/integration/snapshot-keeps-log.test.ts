@@ -12,11 +12,8 @@
  * times, and at least one attempt must count.
  */
 import test, { type ExecutionContext } from 'ava';
-import { TestCluster, http, putRetry } from './harness.ts';
+import { TestCluster, firstShardTerm, http, numberedWriter, snapshotsReceived } from './harness.ts';
 
-const metric = async (c: TestCluster, i: number, re: RegExp): Promise<number> => Number(re.exec((await http('GET', `${c.url(i)}/metrics`)).body)?.[1] ?? 0);
-const snapshotsReceived = (c: TestCluster, i: number): Promise<number> => metric(c, i, /kv_snapshots_total\{direction="received",result="ok",node="\d+"\} (\d+)/);
-const term = async (c: TestCluster, i: number): Promise<number> => (await http('GET', `${c.url(i)}/v1/cluster`)).json().shards[0].term as number;
 
 async function until(what: string, deadlineMs: number, ok: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + deadlineMs;
@@ -37,16 +34,9 @@ async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshot
   const c = await TestCluster.start(t, 5, ['--shards', '1', '--replicas', '5', '--tick-ms', '100', '--compact-every', '2000', '--compact-keep', '10']);
   const leader = (await c.waitLeaders()).get(1) as number;
   const [a, b] = [1, 2, 3, 4, 5].filter((i) => i !== leader) as [number, number];
-  let next = 0;
-  const writeUpTo = (n: number) => Promise.all(Array.from({ length: 16 }, async () => {
-    while (next < n) {
-      const i = next++;
-      const r = await putRetry(`${c.url(leader)}/v1/kv/acme/k${i % 500}`, `v${i}`, { deadlineMs: 20_000 });
-      t.is(r.status, 200, r.body);
-    }
-  }));
+  const writeUpTo = numberedWriter(t, () => c.url(leader));
   await writeUpTo(100);
-  const termBefore = await term(c, leader);
+  const termBefore = await firstShardTerm(c, leader);
   await c.kill(a);
   await writeUpTo(2200);
   await c.kill(b);
@@ -59,7 +49,7 @@ async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshot
   await c.waitReady(b);
   await caughtUp(c, b, `k${2299 % 500}`, 'v2299');
   const snapshotsB = await snapshotsReceived(c, b);
-  const stable = (await c.waitLeaders()).get(1) === leader && (await term(c, leader)) === termBefore;
+  const stable = (await c.waitLeaders()).get(1) === leader && (await firstShardTerm(c, leader)) === termBefore;
   t.log(`leader node ${leader}: node ${a} (away 2,200 writes) received ${snapshotsA} snapshots, node ${b} (away 100) ${snapshotsB}` +
     `${stable ? '' : ' (the leader changed: this attempt does not count)'}`);
   c.destroy();
