@@ -578,7 +578,7 @@ export class KvNode {
       cuts.push({ shard, snapshot: cut.snapshot, below: cut.below });
       this.metrics.logCompactions.inc({ reason: 'log' });
       const use = logs.find((l) => l.shard === shard);
-      this.log.info({ shard, index: cut.below - 1, kept: keep, entries: use?.entries, neededByFollower: use?.needed, memoryBytes: use === undefined ? 0 : logMemoryOf(use) }, 'raft log compacted');
+      this.log.info({ shard, index: cut.below - 1, kept: keep, entries: use?.entries, neededByFollower: use?.needed, memoryBytes: use === undefined ? 0 : logMemoryOf(use), followers: this.store.progressSummary(shard) }, 'raft log compacted');
     }
     await this.releaseIfManySegments(cuts);
   }

@@ -1212,6 +1212,18 @@ export class RaftNode {
    * before it). Empty for a follower, candidate, or a leader with no such follower. Compacting above
    * one of them would cost a follower that is only a little behind, or briefly away, a snapshot.
    */
+  /** As leader, for logs: each follower's match (and from before a restart), state, and ticks since heard (-1: never). */
+  progressSummary(): string {
+    if (this.role !== Role.Leader) return '';
+    const names = ['probe', 'replicate', 'snapshot'];
+    const out: string[] = [];
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      out.push(`${id}:match=${pr.match}/${pr.matchBeforeRestart},${names[pr.state] ?? pr.state},heard=${pr.lastHeardTick < 0 ? -1 : this.ticks - pr.lastHeardTick}`);
+    }
+    return out.join(' ');
+  }
+
   followerMatchesHeardWithin(withinTicks: number): number[] {
     const out: number[] = [];
     if (this.role !== Role.Leader) return out;

@@ -836,6 +836,11 @@ export class Store {
     return { entries: r.raft.logEntryCount(), dataBytes: r.raft.logDataBytes(), needed, applied: r.applied };
   }
 
+  /** For logs: the leader's view of its followers' progress ('' if not the leader). */
+  progressSummary(shard: number): string {
+    return this.replica(shard).raft.progressSummary();
+  }
+
   /** logMemory over all replicas, and the most entries one holds (allocates nothing per replica). */
   logMemoryTotals(): { entries: number; dataBytes: number; most: number } {
     let entries = 0;

@@ -330,3 +330,14 @@ export function numberedWriter(t: ExecutionContext, url: () => string): (upTo: n
     }));
   };
 }
+
+/** Wait (50 ms polls, up to deadlineMs) until node i's stale read of acme/<key> returns `value`. */
+export async function waitStaleValue(c: TestCluster, i: number, key: string, value: string, deadlineMs = 30_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const r = await http('GET', `${c.url(i)}/v1/kv/acme/${key}?consistency=stale`);
+    if (r.status === 200 && r.body === value) return;
+    if (Date.now() > deadline) throw new Error(`node ${i} did not read ${value} at ${key} within ${deadlineMs} ms (last: ${r.status} ${r.body.slice(0, 80)})`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}

@@ -12,23 +12,8 @@
  * times, and at least one attempt must count.
  */
 import test, { type ExecutionContext } from 'ava';
-import { TestCluster, firstShardTerm, http, numberedWriter, snapshotsReceived } from './harness.ts';
+import { TestCluster, firstShardTerm, numberedWriter, snapshotsReceived, waitStaleValue } from './harness.ts';
 
-
-async function until(what: string, deadlineMs: number, ok: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function caughtUp(c: TestCluster, i: number, key: string, value: string): Promise<void> {
-  await until(`node ${i} to read ${value}`, 30_000, async () => {
-    const r = await http('GET', `${c.url(i)}/v1/kv/acme/${key}?consistency=stale`);
-    return r.status === 200 && r.body === value;
-  });
-}
 
 async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshotsA: number; snapshotsB: number }> {
   const c = await TestCluster.start(t, 5, ['--shards', '1', '--replicas', '5', '--tick-ms', '100', '--compact-every', '2000', '--compact-keep', '10']);
@@ -43,11 +28,11 @@ async function attempt(t: ExecutionContext): Promise<{ stable: boolean; snapshot
   await writeUpTo(2300);
   c.spawn(a);
   await c.waitReady(a);
-  await caughtUp(c, a, `k${2299 % 500}`, 'v2299');
+  await waitStaleValue(c, a, `k${2299 % 500}`, 'v2299');
   const snapshotsA = await snapshotsReceived(c, a);
   c.spawn(b);
   await c.waitReady(b);
-  await caughtUp(c, b, `k${2299 % 500}`, 'v2299');
+  await waitStaleValue(c, b, `k${2299 % 500}`, 'v2299');
   const snapshotsB = await snapshotsReceived(c, b);
   const stable = (await c.waitLeaders()).get(1) === leader && (await firstShardTerm(c, leader)) === termBefore;
   t.log(`leader node ${leader}: node ${a} (away 2,200 writes) received ${snapshotsA} snapshots, node ${b} (away 100) ${snapshotsB}` +
