@@ -857,16 +857,15 @@ export class Store {
 
   /**
    * Compact a replica's log at applied − keep (between rounds): the node
-   * persists `snapshot` and then deletes log entries below `below`. With
-   * keep = 0 the snapshot describes exactly the state now in the shard's
-   * generation — what a snapshot stream sends. (A stream always compacts
-   * afresh, so an older snapshot's descriptor is never streamed.)
+   * persists `snapshot` and then deletes log entries below `below`. Null when
+   * there is nothing below that to cut. (Snapshot streams take
+   * snapshotForSend(), which cuts nothing.)
    */
   compact(shard: number, keep = 0): { snapshot: Snapshot; below: number } | null {
     invariant(this.unapplied === null && this.roundsInFlight() === 0, 'compact only with no round in flight');
     const r = this.replica(shard);
     const index = r.applied - keep;
-    if (index < r.persistedFirst) return keep === 0 ? this.currentSnapshot(r) : null;
+    if (index < r.persistedFirst) return null;
     r.raft.compact(index, encodeDescriptor({ gen: r.machine.gen, logTime: r.machine.logTime }));
     this.dirty.add(r);
     const snapshot = r.raft.currentSnapshot();
@@ -885,11 +884,5 @@ export class Store {
     const r = this.replica(shard);
     if (r.applied === 0) return null;
     return r.raft.snapshotAt(r.applied, encodeDescriptor({ gen: r.machine.gen, logTime: r.machine.logTime }));
-  }
-
-  private currentSnapshot(r: Replica): { snapshot: Snapshot; below: number } | null {
-    const s = r.raft.currentSnapshot();
-    if (s === null || s.meta.index !== r.applied) return null;
-    return { snapshot: s, below: s.meta.index + 1 };
   }
 }
