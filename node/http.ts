@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { Pool } from 'undici';
@@ -10,6 +11,7 @@ import { ApiError, noLeader, noQuorum, overloaded, timeout } from './errors.ts';
 import type { KvNode } from './runtime.ts';
 import { shardDigest } from './digest.ts';
 import { monoNowMs } from './clock.ts';
+import { fastGet } from './fast-get.ts';
 
 const FORWARD_HEADER = 'x-kv-forwarded';
 const MAX_BUCKETS_PER_SCAN = 1000;
@@ -73,6 +75,31 @@ export function buildApp(node: KvNode, log: Logger) {
     logController: new LogController({ requestIdLogLabel: 'reqId', disableRequestLogging: true }),
     routerOptions: { maxParamLength: 2048 },
     return503OnClosing: true,
+    // Plain single-key reads are answered by fast-get.ts before fastify sees them; the rest goes on to fastify.
+    // (The server as fastify makes one itself: keepAliveTimeout and requestTimeout are its defaults.)
+    serverFactory: (handler) => {
+      const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+        let taken: boolean;
+        try {
+          taken = fast(req, res);
+        } catch (e) {
+          // Writing the answer failed (its accounting is done): drop the connection, as node does.
+          log.error({ err: e, url: req.url }, 'fast read path failed');
+          res.destroy();
+          return;
+        }
+        if (!taken) handler(req, res);
+      });
+      server.keepAliveTimeout = 72_000;
+      server.requestTimeout = 0;
+      return server;
+    },
+  });
+  let fast: (req: IncomingMessage, res: ServerResponse) => boolean = () => false;
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
   });
   const pools = new Map<number, Pool>();
   const pool = (id: number): Pool => {
@@ -85,7 +112,7 @@ export function buildApp(node: KvNode, log: Logger) {
     }
     return p;
   };
-  let inFlight = 0;
+  const load = { inFlight: 0 };
 
   // Any body is the raw value (curl --data-binary just works).
   app.removeAllContentTypeParsers();
@@ -100,14 +127,14 @@ export function buildApp(node: KvNode, log: Logger) {
       done(new ApiError(503, 'not_ready', `node ${cfg.id} stopped serving after an internal failure: ${node.fatal.message}`, 'not_applied', {}, 5));
       return;
     }
-    if (++inFlight > cfg.maxInFlight) {
-      done(overloaded(`${inFlight} requests in flight on node ${cfg.id}`));
+    if (++load.inFlight > cfg.maxInFlight) {
+      done(overloaded(`${load.inFlight} requests in flight on node ${cfg.id}`));
       return;
     }
     done();
   });
   app.addHook('onResponse', (req, reply, done) => {
-    inFlight--;
+    load.inFlight--;
     const route = req.routeOptions.url ?? 'unknown';
     const asked = (req.query as { consistency?: string } | undefined)?.consistency;
     // A label value from the query string only if it is one we know: label sets must stay bounded.
@@ -558,6 +585,8 @@ export function buildApp(node: KvNode, log: Logger) {
     if (!node.isReady()) return reply.code(503).send({ error: { code: 'not_ready', message: 'node is starting or failed', requestId: _req.id, outcome: 'not_applied' } });
     return { status: 'ready', node: cfg.id };
   });
+
+  fast = fastGet({ node, log, load, closing: () => closing, requestIdOf, consistentTarget });
 
   app.addHook('onClose', async () => {
     await Promise.all([...pools.values()].map((p) => p.close()));
