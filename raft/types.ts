@@ -101,6 +101,13 @@ export interface Message {
    *  Vote: 1 when the campaign is a leadership transfer (ignore leases). */
   context: number;
   snapshot: Snapshot | null;
+  /**
+   * Host-owned: the core never sets or reads these (shard/store.ts times leader contact with them).
+   * AppResp/HeartbeatResp: the follower's probe id. App/Heartbeat: the last probe id the leader
+   * received from that follower, and probeDelta (ms) = the leader's quorum-ack time − that probe's arrival.
+   */
+  probe?: number;
+  probeDelta?: number;
 }
 
 export const Role = {

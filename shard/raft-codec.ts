@@ -9,6 +9,7 @@ type WireSnapshot = [index: number, term: number, voters: number[], learners: nu
 export type WireMessage = [
   type: MsgType, from: number, to: number, term: number, logTerm: number, index: number,
   entries: WireEntry[], commit: number, reject: boolean, rejectHint: number, context: number, snapshot: WireSnapshot | null,
+  probe: number, probeDelta: number,
 ];
 
 const toWireEntry = (e: Entry): WireEntry => [e.term, e.index, e.type, e.data, e.change];
@@ -50,15 +51,19 @@ export function decodeSnapshot(b: Uint8Array): Snapshot {
 export function toWireMessage(m: Message): WireMessage {
   return [
     m.type, m.from, m.to, m.term, m.logTerm, m.index, m.entries.map(toWireEntry), m.commit,
-    m.reject, m.rejectHint, m.context, m.snapshot === null ? null : toWireSnapshot(m.snapshot),
+    m.reject, m.rejectHint, m.context, m.snapshot === null ? null : toWireSnapshot(m.snapshot), m.probe ?? 0, m.probeDelta ?? 0,
   ];
 }
 
 /** Decode a message from a peer; throws on anything malformed (the caller drops the connection). */
 export function fromWireMessage(w: unknown): Message {
-  invariant(Array.isArray(w) && w.length === 12, 'message is a 12-element array');
+  // 12 elements: a node from before the probes (they read as 0: no probe).
+  invariant(Array.isArray(w) && (w.length === 14 || w.length === 12), 'message is a 14-element array');
   const a = w as WireMessage;
   for (const i of [0, 1, 2, 3, 4, 5, 7, 9, 10]) invariant(Number.isSafeInteger(a[i]) && (a[i] as number) >= 0, `message field ${i} is a non-negative integer`);
+  const probe = w.length === 14 ? a[12] : 0;
+  const probeDelta = w.length === 14 ? a[13] : 0;
+  invariant(Number.isSafeInteger(probe) && probe >= 0 && Number.isSafeInteger(probeDelta), 'probe fields are integers');
   invariant(Array.isArray(a[6]), 'entries is an array');
   const entries = a[6].map((e) => {
     invariant(Array.isArray(e) && e.length === 5 && e[3] instanceof Uint8Array, 'entry shape');
@@ -68,6 +73,6 @@ export function fromWireMessage(w: unknown): Message {
   if (entries.length > 0) coalesce(entries.map((e) => e.data)).forEach((d, i) => { (entries[i] as Entry).data = d; });
   return {
     type: a[0], from: a[1], to: a[2], term: a[3], logTerm: a[4], index: a[5], entries, commit: a[7],
-    reject: a[8] === true, rejectHint: a[9], context: a[10], snapshot: a[11] === null ? null : fromWireSnapshot(a[11]),
+    reject: a[8] === true, rejectHint: a[9], context: a[10], snapshot: a[11] === null ? null : fromWireSnapshot(a[11]), probe, probeDelta,
   };
 }

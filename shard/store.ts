@@ -9,15 +9,35 @@ import { appliedKey, generationKey, snapMetaKey } from './layout.ts';
 import { encodeSnapshot } from './raft-codec.ts';
 
 /**
- * A leader's appends and heartbeats carry its quorum-ack age (ms, plus 1; 0: none yet) in rejectHint,
- * which the core uses only on AppResp. A follower counts leader contact as of arrival less that age.
+ * How a follower knows, on its own clock, how fresh its leader's word is (for stale reads). Each
+ * follower response (AppResp, HeartbeatResp) carries a probe id, whose send time the follower keeps.
+ * A leader's appends and heartbeats echo the last probe it received from that follower, with
+ * probeDelta = its last quorum-ack time − that probe's arrival (the leader's clock; may be negative),
+ * and carry the ack's age (ms, plus 1; 0: none yet) in rejectHint, which the core reads only on AppResp.
+ *
+ * The probe was sent at S on the follower's clock and arrived later, so the ack happened no earlier
+ * than S + probeDelta on the follower's clock, however long either message spent in flight: in a
+ * socket buffer while the follower was paused, on a slow link. Arrival less the age bounds it from
+ * above (it would count a message's time in flight as fresh); the follower takes the smaller, and
+ * counts no contact from a message without a probe it knows.
  */
-function stampAckAge(m: Message, ackAtMs: number, nowMs: number): void {
+function stampLeaderContact(m: Message, ackAtMs: number, nowMs: number, heard: { probe: number; atMs: number } | undefined): void {
   m.rejectHint = ackAtMs < 0 ? 0 : Math.max(0, Math.ceil(nowMs - ackAtMs)) + 1;
+  if (ackAtMs >= 0 && heard !== undefined) {
+    m.probe = heard.probe;
+    m.probeDelta = Math.floor(ackAtMs - heard.atMs);
+  }
 }
 
 /** Ticks whose times a replica keeps: far more than a quorum ack can be old while its leader leads (check-quorum). */
 const TICK_RING = 64;
+/**
+ * Probe send times a follower keeps, and the least time between two probes (ms; responses within it
+ * share a probe, timed at its first use: early, so on the safe side). A leader's echo older than
+ * PROBE_RING × PROBE_EVERY_MS (≥ 256 ms) is not found: its message counts as no contact.
+ */
+const PROBE_RING = 128;
+const PROBE_EVERY_MS = 2;
 
 export type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
@@ -147,8 +167,16 @@ class Replica {
    * quiescence, which drops the core's (for leases); the age stamped on appends and heartbeats.
    */
   ackSeenMs = -1;
+  /** As follower: the probe ids last sent and when (see stampLeaderContact); ids start at random, so an earlier process's never match. */
+  private probeId: number;
+  private probeAtMs = -Infinity;
+  private readonly probeIds = new Float64Array(PROBE_RING).fill(-1);
+  private readonly probeSentMs = new Float64Array(PROBE_RING);
+  /** As leader: per follower, the last probe received from it and when (host ms). */
+  readonly heard = new Map<NodeId, { probe: number; atMs: number }>();
 
-  constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot) {
+  constructor(readonly shard: number, raft: RaftNode, machine: KvMachine, boot: ReplicaBoot, random: () => number) {
+    this.probeId = Math.floor(random() * 2 ** 40) + 1;
     this.raft = raft;
     this.machine = machine;
     this.persistedLast = boot.persistedLast;
@@ -174,6 +202,24 @@ class Replica {
     if (this.tickNo[i] === t) return;
     this.tickNo[i] = t;
     this.tickAt[i] = nowMs;
+  }
+
+  /** Follower: the probe id for a response sent now (a new one at most every PROBE_EVERY_MS). */
+  probe(nowMs: number): number {
+    if (nowMs - this.probeAtMs >= PROBE_EVERY_MS) {
+      this.probeId++;
+      this.probeAtMs = nowMs;
+      const i = this.probeId % PROBE_RING;
+      this.probeIds[i] = this.probeId;
+      this.probeSentMs[i] = nowMs;
+    }
+    return this.probeId;
+  }
+
+  /** Follower: when probe was first sent (ms), or -1 if it is not one of the last PROBE_RING. */
+  probeSentAt(probe: number): number {
+    const i = probe % PROBE_RING;
+    return this.probeIds[i] === probe ? (this.probeSentMs[i] as number) : -1;
   }
 
   /** Leader: ackSeenMs brought up to date (call before the core may drop its ack: quiesce()). */
@@ -295,7 +341,7 @@ export class Store {
     };
     const raft = new RaftNode(cfg, boot.persisted);
     const machine = new KvMachine(boot.shard, boot.gen, this.opts.idempotencyRetentionMs, boot.logTime);
-    const r = new Replica(boot.shard, raft, machine, boot);
+    const r = new Replica(boot.shard, raft, machine, boot, this.opts.random);
     this.replicas.set(boot.shard, r);
     this.dirty.add(r);
   }
@@ -464,9 +510,14 @@ export class Store {
       // It counts as of its arrival less the leader's quorum-ack age then (stampAckAge): a leader cut
       // off from its quorum (a minority side with a follower, or acks lost one way) still heartbeats,
       // but the age grows, and so does its follower's staleness. Unstamped: not counted.
+      // And no later than its probe's send time plus probeDelta (see stampLeaderContact). Without a
+      // probe this replica sent recently: not counted either.
       const t = m.type;
       if ((t === MsgType.App || t === MsgType.Heartbeat) && m.rejectHint > 0 && m.term === r.raft.currentTerm() && r.raft.currentLeader() === m.from) {
-        r.lastLeaderContactMs = (inboxAt[i] as number) - (m.rejectHint - 1);
+        const sent = (m.probe ?? 0) > 0 ? r.probeSentAt(m.probe as number) : -1;
+        if (sent >= 0) r.lastLeaderContactMs = Math.min((inboxAt[i] as number) - (m.rejectHint - 1), sent + (m.probeDelta ?? 0));
+      } else if ((t === MsgType.AppResp || t === MsgType.HeartbeatResp) && (m.probe ?? 0) > 0 && m.term === r.raft.currentTerm() && r.raft.currentRole() === Role.Leader) {
+        r.heard.set(m.from, { probe: m.probe as number, atMs: inboxAt[i] as number });
       }
       // Woken by a peer (a follower that needs fresh proof, a candidate): stay
       // awake for quiesceAfterTicks, or the idle check below would quiesce the
@@ -513,7 +564,8 @@ export class Store {
       const termDurable = r.handedTerm === r.durableTerm && r.handedVote === r.durableVote;
       const leads = r.raft.currentRole() === Role.Leader;
       for (const m of rd.messages) {
-        if (leads && (m.type === MsgType.App || m.type === MsgType.Heartbeat)) stampAckAge(m, r.leaderAckMs(), nowMs);
+        if (leads && (m.type === MsgType.App || m.type === MsgType.Heartbeat)) stampLeaderContact(m, r.leaderAckMs(), nowMs, r.heard.get(m.to));
+        else if (!leads && (m.type === MsgType.AppResp || m.type === MsgType.HeartbeatResp)) m.probe = r.probe(nowMs);
         const early = termDurable && (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.HeartbeatResp);
         const into = early ? round.early : round.messages;
         let q = into.get(m.to);
@@ -739,6 +791,7 @@ export class Store {
     if (role !== r.role) {
       r.leaderLandedFreshMs = -1;
       r.ackSeenMs = -1;
+      r.heard.clear();
     }
     r.role = role;
     r.leader = leader;

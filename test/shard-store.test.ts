@@ -6,6 +6,11 @@ import { defaultRaftConfig, MsgType, type Message } from '../raft/index.ts';
 import { mulberry32 } from './raft/mem-cluster.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+/**
+ * A follower in step with its leader claims at most this (ms; one sweep of the rounds below is 1 ms):
+ * its leader's quorum-ack age plus the probe's trip to the leader and its 2 ms granularity.
+ */
+const FOLLOWER_IN_STEP = 8;
 
 /**
  * Three Stores, two shards each on all three nodes, in memory, messages routed by hand.
@@ -15,7 +20,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
  * `holdApplies`: a node in it is a slow disk: from its first round that applies entries on, its
  * batches do not land (the state it applied stays unwritten) until it leaves the set.
  */
-function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((from: number, to: number, m: Message) => boolean) | null = null, holdApplies = new Set<number>()) {
+function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((from: number, to: number, m: Message, shard: number) => boolean) | null = null, holdApplies = new Set<number>()) {
   const dbs = new Map<number, Map<string, Uint8Array>>();
   const stores = new Map<number, Store>();
   for (const id of [1, 2, 3]) {
@@ -34,7 +39,7 @@ function cluster(pipelined = false, seed = 1, quiesceAfterTicks = 0, drop: ((fro
   /** Message arrival times (ms) for the stores: one per sweep, never going back. */
   let clock = 0;
   const deliver = (from: number, to: number, items: Array<[number, Message]>, at: number): void => {
-    const kept = drop === null ? items : items.filter(([, m]) => !drop(from, to, m));
+    const kept = drop === null ? items : items.filter(([shard, m]) => !drop(from, to, m, shard));
     stores.get(to)?.receive(kept, at);
   };
   const runRounds = (max = 1000): void => {
@@ -206,7 +211,7 @@ test('store: a follower that hears heartbeats but lags in replication does not c
   const L = c.stores.get(l) as Store;
   const F = c.stores.get(f) as Store;
   writeV1(t, c, L);
-  t.true(F.stalenessMs(1, c.now()) <= 5, `in step with its leader: fresh, its leader's ack age included (${F.stalenessMs(1, c.now())})`);
+  t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `in step with its leader: fresh, its leader's ack age included (${F.stalenessMs(1, c.now())})`);
   // From now on the follower gets heartbeats but no appends: it falls behind.
   starve = f;
   const put2: ProposeOutcome[] = [];
@@ -219,7 +224,7 @@ test('store: a follower that hears heartbeats but lags in replication does not c
   t.true(F.stalenessMs(1, c.now()) >= c.now() - behindSince, 'and says so, though it hears heartbeats every tick');
   starve = 0;
   c.tick(3);
-  t.true(F.stalenessMs(1, c.now()) <= 5, `caught up: fresh again (${F.stalenessMs(1, c.now())})`);
+  t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `caught up: fresh again (${F.stalenessMs(1, c.now())})`);
 });
 
 /**
@@ -239,7 +244,7 @@ for (const who of ['follower', 'leader'] as const) {
     const S = c.stores.get(slow) as Store;
     const L = c.stores.get(l) as Store;
     writeV1(t, c, L);
-    t.true(S.stalenessMs(1, c.now()) <= 5, `in step: fresh (a follower's includes its leader's ack age) (${S.stalenessMs(1, c.now())})`);
+    t.true(S.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `in step: fresh (a follower's includes its leader's ack age) (${S.stalenessMs(1, c.now())})`);
     // From now on the batches of `slow` that apply entries do not land.
     hold.add(slow);
     const put2: ProposeOutcome[] = [];
@@ -254,7 +259,7 @@ for (const who of ['follower', 'leader'] as const) {
     hold.delete(slow);
     c.runRounds();
     c.tick(3);
-    t.true(S.stalenessMs(1, c.now()) <= 5, `landed: fresh again (${S.stalenessMs(1, c.now())})`);
+    t.true(S.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `landed: fresh again (${S.stalenessMs(1, c.now())})`);
   });
 }
 
@@ -355,7 +360,7 @@ test('store: a follower of a leader that has lost its quorum acks is not fresh (
   [f, a] = [1, 2, 3].filter((id) => id !== l) as [number, number];
   const F = c.stores.get(f) as Store;
   writeV1(t, c, (c.stores.get(l) as Store));
-  t.true(F.stalenessMs(1, c.now()) <= 5, `in step: fresh (${F.stalenessMs(1, c.now())})`);
+  t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `in step: fresh (${F.stalenessMs(1, c.now())})`);
   cut = true;
   const cutAt = c.now();
   for (let i = 0; i < 6; i++) c.tick(1);
@@ -364,4 +369,49 @@ test('store: a follower of a leader that has lost its quorum acks is not fresh (
   t.is((c.stores.get(l) as Store).status(1).role, 'leader', 'which still leads (check-quorum has not deposed it yet)');
   const s = F.stalenessMs(1, c.now());
   t.true(s >= c.now() - cutAt - 5, `no ack since ${c.now() - cutAt} ms ago, the follower claims ${s} ms`);
+});
+
+/**
+ * A follower's contact with its leader is timed by when the leader's word was sent, not when it
+ * arrived. A follower process stops (SIGSTOP, a stalled VM) with a heartbeat waiting in its socket;
+ * the others commit a write; it resumes and reads that heartbeat long after it was sent. Timed at
+ * arrival less the leader's ack age (before the probes), it claimed to be fresh while it lacked the
+ * acknowledged write.
+ */
+test('store: a follower resumed after a pause does not count a heartbeat that waited in its socket as fresh (bounded stale reads)', (t) => {
+  let paused = false;
+  let l = 0;
+  let f = 0;
+  const held: Array<[number, Message]> = [];
+  const c = cluster(false, 1, 0, (from, to, m, shard) => {
+    if (!paused || (from !== f && to !== f)) return false;
+    if (to === f && from === l && shard === 1 && held.length === 0 && m.type === MsgType.Heartbeat) held.push([shard, m]);
+    return true;
+  });
+  for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+  l = c.leaderOf(1);
+  f = [1, 2, 3].find((id) => id !== l) as number;
+  const F = c.stores.get(f) as Store;
+  const L = c.stores.get(l) as Store;
+  writeV1(t, c, L);
+  t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `in step: fresh (${F.stalenessMs(1, c.now())})`);
+  paused = true;
+  c.tick(2);
+  t.is(held.length, 1, 'a heartbeat waits in the paused follower\'s socket');
+  const out: ProposeOutcome[] = [];
+  L.propose(1, put('k', 'v2'), (r) => out.push(r));
+  c.runRounds();
+  t.true(out[0]?.ok === true, 'the leader and the third replica commit v2');
+  const ackedAt = c.now();
+  c.tick(20);
+  // It resumes and reads the waiting heartbeat before anything newer.
+  F.receive(held, c.now());
+  c.runRounds();
+  t.true(F.status(1).applied < L.status(1).applied, 'the follower lacks v2');
+  const s = F.stalenessMs(1, c.now());
+  t.true(s >= c.now() - ackedAt, `v2 was acknowledged ${c.now() - ackedAt} ms ago, the follower claims ${s} ms`);
+  // Back in touch, it is fresh again.
+  paused = false;
+  c.tick(4);
+  t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `in step again: fresh (${F.stalenessMs(1, c.now())})`);
 });
