@@ -33,11 +33,14 @@ function stampLeaderContact(m: Message, ackAtMs: number, nowMs: number, heard: {
 const TICK_RING = 64;
 /**
  * Probe send times a follower keeps, and the least time between two probes (ms; responses within it
- * share a probe, timed at its first use: early, so on the safe side). A leader's echo older than
- * PROBE_RING × PROBE_EVERY_MS (≥ 256 ms) is not found: its message counts as no contact.
+ * share a probe, timed at its first use: early, so on the safe side). A leader's echo of a probe the
+ * ring has moved past, or sent more than PROBE_MAX_AGE_MS ago, counts as no contact: over a long
+ * span (a leader that heard nothing from this follower for an hour, then echoes its last probe) the
+ * two clocks' rates may differ by up to 500 ppm (NTP slew), which would shift the bound by seconds.
  */
 const PROBE_RING = 128;
 const PROBE_EVERY_MS = 2;
+const PROBE_MAX_AGE_MS = 1000;
 
 export type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
@@ -216,10 +219,12 @@ class Replica {
     return this.probeId;
   }
 
-  /** Follower: when probe was first sent (ms), or -1 if it is not one of the last PROBE_RING. */
-  probeSentAt(probe: number): number {
+  /** Follower: when probe was first sent (ms), or -1 if it is not one of the last PROBE_RING or older than PROBE_MAX_AGE_MS. */
+  probeSentAt(probe: number, nowMs: number): number {
     const i = probe % PROBE_RING;
-    return this.probeIds[i] === probe ? (this.probeSentMs[i] as number) : -1;
+    if (this.probeIds[i] !== probe) return -1;
+    const sent = this.probeSentMs[i] as number;
+    return nowMs - sent > PROBE_MAX_AGE_MS ? -1 : sent;
   }
 
   /** Leader: ackSeenMs brought up to date (call before the core may drop its ack: quiesce()). */
@@ -480,7 +485,13 @@ export class Store {
       this.wakeShards.clear();
     }
     if (this.restartedPeers.size > 0) {
-      for (const r of this.replicas.values()) for (const n of this.restartedPeers) r.raft.forgetProgress(n);
+      // A restarted follower's probes start afresh: echo none of the old process's.
+      for (const r of this.replicas.values()) {
+        for (const n of this.restartedPeers) {
+          r.raft.forgetProgress(n);
+          r.heard.delete(n);
+        }
+      }
       this.restartedPeers.clear();
     }
     for (let i = 0; i < ticks; i++) {
@@ -507,14 +518,14 @@ export class Store {
       this.dirty.add(r);
       // Leader contact: only a message the core took from the leader it now follows in that term
       // (not one from a deposed leader, which may be cut off from the group).
-      // It counts as of its arrival less the leader's quorum-ack age then (stampAckAge): a leader cut
+      // It counts as of its arrival less the leader's quorum-ack age then (stampLeaderContact): a leader cut
       // off from its quorum (a minority side with a follower, or acks lost one way) still heartbeats,
       // but the age grows, and so does its follower's staleness. Unstamped: not counted.
       // And no later than its probe's send time plus probeDelta (see stampLeaderContact). Without a
       // probe this replica sent recently: not counted either.
       const t = m.type;
       if ((t === MsgType.App || t === MsgType.Heartbeat) && m.rejectHint > 0 && m.term === r.raft.currentTerm() && r.raft.currentLeader() === m.from) {
-        const sent = (m.probe ?? 0) > 0 ? r.probeSentAt(m.probe as number) : -1;
+        const sent = (m.probe ?? 0) > 0 ? r.probeSentAt(m.probe as number, inboxAt[i] as number) : -1;
         if (sent >= 0) r.lastLeaderContactMs = Math.min((inboxAt[i] as number) - (m.rejectHint - 1), sent + (m.probeDelta ?? 0));
       } else if ((t === MsgType.AppResp || t === MsgType.HeartbeatResp) && (m.probe ?? 0) > 0 && m.term === r.raft.currentTerm() && r.raft.currentRole() === Role.Leader) {
         r.heard.set(m.from, { probe: m.probe as number, atMs: inboxAt[i] as number });

@@ -415,3 +415,37 @@ test('store: a follower resumed after a pause does not count a heartbeat that wa
   c.tick(4);
   t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `in step again: fresh (${F.stalenessMs(1, c.now())})`);
 });
+
+/**
+ * A leader that has not heard from a follower for long echoes that follower's last probe with a long
+ * delta; two clocks' rates may differ by up to 500 ppm, so a bound stretched over an hour could be
+ * seconds off. A probe sent more than 1 s ago counts as no contact. (A follower that keeps sending
+ * responses that are lost pushes its last heard probe out of its ring of 128 sooner: here after
+ * ≈ 256 ms.) Here the follower is cut off both ways for 1.3 s, then hears its leader again while its
+ * answers are still lost: the leader can only echo the probe from before the cut.
+ */
+test('store: a leader\'s echo of a probe sent more than 1 s ago does not count as contact', (t) => {
+  let toLeader = false;
+  let fromLeader = false;
+  let l = 0;
+  let f = 0;
+  const c = cluster(false, 1, 0, (from, to) => (toLeader && from === f && to === l) || (fromLeader && from === l && to === f));
+  for (let i = 0; i < 100 && c.leaderOf(1) === 0; i++) c.tick(1);
+  l = c.leaderOf(1);
+  f = [1, 2, 3].find((id) => id !== l) as number;
+  const F = c.stores.get(f) as Store;
+  writeV1(t, c, c.stores.get(l) as Store);
+  toLeader = true;
+  fromLeader = true;
+  const cutAt = c.now();
+  while (c.now() - cutAt < 1300) c.tick(1);
+  t.is((c.stores.get(l) as Store).status(1).role, 'leader', 'the leader keeps its quorum with the third replica');
+  fromLeader = false;
+  c.tick(3);
+  t.is(F.status(1).leader, l, 'the follower hears its leader again');
+  const s = F.stalenessMs(1, c.now());
+  t.true(s >= c.now() - cutAt - FOLLOWER_IN_STEP, `its leader's word came ${c.now() - cutAt} ms after its last heard probe; it claims ${s} ms`);
+  toLeader = false;
+  c.tick(3);
+  t.true(F.stalenessMs(1, c.now()) <= FOLLOWER_IN_STEP, `answers reach the leader again: fresh (${F.stalenessMs(1, c.now())})`);
+});
