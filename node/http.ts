@@ -7,11 +7,11 @@ import { InputError, STATIC_BUCKET, bucketOf, checkIdempotencyKey, checkKey, che
 import { decodeRecord, type KvResult } from '../shard/kv-machine.ts';
 import { bucketPrefix, dataKey, prefixEnd } from '../shard/layout.ts';
 import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
-import { ApiError, noLeader, noQuorum, overloaded, timeout } from './errors.ts';
+import { ApiError, noLeader, noQuorum, overloaded, proposeError, timeout } from './errors.ts';
 import type { KvNode } from './runtime.ts';
 import { shardDigest } from './digest.ts';
 import { monoNowMs } from './clock.ts';
-import { fastGet } from './fast-get.ts';
+import { fastKv } from './fast-kv.ts';
 
 const FORWARD_HEADER = 'x-kv-forwarded';
 const MAX_BUCKETS_PER_SCAN = 1000;
@@ -75,7 +75,7 @@ export function buildApp(node: KvNode, log: Logger) {
     logController: new LogController({ requestIdLogLabel: 'reqId', disableRequestLogging: true }),
     routerOptions: { maxParamLength: 2048 },
     return503OnClosing: true,
-    // Plain single-key reads are answered by fast-get.ts before fastify sees them; the rest goes on to fastify.
+    // Plain single-key reads and writes are answered by fast-kv.ts before fastify sees them; the rest goes on to fastify.
     // (The server as fastify makes one itself: keepAliveTimeout and requestTimeout are its defaults.)
     serverFactory: (handler) => {
       const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -113,6 +113,7 @@ export function buildApp(node: KvNode, log: Logger) {
     return p;
   };
   const load = { inFlight: 0 };
+  node.metrics.httpInFlight = () => load.inFlight;
 
   // Any body is the raw value (curl --data-binary just works).
   app.removeAllContentTypeParsers();
@@ -253,13 +254,6 @@ export function buildApp(node: KvNode, log: Logger) {
 
   function consistencyOf(raw: string | undefined): Consistency {
     return raw === 'stale' ? 'stale' : 'linearizable';
-  }
-
-  function proposeError(shard: number, out: Exclude<ProposeOutcome, { ok: true }>): ApiError {
-    if (out.code === 'overloaded') return overloaded(`shard ${shard} has too many queued requests`);
-    if (out.code === 'no_quorum') return new ApiError(503, 'no_quorum', `shard ${shard} lost its quorum while the write was in flight`, out.outcome, { shard }, 1);
-    if (out.code === 'not_leader') return new ApiError(503, 'no_leader', `this node lost leadership of shard ${shard}`, out.outcome, { shard }, 1);
-    return new ApiError(503, 'no_leader', `shard ${shard}: ${out.code}`, out.outcome, { shard }, 1);
   }
 
   /** Propose and answer from the outcome (callbacks, not promises: this is the write path). */
@@ -586,7 +580,7 @@ export function buildApp(node: KvNode, log: Logger) {
     return { status: 'ready', node: cfg.id };
   });
 
-  fast = fastGet({ node, log, load, closing: () => closing, requestIdOf, consistentTarget });
+  fast = fastKv({ node, log, load, closing: () => closing, requestIdOf, consistentTarget });
 
   app.addHook('onClose', async () => {
     await Promise.all([...pools.values()].map((p) => p.close()));

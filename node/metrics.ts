@@ -31,8 +31,10 @@ export class NodeMetrics {
   snapshotStreamsQueued: () => number = () => 0;
   /** Entries the shards' Raft logs hold in memory, and the bytes that takes (estimated: data + per-entry overhead). */
   raftLogMemory: () => { entries: number; bytes: number } = () => ({ entries: 0, bytes: 0 });
-  /** Requests answered by the single-key read path ahead of fastify (node/fast-get.ts): a plain count, read at each scrape. */
-  fastGets = 0;
+  /** Requests answered by the single-key paths ahead of fastify (node/fast-kv.ts): a plain count, read at each scrape. */
+  fastRequests = 0;
+  /** Read at each scrape: HTTP requests in flight (set by the HTTP layer; bounded by --max-in-flight). */
+  httpInFlight: () => number = () => 0;
 
   constructor(nodeId: number) {
     const r = this.registry;
@@ -68,8 +70,10 @@ export class NodeMetrics {
     new client.Gauge({ name: 'kv_raft_log_memory_bytes', help: 'Bytes the Raft logs of all shards hold in memory (data plus an estimated per-entry overhead; bounded by --log-memory-mb)', registers: [r], collect() { this.set(logMem().bytes); } });
     new client.Gauge({ name: 'kv_raft_log_entries', help: 'Entries the Raft logs of all shards hold in memory', registers: [r], collect() { this.set(logMem().entries); } });
     new client.Gauge({ name: 'kv_snapshot_streams_queued', help: 'Snapshot streams this leader has cut and that wait for their turn (--snapshot-streams-per-peer run at a time per follower)', registers: [r], collect() { this.set(queued()); } });
-    const fast = (): number => this.fastGets;
-    new client.Counter({ name: 'kv_http_fast_reads_total', help: 'Single-key reads answered ahead of fastify (node/fast-get.ts); they are counted in kv_http_requests_total too', registers: [r], collect() { this.reset(); this.inc(fast()); } });
+    const inFlight = (): number => this.httpInFlight();
+    new client.Gauge({ name: 'kv_http_in_flight', help: 'HTTP requests in flight on this node (beyond --max-in-flight: 503 overloaded)', registers: [r], collect() { this.set(inFlight()); } });
+    const fast = (): number => this.fastRequests;
+    new client.Counter({ name: 'kv_http_fast_requests_total', help: 'Single-key reads and writes answered ahead of fastify (node/fast-kv.ts); they are counted in kv_http_requests_total too', registers: [r], collect() { this.reset(); this.inc(fast()); } });
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 
