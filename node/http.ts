@@ -76,9 +76,11 @@ export function buildApp(node: KvNode, log: Logger) {
     routerOptions: { maxParamLength: 2048 },
     return503OnClosing: true,
     // Plain single-key reads and writes are answered by fast-kv.ts before fastify sees them; the rest goes on to fastify.
-    // (The server as fastify makes one itself: keepAliveTimeout and requestTimeout are its defaults.)
+    // A request (headers and body) must come within the request deadline, checked every second; plain
+    // writes are timed exactly (fast-kv.ts). A slow sender cannot keep an in-flight slot.
     serverFactory: (handler) => {
-      const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const opts = { requestTimeout: cfg.requestTimeoutMs, headersTimeout: cfg.requestTimeoutMs, connectionsCheckingInterval: 1000 };
+      const server = createServer(opts, (req: IncomingMessage, res: ServerResponse) => {
         let taken: boolean;
         try {
           taken = fast(req, res);
@@ -91,7 +93,6 @@ export function buildApp(node: KvNode, log: Logger) {
         if (!taken) handler(req, res);
       });
       server.keepAliveTimeout = 72_000;
-      server.requestTimeout = 0;
       return server;
     },
   });
