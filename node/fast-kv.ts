@@ -19,7 +19,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { DEFAULT_LIMITS, InputError, bucketOf, checkIdempotencyKey, checkKey, checkTenant, checkValue, parseTime } from '../shard/keys.ts';
+import { DEFAULT_LIMITS, InputError, bucketOf, checkIdempotencyKey, checkKey, checkTenant, checkValue, parseIfVersion, parseTime } from '../shard/keys.ts';
 import { decodeRecord } from '../shard/kv-machine.ts';
 import { dataKey } from '../shard/layout.ts';
 import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
@@ -67,12 +67,6 @@ export function parseKvUrl(url: string, allowed: readonly string[]): ParsedKv | 
     out.q.set(k, part.slice(eq + 1));
   }
   return out;
-}
-
-function parseIfVersion(raw: string | undefined): number | null {
-  if (raw === undefined || raw === '') return null;
-  if (!/^\d{1,16}$/.test(raw)) throw new InputError('invalid_argument', 'ifVersion must be a non-negative integer');
-  return Number(raw);
 }
 
 /** One request taken here: its answer is written once, with the accounting fastify's hooks would do. */

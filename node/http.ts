@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { Pool } from 'undici';
-import { InputError, STATIC_BUCKET, bucketOf, checkIdempotencyKey, checkKey, checkTenant, checkValue, parseTime, DEFAULT_LIMITS } from '../shard/keys.ts';
+import { InputError, STATIC_BUCKET, bucketOf, checkIdempotencyKey, checkKey, checkTenant, checkValue, parseIfVersion, parseTime, DEFAULT_LIMITS } from '../shard/keys.ts';
 import { decodeRecord, type KvResult } from '../shard/kv-machine.ts';
 import { bucketPrefix, dataKey, prefixEnd } from '../shard/layout.ts';
 import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
@@ -245,12 +245,6 @@ export function buildApp(node: KvNode, log: Logger) {
     const leader = node.store.leaderOf(shard);
     if (leader !== 0 && leader !== cfg.id) return leader;
     throw unavailable(shard);
-  }
-
-  function parseIfVersion(raw: string | undefined): number | null {
-    if (raw === undefined || raw === '') return null;
-    if (!/^\d{1,16}$/.test(raw)) throw new InputError('invalid_argument', 'ifVersion must be a non-negative integer');
-    return Number(raw);
   }
 
   function consistencyOf(raw: string | undefined): Consistency {

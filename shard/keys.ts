@@ -59,6 +59,13 @@ export function parseTime(raw: string | undefined, name = 't'): number | undefin
   return t;
 }
 
+/** The ifVersion of a compare-and-set: null when absent or empty (no condition). */
+export function parseIfVersion(raw: string | undefined): number | null {
+  if (raw === undefined || raw === '') return null;
+  if (!/^\d{1,16}$/.test(raw)) throw new InputError('invalid_argument', 'ifVersion must be a non-negative integer');
+  return Number(raw);
+}
+
 export function checkValue(value: Uint8Array, limits: Limits = DEFAULT_LIMITS): void {
   if (value.length > limits.valueMaxBytes) {
     throw new InputError('value_too_large', `value is ${value.length} bytes; the limit is ${limits.valueMaxBytes}`);
