@@ -82,8 +82,8 @@ export class RaftLog {
   append(ents: Entry[]): number {
     if (ents.length === 0) return 0;
     const first = (ents[0] as Entry).index;
-    invariant(first > this.committed, `append at ${first} must be after commit ${this.committed}`);
-    invariant(first >= this.firstIndex() && first <= this.lastIndex() + 1, `append at ${first} must touch the log [${this.firstIndex()}, ${this.lastIndex()}]`);
+    if (!(first > this.committed)) invariant(false, `append at ${first} must be after commit ${this.committed}`);
+    if (!(first >= this.firstIndex() && first <= this.lastIndex() + 1)) invariant(false, `append at ${first} must touch the log [${this.firstIndex()}, ${this.lastIndex()}]`);
     let truncated = 0;
     if (first <= this.lastIndex()) {
       const keep = first - this.snapIndex - 1;
@@ -173,13 +173,13 @@ export class RaftLog {
 
   commitTo(i: number): boolean {
     if (i <= this.committed) return false;
-    invariant(i <= this.lastIndex(), `commit ${i} beyond last index ${this.lastIndex()}`);
+    if (!(i <= this.lastIndex())) invariant(false, `commit ${i} beyond last index ${this.lastIndex()}`);
     this.committed = i;
     return true;
   }
 
   appliedTo(i: number): void {
-    invariant(i <= this.committed, `applied ${i} <= committed ${this.committed}`);
+    if (!(i <= this.committed)) invariant(false, `applied ${i} <= committed ${this.committed}`);
     if (i > this.applied) this.applied = i;
   }
 
@@ -188,13 +188,13 @@ export class RaftLog {
    * had index `last` (0: none). Acknowledgements come in order.
    */
   persistedTo(seq: number, last: number): void {
-    invariant(seq === this.persistedSeq + 1 && seq <= this.handedSeq, `persisted Ready ${seq} in order (last acknowledged ${this.persistedSeq}, handed ${this.handedSeq})`);
+    if (!(seq === this.persistedSeq + 1 && seq <= this.handedSeq)) invariant(false, `persisted Ready ${seq} in order (last acknowledged ${this.persistedSeq}, handed ${this.handedSeq})`);
     this.persistedSeq = seq;
     let cap = last;
     for (const r of this.replaced) if (r.after >= seq && r.index - 1 < cap) cap = r.index - 1;
     if (this.replaced.length > 0) this.replaced = this.replaced.filter((r) => r.after > seq);
     if (cap > this.stableIndex) {
-      invariant(cap <= this.inProgressIndex, `stable ${cap} within what was handed out (${this.inProgressIndex})`);
+      if (!(cap <= this.inProgressIndex)) invariant(false, `stable ${cap} within what was handed out (${this.inProgressIndex})`);
       this.stableIndex = cap;
     }
   }

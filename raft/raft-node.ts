@@ -87,6 +87,8 @@ export class RaftNode {
   readonly id: NodeId;
   private readonly cfg: RaftConfig;
   private readonly log = new RaftLog();
+  /** maybeCommit's work array (voters' match indexes, highest first). */
+  private readonly matchScratch: number[] = [];
 
   private term = 0;
   private vote: NodeId = NONE;
@@ -816,13 +818,20 @@ export class RaftNode {
 
   /** Commit the highest index held by a quorum of voters — if it is of our term (§5.4.2). */
   private maybeCommit(): boolean {
-    const matches: number[] = [];
+    // Runs for every ack: an insertion sort (descending) into a reused array, not a new array and Array#sort.
+    const matches = this.matchScratch;
+    let n = 0;
     for (const v of this.conf.voters) {
       const pr = this.prs.get(v);
-      matches.push(pr === undefined ? 0 : pr.match);
+      const m = pr === undefined ? 0 : pr.match;
+      let j = n++;
+      while (j > 0 && (matches[j - 1] as number) < m) {
+        matches[j] = matches[j - 1] as number;
+        j--;
+      }
+      matches[j] = m;
     }
-    if (matches.length === 0) return false;
-    matches.sort((a, b) => b - a);
+    if (n === 0) return false;
     const idx = matches[this.quorum() - 1] as number;
     const log = this.log;
     if (idx <= log.committed) return false;

@@ -48,6 +48,9 @@ export function decodeSnapshot(b: Uint8Array): Snapshot {
   return fromWireSnapshot(unpack<WireSnapshot>(b));
 }
 
+/** Fields of a wire message that hold non-negative integers. */
+const COUNTS = [0, 1, 2, 3, 4, 5, 7, 9, 10] as const;
+
 export function toWireMessage(m: Message): WireMessage {
   return [
     m.type, m.from, m.to, m.term, m.logTerm, m.index, m.entries.map(toWireEntry), m.commit,
@@ -60,17 +63,28 @@ export function fromWireMessage(w: unknown): Message {
   // 12 elements: a node from before the probes (they read as 0: no probe).
   invariant(Array.isArray(w) && (w.length === 14 || w.length === 12), 'message is a 14-element array');
   const a = w as WireMessage;
-  for (const i of [0, 1, 2, 3, 4, 5, 7, 9, 10]) invariant(Number.isSafeInteger(a[i]) && (a[i] as number) >= 0, `message field ${i} is a non-negative integer`);
+  // The message names the field only on failure: no string built per field of every message.
+  for (const i of COUNTS) if (!(Number.isSafeInteger(a[i]) && (a[i] as number) >= 0)) invariant(false, `message field ${i} is a non-negative integer`);
   const probe = w.length === 14 ? a[12] : 0;
   const probeDelta = w.length === 14 ? a[13] : 0;
   invariant(Number.isSafeInteger(probe) && probe >= 0 && Number.isSafeInteger(probeDelta), 'probe fields are integers');
   invariant(Array.isArray(a[6]), 'entries is an array');
-  const entries = a[6].map((e) => {
-    invariant(Array.isArray(e) && e.length === 5 && e[3] instanceof Uint8Array, 'entry shape');
-    return fromWireEntry(e);
-  });
-  // The decoded data are views into the frame (and the frame into a socket read): copy them out.
-  if (entries.length > 0) coalesce(entries.map((e) => e.data)).forEach((d, i) => { (entries[i] as Entry).data = d; });
+  const wire = a[6];
+  const entries = new Array<Entry>(wire.length);
+  if (wire.length > 0) {
+    // The decoded data are views into the frame (and the frame into a socket read): copy them out.
+    const datas = new Array<Uint8Array>(wire.length);
+    for (let i = 0; i < wire.length; i++) {
+      const e = wire[i];
+      invariant(Array.isArray(e) && e.length === 5 && e[3] instanceof Uint8Array, 'entry shape');
+      datas[i] = e[3];
+    }
+    const copies = coalesce(datas);
+    for (let i = 0; i < wire.length; i++) {
+      const e = wire[i] as WireEntry;
+      entries[i] = { term: e[0], index: e[1], type: e[2], data: copies[i] as Buffer, change: e[4] ?? null };
+    }
+  }
   return {
     type: a[0], from: a[1], to: a[2], term: a[3], logTerm: a[4], index: a[5], entries, commit: a[7],
     reject: a[8] === true, rejectHint: a[9], context: a[10], snapshot: a[11] === null ? null : fromWireSnapshot(a[11]), probe, probeDelta,

@@ -741,7 +741,7 @@ export class Store {
   }
 
   private applyEntry(r: Replica, e: Entry, port: KvStatePort, done: Array<() => void>): void {
-    invariant(e.index === r.applied + 1, `apply in order: ${e.index} after ${r.applied} (shard ${r.shard})`);
+    if (!(e.index === r.applied + 1)) invariant(false, `apply in order: ${e.index} after ${r.applied} (shard ${r.shard})`);
     r.applied = e.index;
     let result: KvResult | null = null;
     if (e.type === EntryType.Normal && e.data.length > 0) result = r.machine.apply(e.index, decodeCommand(e.data), port);
@@ -763,7 +763,7 @@ export class Store {
    */
   persistedRound(round: Round): void {
     invariant(this.unapplied !== round, 'applyRound() before persistedRound()');
-    invariant(round.seq === this.persistedSeq + 1, `rounds persisted in order: ${round.seq} after ${this.persistedSeq}`);
+    if (!(round.seq === this.persistedSeq + 1)) invariant(false, `rounds persisted in order: ${round.seq} after ${this.persistedSeq}`);
     this.persistedSeq = round.seq;
     const done: Array<() => void> = [];
     for (const { replica: r, rd, appliedTo, followerFreshAt, leaderFreshAt } of round.items) {

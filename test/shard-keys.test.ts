@@ -116,3 +116,20 @@ test('kv machine: an idempotency key returns the first outcome within the retent
   t.deepEqual(m.apply(6, cmd({ idem: 'r2', time: 50 }), port), { kind: 'put', version: 6 });
   t.is(m.logTime, 1200);
 });
+
+test('dataKey is its bucket prefix then the key, byte for byte (the on-disk layout), for ASCII and other tenants', (t) => {
+  const cases: Array<[number, number, string, number, Uint8Array]> = [
+    [0, 0, 'a', STATIC_BUCKET, new Uint8Array([1])],
+    [7, 3, 'acme-corp.eu_1', 482_113, new TextEncoder().encode('user/42')],
+    [2 ** 32 - 1, 2 ** 31, 'Z'.repeat(256), 2 ** 40, new Uint8Array(1024).fill(0xff)],
+    [5, 1, 'tënant', 9, new Uint8Array([0, 0])],
+    [5, 1, '日本', 9, new Uint8Array([0x7f])],
+  ];
+  for (const [shard, gen, tenant, bucket, key] of cases) {
+    const p = bucketPrefix(shard, gen, tenant, bucket);
+    const want = new Uint8Array(p.length + key.length);
+    want.set(p, 0);
+    want.set(key, p.length);
+    t.deepEqual(dataKey(shard, gen, tenant, bucket, key), want, `${tenant.slice(0, 12)} ${bucket}`);
+  }
+});
