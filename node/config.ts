@@ -1,5 +1,6 @@
 import { defaultRaftConfig, type RaftConfig } from '../raft/index.ts';
 import type { ClusterSpec, NodeInfo } from '../shard/cluster-map.ts';
+import { PEER_PROTOCOL } from '../shard/raft-codec.ts';
 
 /** Everything a node needs, from flags and environment (see README, "Running a node"). */
 export interface NodeConfig {
@@ -51,6 +52,8 @@ export interface NodeConfig {
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
   faultSlowWalMs: number;
+  /** The highest peer protocol version this node speaks (shard/raft-codec.ts PEER_PROTOCOL; lower: as an older node). */
+  peerProtocol: number;
   /** A persist batch (WAL append + LevelDB batch) taking this long is logged as a warning (rate-limited) and counted. */
   slowPersistMs: number;
 }
@@ -91,6 +94,10 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)
   --slow-persist-ms N    warn (at most every 5 s) when writing one batch takes N ms or more, with the
                          WAL's and LevelDB's parts (default 200)
+  --peer-protocol N      speak peer protocol version N at most, as a node of an older release does
+                         (1: no leader-contact probes); default the newest (2). Peers speak to each
+                         node in the lower of their two versions, so a cluster can be upgraded or
+                         rolled back one node at a time
   --fault-slow-wal-ms N  TESTS ONLY: every WAL append waits N ms first (a slow disk)
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
                          (local-lin-reads: linearizable reads served by any replica without ReadIndex)`;
@@ -182,8 +189,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
     plantBug: null,
     faultSlowWalMs: int(a.get('fault-slow-wal-ms'), 0, '--fault-slow-wal-ms', 0),
+    peerProtocol: int(a.get('peer-protocol'), PEER_PROTOCOL, '--peer-protocol', 1),
     slowPersistMs: int(a.get('slow-persist-ms'), 200, '--slow-persist-ms', 1),
   };
+  if (cfg.peerProtocol > PEER_PROTOCOL) throw new Error(`--peer-protocol must be 1..${PEER_PROTOCOL}, got ${cfg.peerProtocol}`);
   const plant = a.get('plant-bug');
   if (plant !== undefined) {
     if (plant !== 'local-lin-reads') throw new Error(`--plant-bug must be local-lin-reads, got ${plant}`);

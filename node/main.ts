@@ -4,6 +4,7 @@ import pino from 'pino';
 import { loadConfig, USAGE } from './config.ts';
 import { buildApp } from './http.ts';
 import { KvNode } from './runtime.ts';
+import { PEER_PROTOCOL } from '../shard/raft-codec.ts';
 
 /** Entry point of one storage node: `tsx node/main.ts --id 1 --peers ...` (see README). */
 async function main(): Promise<void> {
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
   const [host, port] = [cfg.listen.slice(0, cfg.listen.lastIndexOf(':')), Number(cfg.listen.slice(cfg.listen.lastIndexOf(':') + 1))];
   await app.listen({ host, port });
   log.info({ listen: cfg.listen, peer: cfg.peerListen, data: cfg.dataDir, uvThreadpoolSize: process.env['UV_THREADPOOL_SIZE'] ?? 'default (4)' }, 'serving');
+  if (cfg.peerProtocol < PEER_PROTOCOL) log.warn({ peerProtocol: cfg.peerProtocol }, 'speaking an older peer protocol (--peer-protocol): followers count no leader contact from probes, bounded stale reads here answer too_stale more');
   if (cfg.faultSlowWalMs > 0) log.warn({ faultSlowWalMs: cfg.faultSlowWalMs }, 'FAULT INJECTED (--fault-slow-wal-ms): every WAL append is delayed, for tests only');
   if (cfg.plantBug !== null) log.warn({ plantBug: cfg.plantBug }, 'PLANTED BUG ENABLED (--plant-bug): this node is deliberately incorrect, for testing the fault suite only');
 

@@ -183,12 +183,13 @@ export class KvNode {
       this.store.addReplica(boot);
     }
     this.snapshotReceiver = new SnapshotReceiver(this.db, this.store, this.log, this.metrics, () => this.wake());
+    this.snapshotReceiver.protocol = cfg.peerProtocol;
     this.snapshotReceiver.sweep(mine.map((s) => ({ shard: s.id, gen: this.store.generation(s.id) })));
     const peers = new Map(this.map.nodes.map((n) => [n.id, n.peerAddr] as [number, string]));
     const [host, port] = [cfg.peerListen.slice(0, cfg.peerListen.lastIndexOf(':')), Number(cfg.peerListen.slice(cfg.peerListen.lastIndexOf(':') + 1))];
     this.transport = new Transport({
       nodeId: cfg.id, clusterId: cfg.clusterId, listenHost: host, listenPort: port, peers, log: this.log,
-      maxFrameBytes: 64 << 20, maxQueuedBytes: 32 << 20, connectTimeoutMs: 1000,
+      maxFrameBytes: 64 << 20, maxQueuedBytes: 32 << 20, connectTimeoutMs: 1000, protocol: cfg.peerProtocol,
       onFrame: (from, f) => this.onFrame(from, f), metrics: this.metrics.transport(),
     });
     await this.transport.listen();
@@ -268,7 +269,7 @@ export class KvNode {
         const items: Array<[number, Message]> = [];
         for (const it of f[1]) {
           if (!Array.isArray(it) || it.length !== 2 || !Number.isSafeInteger(it[0])) throw new Error('bad message item');
-          const m = fromWireMessage(it[1]);
+          const m = fromWireMessage(it[1], this.transport.protocol);
           if (m.from !== from) throw new Error('message from a different node than the connection');
           items.push([it[0] as number, m]);
         }
@@ -489,12 +490,13 @@ export class KvNode {
   private sendMessages(messages: Round['messages']): void {
     for (const [to, items] of messages) {
       const wire: Array<[number, unknown]> = [];
+      const protocol = this.transport.protocolOf(to);
       for (const [shard, m] of items) {
         if (m.type === MsgType.Snap) {
           this.pendingSnapshotSends.push({ shard, to, msg: m });
           continue;
         }
-        wire.push([shard, toWireMessage(m)]);
+        wire.push([shard, toWireMessage(m, protocol)]);
       }
       if (wire.length > 0) this.transport.send(to, ['m', wire], wire.length);
     }

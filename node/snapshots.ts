@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Message, Snapshot } from '../raft/index.ts';
 import { invariant } from '../raft/assert.ts';
 import { shardStateRange, snapMetaKey } from '../shard/layout.ts';
-import { encodeSnapshot, fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
+import { PEER_PROTOCOL, encodeSnapshot, fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
 import { decodeDescriptor, encodeDescriptor, type Store } from '../shard/store.ts';
 import { writeBatch, type Db } from './db.ts';
 import type { NodeMetrics } from './metrics.ts';
@@ -54,7 +54,7 @@ export async function streamSnapshot(o: {
       if (chunk.count > 0) await flush();
     }
     const msg: Message = { ...o.msg, snapshot: o.snapshot };
-    await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg)], o.timeoutMs);
+    await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg, o.transport.protocolOf(o.to))], o.timeoutMs);
     const secs = (performance.now() - t0) / 1000;
     o.log.info({ shard: o.shard, peer: o.to, index: o.snapshot.meta.index, records, bytes, startedAt, mbPerSec: +(bytes / 1e6 / Math.max(secs, 1e-6)).toFixed(1) }, 'snapshot sent');
   } finally {
@@ -95,6 +95,8 @@ export const DEFAULT_CLEAR_DEFER: ClearDefer = { quietMs: 2_000, maxMs: 10_000 }
 const CLEAR_SLICE = 2_000;
 
 export class SnapshotReceiver {
+  /** The peer protocol this node speaks (see shard/raft-codec.ts). */
+  protocol = PEER_PROTOCOL;
   private readonly incoming = new Map<number, Incoming>();
   /** Replaced generations waiting to be cleared (below `gen`), oldest first. */
   private pendingClears: Array<{ shard: number; gen: number; at: number }> = [];
@@ -177,7 +179,7 @@ export class SnapshotReceiver {
       if (this.backlog <= this.limits.highBytes) return undefined;
       return new Promise<void>((resolve) => this.drained.push(resolve));
     }
-    const msg = fromWireMessage(f[3]);
+    const msg = fromWireMessage(f[3], this.protocol);
     if (msg.snapshot === null || msg.from !== from) throw new Error('snapshot done frame without a snapshot');
     const desc = decodeDescriptor(msg.snapshot.data);
     msg.snapshot = { meta: msg.snapshot.meta, data: encodeDescriptor({ gen: st.gen, logTime: desc.logTime }) };

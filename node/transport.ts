@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
  */
 
 export type Frame =
-  | ['hello', clusterId: string, from: number]
+  /** protocol: the peer protocol version the sender speaks (shard/raft-codec.ts); absent = 1. */
+  | ['hello', clusterId: string, from: number, protocol?: number]
   | ['m', items: unknown[]]
   /** A snapshot chunk: records packed as in node/snapshot-chunks.ts. */
   | ['sc', shard: number, snapId: string, kind: 'd' | 'i', records: Uint8Array]
@@ -31,6 +32,8 @@ export interface TransportOptions {
   /** Bytes queued in a socket beyond which messages to that peer are dropped. */
   maxQueuedBytes: number;
   connectTimeoutMs: number;
+  /** The peer protocol version this node speaks (announced in its hello; default 1). */
+  protocol?: number;
   /**
    * A returned promise holds that connection: nothing more is read from it
    * until the promise settles (the kernel's socket buffers then push back on
@@ -72,7 +75,7 @@ class PeerLink {
       s.setKeepAlive(true, 1000);
       this.connected = true;
       this.attempt = 0;
-      s.write(this.t.encode(['hello', this.t.opts.clusterId, this.t.opts.nodeId]));
+      s.write(this.t.encode(['hello', this.t.opts.clusterId, this.t.opts.nodeId, this.t.protocol]));
       this.t.opts.log.info({ peer: this.id }, 'peer connected');
     });
     s.on('drain', () => this.flushDrainWaiters());
@@ -115,8 +118,12 @@ export class Transport {
   private server: net.Server | null = null;
   private readonly inbound = new Set<net.Socket>();
   private readonly packr = new Packr(packOpts());
+  /** What each peer announced in the hello of its connection to us, and that connection. */
+  private readonly heardProtocol = new Map<number, { protocol: number; socket: net.Socket }>();
+  readonly protocol: number;
 
   constructor(readonly opts: TransportOptions) {
+    this.protocol = opts.protocol ?? 1;
     for (const [id, addr] of opts.peers) if (id !== opts.nodeId) this.links.set(id, new PeerLink(id, addr, this));
   }
 
@@ -186,6 +193,11 @@ export class Transport {
         if (from === 0) {
           if (f[0] !== 'hello' || f[1] !== this.opts.clusterId || !this.links.has(f[2] as number)) return fail('bad hello');
           from = f[2] as number;
+          // A hello without a version is from a node before versions: protocol 1.
+          const p = f.length >= 4 && Number.isSafeInteger(f[3]) && (f[3] as number) >= 1 ? (f[3] as number) : 1;
+          const before = this.heardProtocol.get(from)?.protocol;
+          this.heardProtocol.set(from, { protocol: p, socket: s });
+          if (before !== p) this.opts.log.info({ peer: from, protocol: p, speaking: Math.min(p, this.protocol) }, 'peer protocol');
           continue;
         }
         this.opts.metrics?.bytesReceived(from, len + 4);
@@ -206,7 +218,20 @@ export class Transport {
       }
     });
     s.on('error', () => { /* close follows */ });
-    s.on('close', () => this.inbound.delete(s));
+    s.on('close', () => {
+      this.inbound.delete(s);
+      // The peer may come back as another version (a rolling upgrade or a rollback): until its next
+      // hello it gets the lowest version, which every node reads.
+      if (this.heardProtocol.get(from)?.socket === s) this.heardProtocol.delete(from);
+    });
+  }
+
+  /**
+   * The protocol version to encode messages to `peer` with: the lower of ours
+   * and the one its latest connection to us announced; 1 until it has said.
+   */
+  protocolOf(peer: number): number {
+    return Math.min(this.protocol, this.heardProtocol.get(peer)?.protocol ?? 1);
   }
 
   /** Send one frame now, or drop it if the peer is down or too far behind. Returns whether it was sent. */

@@ -6,11 +6,11 @@ import { coalesce, pack, unpack } from './codec.ts';
 
 type WireEntry = [term: number, index: number, type: EntryType, data: Uint8Array, change: ConfChange | null];
 type WireSnapshot = [index: number, term: number, voters: number[], learners: number[], data: Uint8Array];
-export type WireMessage = [
+export type WireMessageV1 = [
   type: MsgType, from: number, to: number, term: number, logTerm: number, index: number,
   entries: WireEntry[], commit: number, reject: boolean, rejectHint: number, context: number, snapshot: WireSnapshot | null,
-  probe: number, probeDelta: number,
 ];
+export type WireMessage = [...WireMessageV1, probe: number, probeDelta: number];
 
 const toWireEntry = (e: Entry): WireEntry => [e.term, e.index, e.type, e.data, e.change];
 const fromWireEntry = (w: WireEntry): Entry => ({ term: w[0], index: w[1], type: w[2], data: w[3], change: w[4] ?? null });
@@ -51,17 +51,28 @@ export function decodeSnapshot(b: Uint8Array): Snapshot {
 /** Fields of a wire message that hold non-negative integers. */
 const COUNTS = [0, 1, 2, 3, 4, 5, 7, 9, 10] as const;
 
-export function toWireMessage(m: Message): WireMessage {
-  return [
+/**
+ * Versions of the peer protocol (announced in the transport's hello):
+ *   1  messages of 12 elements (nodes before the leader-contact probes);
+ *   2  14 elements: probe and probeDelta appended.
+ * A node sends each peer the lower of the two versions, and reads both.
+ */
+export const PEER_PROTOCOL = 2;
+
+export function toWireMessage(m: Message, protocol: number = PEER_PROTOCOL): WireMessage | WireMessageV1 {
+  const w: WireMessageV1 = [
     m.type, m.from, m.to, m.term, m.logTerm, m.index, m.entries.map(toWireEntry), m.commit,
-    m.reject, m.rejectHint, m.context, m.snapshot === null ? null : toWireSnapshot(m.snapshot), m.probe ?? 0, m.probeDelta ?? 0,
+    m.reject, m.rejectHint, m.context, m.snapshot === null ? null : toWireSnapshot(m.snapshot),
   ];
+  // Version 1 has no probes: its follower counts no leader contact from them (see shard/store.ts).
+  if (protocol < 2) return w;
+  return [...w, m.probe ?? 0, m.probeDelta ?? 0];
 }
 
 /** Decode a message from a peer; throws on anything malformed (the caller drops the connection). */
-export function fromWireMessage(w: unknown): Message {
-  // 12 elements: a node from before the probes (they read as 0: no probe).
-  invariant(Array.isArray(w) && (w.length === 14 || w.length === 12), 'message is a 14-element array');
+export function fromWireMessage(w: unknown, protocol: number = PEER_PROTOCOL): Message {
+  // 12 elements: protocol 1 (probes read as 0: no probe). A node that speaks only protocol 1 takes nothing longer.
+  invariant(Array.isArray(w) && (w.length === 12 || (w.length === 14 && protocol >= 2)), protocol >= 2 ? 'message is a 12- or 14-element array' : 'message is a 12-element array');
   const a = w as WireMessage;
   // The message names the field only on failure: no string built per field of every message.
   for (const i of COUNTS) if (!(Number.isSafeInteger(a[i]) && (a[i] as number) >= 0)) invariant(false, `message field ${i} is a non-negative integer`);

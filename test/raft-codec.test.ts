@@ -30,3 +30,14 @@ test('raft codec: malformed probe fields are refused', (t) => {
   }
   t.throws(() => roundTrip(w.slice(0, 13)), undefined, '13 elements');
 });
+
+test('raft codec: protocol 1 writes 12 elements (no probes) and, like a node of that release, reads nothing longer', (t) => {
+  const m = msg({ probe: 5, probeDelta: 3 });
+  const v1 = toWireMessage(m, 1);
+  t.is(v1.length, 12);
+  t.is(toWireMessage(m, 2).length, 14);
+  const back = fromWireMessage(unpack(pack(v1)), 1);
+  t.is(back.probe, 0);
+  t.is(back.commit, 9);
+  t.throws(() => fromWireMessage(unpack(pack(toWireMessage(m, 2))), 1));
+});

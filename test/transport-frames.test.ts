@@ -94,3 +94,39 @@ test('a frame handler that returns a promise holds the connection: nothing more 
   await all;
   t.deepEqual(got, ['hold', ...Array.from({ length: n }, (_, i) => `c${i}`)]);
 });
+
+test('each peer is spoken to in the lower of the two protocol versions: 1 until its hello says more, and again once that connection closes', async (t) => {
+  const [p1, p2] = [await freePort(), await freePort()];
+  const peers = new Map([[1, `127.0.0.1:${p1}`], [2, `127.0.0.1:${p2}`]]);
+  const a = new Transport({
+    nodeId: 1, clusterId: 'kv', listenHost: '127.0.0.1', listenPort: p1, peers, log: pino({ level: 'silent' }),
+    maxFrameBytes: 1 << 20, maxQueuedBytes: 1 << 20, connectTimeoutMs: 1000, onFrame: () => {}, protocol: 2,
+  });
+  t.teardown(() => a.close());
+  await a.listen();
+  t.is(a.protocolOf(2), 1, 'nothing heard yet');
+  const waitFor = async (want: number): Promise<void> => {
+    for (let i = 0; i < 200 && a.protocolOf(2) !== want; i++) await new Promise((r) => setTimeout(r, 10));
+    t.is(a.protocolOf(2), want);
+  };
+  const hello = async (frame: Frame): Promise<net.Socket> => {
+    const s = net.connect({ host: '127.0.0.1', port: p1 });
+    await new Promise((r) => s.once('connect', r));
+    s.write(a.encode(frame));
+    return s;
+  };
+  const newer = await hello(['hello', 'kv', 2, 3]);
+  await waitFor(2); // peer speaks 3, we speak 2: 2
+  // A second connection from the same peer (a reconnect overlapping the old one), of an older release.
+  const older = await hello(['hello', 'kv', 2]);
+  await waitFor(1);
+  // The superseded connection closing changes nothing; the current one closing forgets the version.
+  newer.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(a.protocolOf(2), 1);
+  const again = await hello(['hello', 'kv', 2, 2]);
+  await waitFor(2);
+  again.destroy();
+  await waitFor(1);
+  older.destroy();
+});

@@ -73,8 +73,8 @@ export class TestCluster {
     this.dir = mkdtempSync(join(tmpdir(), 'kv-it-'));
   }
 
-  static async start(t: ExecutionContext, n = 3, args: string[] = []): Promise<TestCluster> {
-    return TestCluster.retryPortClash(t, () => TestCluster.startOnce(t, n, args));
+  static async start(t: ExecutionContext, n = 3, args: string[] = [], argsFor: ((i: number) => string[]) | null = null): Promise<TestCluster> {
+    return TestCluster.retryPortClash(t, () => TestCluster.startOnce(t, n, args, argsFor));
   }
 
   /** Start afresh on new ports (at most 3 attempts) when a node could not bind its port. */
@@ -89,8 +89,9 @@ export class TestCluster {
     }
   }
 
-  private static async startOnce(t: ExecutionContext, n: number, args: string[]): Promise<TestCluster> {
+  private static async startOnce(t: ExecutionContext, n: number, args: string[], argsFor: ((i: number) => string[]) | null = null): Promise<TestCluster> {
     const c = new TestCluster(n, args);
+    c.argsFor = argsFor;
     t.teardown(() => c.destroy());
     const parts: string[] = [];
     for (let i = 1; i <= n; i++) {
