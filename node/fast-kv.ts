@@ -25,6 +25,7 @@ import { dataKey } from '../shard/layout.ts';
 import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
 import { ApiError, noLeader, noQuorum, overloaded, proposeError, timeout } from './errors.ts';
 import { monoNowMs } from './clock.ts';
+import { withDeadline } from './deadline.ts';
 import type { KvNode } from './runtime.ts';
 
 const PREFIX = '/v1/kv/';
@@ -121,20 +122,8 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
   }
 
   /** `done` at most once: with the outcome, or `onTimeout` after the request deadline; both guarded. */
-  function withDeadline<T>(r: Taken, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
-    let settled = false;
-    const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      guarded(r, onTimeout);
-    }, cfg.requestTimeoutMs);
-    return (v) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      guarded(r, () => done(v));
-    };
-  }
+  const deadline = <T>(r: Taken, done: (v: T) => void, onTimeout: () => void): ((v: T) => void) =>
+    withDeadline<T>(cfg.requestTimeoutMs, (fn) => guarded(r, fn), done, onTimeout);
 
   const usable = (): boolean => node.fatal === null && !d.closing() && load.inFlight < cfg.maxInFlight && cfg.plantBug === null;
 
@@ -192,7 +181,7 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
       serve(r, p, keyBytes, shard, bucket, 'stale');
       return true;
     }
-    node.store.readIndex(shard, withDeadline<ReadOutcome>(r, (out) => {
+    node.store.readIndex(shard, deadline<ReadOutcome>(r, (out) => {
       if (out.ok) serve(r, p, keyBytes, shard, bucket, 'linearizable');
       else fail(r, out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
     }, () => fail(r, noQuorum(shard))));
@@ -261,7 +250,7 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
         }
         // Leadership may have moved while the body came: propose answers not_leader then (503 no_leader).
         node.store.propose(shard, { op: 'put', tenant: p.tenant, bucket, key: keyBytes, t: t ?? null, value, ifVersion, idem: idem ?? null, time: Date.now() },
-          withDeadline<ProposeOutcome>(r, (out) => {
+          deadline<ProposeOutcome>(r, (out) => {
             if (!out.ok) return fail(r, proposeError(shard, out));
             const res = out.result;
             if (res.kind === 'conflict') return fail(r, new ApiError(409, 'version_mismatch', `version is ${res.currentVersion}, not ${ifVersion}`, 'not_applied', { currentVersion: res.currentVersion }));

@@ -7,6 +7,7 @@ import { InputError, STATIC_BUCKET, bucketOf, checkIdempotencyKey, checkKey, che
 import { decodeRecord, type KvResult } from '../shard/kv-machine.ts';
 import { bucketPrefix, dataKey, prefixEnd } from '../shard/layout.ts';
 import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
+import { withDeadline } from './deadline.ts';
 import { ApiError, noLeader, noQuorum, overloaded, proposeError, timeout } from './errors.ts';
 import type { KvNode } from './runtime.ts';
 import { shardDigest } from './digest.ts';
@@ -47,22 +48,6 @@ function guarded(reply: FastifyReply, fn: () => void): void {
       reply.log.error({ err: e2 }, 'could not answer a request');
     }
   }
-}
-
-/** `done` at most once: with the outcome, or `onTimeout()` after ms; both guarded. */
-function withDeadline<T>(reply: FastifyReply, ms: number, done: (v: T) => void, onTimeout: () => void): (v: T) => void {
-  let settled = false;
-  const timer = setTimeout(() => {
-    if (settled) return;
-    settled = true;
-    guarded(reply, onTimeout);
-  }, ms);
-  return (v) => {
-    if (settled) return;
-    settled = true;
-    clearTimeout(timer);
-    guarded(reply, () => done(v));
-  };
 }
 
 export function buildApp(node: KvNode, log: Logger) {
@@ -253,7 +238,7 @@ export function buildApp(node: KvNode, log: Logger) {
 
   /** Propose and answer from the outcome (callbacks, not promises: this is the write path). */
   function propose(reply: FastifyReply, shard: number, cmd: Parameters<KvNode['store']['propose']>[1], answer: (r: KvResult & { index: number }) => void): FastifyReply {
-    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(reply, cfg.requestTimeoutMs, (out) => {
+    node.store.propose(shard, cmd, withDeadline<ProposeOutcome>(cfg.requestTimeoutMs, (fn) => guarded(reply, fn), (out) => {
       if (!out.ok) void reply.send(proposeError(shard, out));
       else answer({ ...out.result, index: out.index });
     }, () => void reply.send(timeout(`waiting for shard ${shard} to commit`, 'unknown'))));
@@ -263,7 +248,7 @@ export function buildApp(node: KvNode, log: Logger) {
 
   /** Call `then` once a ReadIndex round shows this replica is current (else answer with the error). */
   function linearizableBarrier(reply: FastifyReply, shard: number, then: () => void): void {
-    node.store.readIndex(shard, withDeadline<ReadOutcome>(reply, cfg.requestTimeoutMs, (out) => {
+    node.store.readIndex(shard, withDeadline<ReadOutcome>(cfg.requestTimeoutMs, (fn) => guarded(reply, fn), (out) => {
       if (!out.ok) void reply.send(out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
       else then();
     }, () => void reply.send(noQuorum(shard))));
