@@ -13,7 +13,7 @@ import type { BatchOp, WalItem } from '../shard/store.ts';
 import type { HardState } from '../raft/index.ts';
 import { join } from 'node:path';
 import { Wal } from './wal.ts';
-import { encodeBatch, encodeHeader, foldWal } from './wal-codec.ts';
+import { WalFold, encodeBatch, encodeHeader } from './wal-codec.ts';
 import { FOLLOWER_GRACE_MS, compactionPlan, logMemoryOf } from './log-budget.ts';
 import type { NodeConfig } from './config.ts';
 import { createHash32 } from './hash.ts';
@@ -151,14 +151,23 @@ export class KvNode {
       quiesceAfterTicks: cfg.quiesceAfterTicks,
     });
     const mine = this.map.shards.filter((s) => s.replicas.includes(cfg.id));
+    // Each record is folded as it is read: no segment stays in memory (see readSegment).
+    const fold = new WalFold();
+    /** segment -> shard -> highest entry index in it (for deleting segments: Wal.noteEntries). */
+    const maxima = new Map<number, Map<number, number>>();
+    const note = (segment: number, shard: number, max: number): void => {
+      let m = maxima.get(segment);
+      if (m === undefined) maxima.set(segment, (m = new Map()));
+      if (max > (m.get(shard) ?? 0)) m.set(shard, max);
+    };
     const opened = await Wal.open({
       dir: join(cfg.dataDir, 'wal'), segmentBytes: cfg.walSegmentBytes, header: () => encodeHeader(this.walHard),
       onWarn: (msg, err) => this.log.warn({ err }, msg),
-    });
+    }, (segment, payload) => fold.add(payload, (shard, max) => note(segment, shard, max)));
     this.wal = opened.wal;
+    for (const [segment, m] of maxima) for (const [shard, max] of m) this.wal.noteEntries(segment, shard, max);
     if (this.wal.tornAtOpen !== null) this.log.warn(this.wal.tornAtOpen, 'WAL: torn tail dropped (a crash during a write)');
-    const segOf = opened.records.map((r) => r.segment);
-    let walShards = foldWal(opened.records.map((r) => r.payload), (i, shard, max) => this.wal.noteEntries(segOf[i] as number, shard, max));
+    const walShards = fold.shards;
     for (const [shard, w] of walShards) if (w.hardState !== null) this.walHard.set(shard, w.hardState);
     // A data directory of the earlier format (log and hard state in LevelDB): import it once.
     const legacy: WalItem[] = [];
@@ -173,7 +182,7 @@ export class KvNode {
       const rec = encodeBatch(legacy);
       await this.wal.append([rec], max);
       for (const s of mine) await dropLegacyLog(this.db, s.id);
-      walShards = foldWal([...opened.records.map((r) => r.payload), rec]);
+      fold.add(rec);
       this.log.info({ shards: legacy.length }, 'WAL: imported the Raft log and hard state from LevelDB (earlier format)');
     }
     for (const s of mine) {

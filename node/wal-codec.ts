@@ -56,22 +56,35 @@ const bad = (what: string): Error => new Error(`corrupt WAL record: ${what}`);
  * reports, per record i, the highest entry index of each shard in it.
  */
 export function foldWal(payloads: Uint8Array[], onEntries?: (i: number, shard: number, maxIndex: number) => void): Map<number, WalShard> {
-  const out = new Map<number, WalShard>();
-  const get = (shard: number): WalShard => {
-    let s = out.get(shard);
-    if (s === undefined) out.set(shard, (s = { hardState: null, entries: [], markers: [] }));
+  const f = new WalFold();
+  payloads.forEach((p, i) => f.add(p, onEntries === undefined ? undefined : (shard, max) => onEntries(i, shard, max)));
+  return f.shards;
+}
+
+/**
+ * foldWal one record at a time, as the WAL is read: nothing of a record is kept but what its entries
+ * and hard states fold into (entry data is copied out), so replay holds no segment in memory.
+ */
+export class WalFold {
+  readonly shards = new Map<number, WalShard>();
+
+  private get(shard: number): WalShard {
+    let s = this.shards.get(shard);
+    if (s === undefined) this.shards.set(shard, (s = { hardState: null, entries: [], markers: [] }));
     return s;
-  };
-  payloads.forEach((p, i) => {
+  }
+
+  /** Fold the next record; `onEntries(shard, maxIndex)`: the highest entry index of each shard in it. */
+  add(p: Uint8Array, onEntries?: (shard: number, maxIndex: number) => void): void {
     const rec = unpack<[number, unknown[]]>(p);
     if (!Array.isArray(rec) || !Array.isArray(rec[1])) throw bad('shape');
     if (rec[0] === HEADER) {
-      for (const h of rec[1] as Array<[number, number, number, number]>) get(h[0]).hardState = { term: h[1], vote: h[2], commit: h[3] };
+      for (const h of rec[1] as Array<[number, number, number, number]>) this.get(h[0]).hardState = { term: h[1], vote: h[2], commit: h[3] };
       return;
     }
     if (rec[0] !== BATCH) throw bad(`type ${String(rec[0])}`);
     for (const [shard, hs, entries, snap] of rec[1] as WireItem[]) {
-      const s = get(shard);
+      const s = this.get(shard);
       if (snap !== null) {
         s.markers.push({ index: snap, before: s.entries });
         s.entries = [];
@@ -96,8 +109,7 @@ export function foldWal(payloads: Uint8Array[], onEntries?: (i: number, shard: n
         if (w[1] !== expect++) throw bad(`shard ${shard}: entries not contiguous at ${w[1]}`);
         s.entries.push({ term: w[0], index: w[1], type: w[2], data: data[k] as Uint8Array, change: w[4] ?? null });
       });
-      onEntries?.(i, shard, expect - 1);
+      onEntries?.(shard, expect - 1);
     }
-  });
-  return out;
+  }
 }

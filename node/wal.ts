@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
@@ -136,21 +136,102 @@ export function encodeRecords(records: Uint8Array[]): Buffer {
   return buf;
 }
 
+type Step = { kind: 'record'; payload: Buffer; next: number } | { kind: 'end'; torn: boolean } | { kind: 'short'; need: number };
+
+/**
+ * The record at `off` of buf, whose bytes are a segment's from `base` on: a valid record, the end of the
+ * data (a zero length; torn if its CRC is not zero too, or if the record runs past the segment's
+ * `segmentSize` bytes or fails its CRC), or `short`: buf must hold `need` bytes from off first.
+ */
+function parseOne(buf: Buffer, off: number, base: number, segmentSize: number): Step {
+  if (base + off + HDR > segmentSize) return { kind: 'end', torn: false };
+  if (off + HDR > buf.length) return { kind: 'short', need: HDR };
+  const len = buf.readUInt32LE(off);
+  const crc = buf.readUInt32LE(off + 4);
+  if (len === 0) return { kind: 'end', torn: crc !== 0 };
+  if (base + off + HDR + len > segmentSize) return { kind: 'end', torn: true };
+  if (off + HDR + len > buf.length) return { kind: 'short', need: HDR + len };
+  const payload = buf.subarray(off + HDR, off + HDR + len);
+  if (crc32(payload) !== crc) return { kind: 'end', torn: true };
+  return { kind: 'record', payload, next: off + HDR + len };
+}
+
 /** Parse the records of one segment's bytes: the valid prefix, and whether it ended in something torn (not zeros). */
 export function parseSegment(buf: Buffer): { records: Buffer[]; torn: boolean; end: number } {
   const records: Buffer[] = [];
   let off = 0;
   for (;;) {
-    if (off + HDR > buf.length) return { records, torn: false, end: off };
-    const len = buf.readUInt32LE(off);
-    const crc = buf.readUInt32LE(off + 4);
-    if (len === 0) return { records, torn: crc !== 0, end: off };
-    if (off + HDR + len > buf.length) return { records, torn: true, end: off };
-    const payload = buf.subarray(off + HDR, off + HDR + len);
-    if (crc32(payload) !== crc) return { records, torn: true, end: off };
-    records.push(payload);
-    off += HDR + len;
+    const st = parseOne(buf, off, 0, buf.length);
+    if (st.kind !== 'record') return { records, torn: st.kind === 'end' && st.torn, end: off };
+    records.push(st.payload);
+    off = st.next;
   }
+}
+
+const READ_CHUNK = 1 << 20;
+
+/**
+ * Read one segment's records in order, a chunk at a time: each payload goes to onRecord as a view valid
+ * only during the call (copy what must stay). Reads no further than the end of the data, so a
+ * segment's preallocated zeros are not read, and never holds more than a chunk or the largest record
+ * (a node used to read every segment whole, 64 MiB each, and keep them all until its logs were loaded).
+ * `empty`: no record and every byte zero (a segment never written, which may be reused).
+ */
+export async function readSegment(path: string, onRecord: (payload: Buffer) => void): Promise<{ records: number; torn: boolean; end: number; empty: boolean }> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    let buf: Buffer = Buffer.alloc(0);
+    let base = 0; // file offset of buf[0]
+    let off = 0; // parse position in buf
+    let records = 0;
+    const fill = async (need: number): Promise<boolean> => {
+      // Keep the unparsed tail, then read at least `need` bytes past off (or to the end of the file).
+      const keep = buf.subarray(off);
+      const want = Math.max(need, READ_CHUNK);
+      const next = Buffer.allocUnsafe(Math.min(keep.length + want, size - base - off));
+      keep.copy(next, 0);
+      let got = keep.length;
+      while (got < next.length) {
+        const { bytesRead } = await fh.read(next, got, next.length - got, base + off + got);
+        if (bytesRead <= 0) break;
+        got += bytesRead;
+      }
+      base += off;
+      off = 0;
+      buf = next.subarray(0, got);
+      return got >= need;
+    };
+    for (;;) {
+      const st = parseOne(buf, off, base, size);
+      if (st.kind === 'short') {
+        if (!(await fill(st.need))) return { records, torn: true, end: base + off, empty: false };
+        continue;
+      }
+      if (st.kind === 'end') {
+        const end = base + off;
+        if (records > 0 || st.torn) return { records, torn: st.torn, end, empty: false };
+        // No record: reusable only if every byte is zero (a torn first write may have left later pages behind a zero header).
+        return { records, torn: false, end, empty: await zeroFrom(fh, end, size) };
+      }
+      onRecord(st.payload);
+      records++;
+      off = st.next;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+async function zeroFrom(fh: FileHandle, from: number, size: number): Promise<boolean> {
+  const chunk = Buffer.allocUnsafe(Math.min(ZERO_CHUNK, Math.max(1, size - from)));
+  for (let pos = from; pos < size;) {
+    const { bytesRead } = await fh.read(chunk, 0, Math.min(chunk.length, size - pos), pos);
+    if (bytesRead <= 0) return false;
+    if (!allZero(chunk.subarray(0, bytesRead))) return false;
+    pos += bytesRead;
+  }
+  return true;
 }
 
 export class Wal {
@@ -169,28 +250,29 @@ export class Wal {
 
   private constructor(private readonly o: WalOptions) {}
 
-  /** Open (creating if missing) and replay: every valid record, in order. Appends go to a fresh segment. */
-  static async open(o: WalOptions): Promise<{ wal: Wal; records: WalRecord[] }> {
+  /**
+   * Open (creating if missing) and replay every valid record, in order: to `onRecord` as it is read (a
+   * view valid during the call), or else copied into `records`. Appends go to a fresh segment.
+   */
+  static async open(o: WalOptions, onRecord?: (segment: number, payload: Buffer) => void): Promise<{ wal: Wal; records: WalRecord[] }> {
     if (!(o.segmentBytes >= 4096)) throw new Error(`WAL segment size ${o.segmentBytes} is below 4096`);
     const w = new Wal(o);
     await mkdir(o.dir, { recursive: true });
     const names = (await readdir(o.dir)).sort();
     for (const n of names) if (n.endsWith('.seg.tmp')) await unlink(join(o.dir, n));
     const records: WalRecord[] = [];
+    const take = onRecord ?? ((segment: number, payload: Buffer) => records.push({ segment, payload: Buffer.from(payload) }));
     let lastEmpty = false;
     for (const n of names) {
       const m = /^(\d{8})\.seg$/.exec(n);
       if (m === null) continue;
       const seq = Number(m[1]);
       const path = join(o.dir, n);
-      const buf = await readFile(path);
-      const p = parseSegment(buf);
-      for (const payload of p.records) records.push({ segment: seq, payload });
+      const p = await readSegment(path, (payload) => take(seq, payload));
       if (p.torn && w.tornAtOpen === null) w.tornAtOpen = { segment: seq, offset: p.end };
       w.segments.push({ seq, path, maxima: new Map() });
-      // Reused only if every byte is zero: a torn first write may have left later pages behind a zero header.
-      lastEmpty = p.records.length === 0 && !p.torn && allZero(buf);
-      if (lastEmpty) w.size = buf.length;
+      lastEmpty = p.empty;
+      if (lastEmpty) w.size = (await stat(path)).size;
     }
     const last = w.segments[w.segments.length - 1];
     if (last !== undefined && lastEmpty) {

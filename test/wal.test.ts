@@ -9,8 +9,8 @@ import { constants, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Entry, HardState } from '../raft/index.ts';
-import { Wal, parseSegment, encodeRecords } from '../node/wal.ts';
-import { encodeBatch, encodeHeader, foldWal } from '../node/wal-codec.ts';
+import { Wal, parseSegment, encodeRecords, readSegment } from '../node/wal.ts';
+import { WalFold, encodeBatch, encodeHeader, foldWal } from '../node/wal-codec.ts';
 
 const SEG = 64 * 1024;
 
@@ -249,4 +249,53 @@ test('segments are written through O_DSYNC descriptors (append() does no separat
   t.true(fds.length >= 1, 'the segment being written is open');
   for (const f of fds) t.is(f.flags & constants.O_DSYNC, constants.O_DSYNC, `${f.path} is open without O_DSYNC (flags ${f.flags.toString(8)})`);
   await wal.close();
+});
+
+test('readSegment reads a chunk at a time what parseSegment reads from the whole file: records across chunk boundaries, a torn record, zeros', async (t) => {
+  const dir = tmp(t);
+  // Sizes around the 1 MiB read chunk: records split by every boundary, one bigger than a chunk.
+  let seed = 7;
+  const rnd = (n: number): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) % n;
+  const sizes = [1, 1 << 20, 3, (1 << 20) - 8, 9, 2.5 * (1 << 20), ...Array.from({ length: 300 }, () => 1 + rnd(40_000))];
+  const records = sizes.map((n, i) => Buffer.alloc(n, i & 0xff));
+  const data = encodeRecords(records);
+  const cases: Array<[string, Buffer]> = [
+    ['zero tail', Buffer.concat([data, Buffer.alloc(3 << 20)])],
+    ['no tail (the data fills the file)', data],
+    ['torn in the big record', (() => { const b = Buffer.concat([data, Buffer.alloc(64)]); b[3 * (1 << 20)] = (b[3 * (1 << 20)] as number) ^ 1; return b; })()],
+    ['a length past the end', Buffer.concat([data, Buffer.from([0xff, 0xff, 0xff, 0, 1, 2, 3, 4])])],
+    ['never written', Buffer.alloc(2 << 20)],
+    ['zero header, a byte further on', (() => { const b = Buffer.alloc(2 << 20); b[(1 << 20) + 5] = 1; return b; })()],
+  ];
+  for (const [name, bytes] of cases) {
+    const path = join(dir, `${name.replace(/\W/g, '_')}.seg`);
+    const fd = openSync(path, 'w');
+    writeSync(fd, bytes);
+    closeSync(fd);
+    const want = parseSegment(bytes);
+    const got: Buffer[] = [];
+    const r = await readSegment(path, (p) => got.push(Buffer.from(p)));
+    t.is(got.length, want.records.length, name);
+    t.true(got.every((g, i) => g.equals(want.records[i] as Buffer)), name);
+    t.is(r.torn, want.torn, name);
+    t.is(r.end, want.end, name);
+    t.is(r.empty, name === 'never written', name);
+  }
+});
+
+test('WalFold folds record by record what foldWal folds from the list', (t) => {
+  const e = (term: number, index: number): Entry => ({ term, index, type: 0, data: Buffer.from(`d${index}`), change: null }) as Entry;
+  const payloads = [
+    encodeHeader(new Map([[1, { term: 1, vote: 1, commit: 0 }]])),
+    encodeBatch([{ shard: 1, hardState: null, entries: [e(1, 1), e(1, 2), e(1, 3)], snapshot: null }]),
+    encodeBatch([{ shard: 1, hardState: { term: 2, vote: 2, commit: 2 }, entries: [e(2, 3), e(2, 4)], snapshot: null }, { shard: 2, hardState: null, entries: [e(1, 1)], snapshot: null }]),
+    encodeBatch([{ shard: 2, hardState: null, entries: [], snapshot: 5 }]),
+  ];
+  const f = new WalFold();
+  const seen: string[] = [];
+  payloads.forEach((p, i) => f.add(p, (shard, max) => seen.push(`${i}:${shard}:${max}`)));
+  const seenList: string[] = [];
+  t.deepEqual(f.shards, foldWal(payloads, (i, shard, max) => seenList.push(`${i}:${shard}:${max}`)));
+  t.deepEqual(seen, seenList);
+  t.deepEqual(f.shards.get(1)?.entries.map((x) => [x.term, x.index]), [[1, 1], [1, 2], [2, 3], [2, 4]]);
 });
