@@ -510,6 +510,8 @@ interface RestartResult {
   readyMs?: number;
   staleReadMs?: number;
   caughtUpMs?: number;
+  /** The restarted process's peak RSS (VmHWM) once it serves: what replaying its WAL and loading its shards took. */
+  peakRssMiB?: number;
   failure?: string;
 }
 
@@ -651,7 +653,9 @@ async function restartTest(ctx: Ctx, c: LocalCluster, victim: number, ks: Keyspa
     if (res.readyMs === undefined || res.staleReadMs === undefined) {
       throw new Error(`node ${victim} not serving after ${Math.round((performance.now() - t0) / 1000)} s (ready ${res.readyMs ?? 'never'}, stale read ${res.staleReadMs ?? 'never'})`);
     }
-    ctx.log(`restart: /ready after ${res.readyMs} ms, first stale read after ${res.staleReadMs} ms`);
+    const pid = readPid(c.dataDir, victim);
+    res.peakRssMiB = pid === undefined ? undefined : round1(memMiB(pid, 'VmHWM')) ?? undefined;
+    ctx.log(`restart: /ready after ${res.readyMs} ms, first stale read after ${res.staleReadMs} ms, peak RSS ${res.peakRssMiB ?? '?'} MiB`);
     // Context: until the restarted node has applied what the leaders had committed.
     const target = new Map([...(await leaderCommits(urls, undefined, 30_000, ctx.stop))].map(([s, l]) => [s, l.commit]));
     while (!ctx.stop.stopped && performance.now() - t0 < limit) {
@@ -1037,6 +1041,7 @@ function markdown(a: Args, time: string, machine: ReturnType<typeof machineInfo>
       L.push(`| kill -9 node ${rs.victim}, restart: spawn → /ready 200 | ${rs.readyMs !== undefined ? `**${secs(rs.readyMs)}**` : `**failed**: ${rs.failure ?? '?'}`} | ≤ 5 s: ${met(big.restart === undefined ? undefined : rs.readyMs !== undefined && rs.readyMs <= 5_000)} |`);
       L.push(`| … spawn → first stale read of a known key | ${rs.staleReadMs !== undefined ? `**${secs(rs.staleReadMs)}**` : '**never**'} | ≤ 5 s: ${met(rs.staleReadMs !== undefined && rs.staleReadMs <= 5_000)} |`);
       L.push(`| … spawn → applied = leaders' commit on every shard | ${secs(rs.caughtUpMs)} | — |`);
+      L.push(`| … its peak RSS (VmHWM) once serving: WAL replay and shard loading | ${rs.peakRssMiB === undefined ? '?' : `${rs.peakRssMiB} MiB`} | — |`);
     }
     if (cu !== undefined) {
       if (cu.extraWrites !== undefined) {
