@@ -269,6 +269,11 @@ export class Transport {
     });
   }
 
+  /** Connections from peers open now (for tests). */
+  inboundCount(): number {
+    return this.inbound.size;
+  }
+
   connectedPeers(): number[] {
     return [...this.links.values()].filter((l) => l.connected).map((l) => l.id);
   }

@@ -60,13 +60,12 @@ const COUNTS = [0, 1, 2, 3, 4, 5, 7, 9, 10] as const;
 export const PEER_PROTOCOL = 2;
 
 export function toWireMessage(m: Message, protocol: number = PEER_PROTOCOL): WireMessage | WireMessageV1 {
-  const w: WireMessageV1 = [
-    m.type, m.from, m.to, m.term, m.logTerm, m.index, m.entries.map(toWireEntry), m.commit,
-    m.reject, m.rejectHint, m.context, m.snapshot === null ? null : toWireSnapshot(m.snapshot),
-  ];
+  const entries = m.entries.map(toWireEntry);
+  const snap = m.snapshot === null ? null : toWireSnapshot(m.snapshot);
   // Version 1 has no probes: its follower counts no leader contact from them (see shard/store.ts).
-  if (protocol < 2) return w;
-  return [...w, m.probe ?? 0, m.probeDelta ?? 0];
+  // Two literals, not one array extended: this runs for every message.
+  if (protocol < 2) return [m.type, m.from, m.to, m.term, m.logTerm, m.index, entries, m.commit, m.reject, m.rejectHint, m.context, snap];
+  return [m.type, m.from, m.to, m.term, m.logTerm, m.index, entries, m.commit, m.reject, m.rejectHint, m.context, snap, m.probe ?? 0, m.probeDelta ?? 0];
 }
 
 /** Decode a message from a peer; throws on anything malformed (the caller drops the connection). */
