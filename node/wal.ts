@@ -270,6 +270,14 @@ export class Wal {
       const path = join(o.dir, n);
       const p = await readSegment(path, (payload) => take(seq, payload));
       if (p.torn && w.tornAtOpen === null) w.tornAtOpen = { segment: seq, offset: p.end };
+      // An empty segment (never written) followed by another is the current segment or spare of a start
+      // that wrote nothing: it holds nothing, so it goes. Left, each such start added one for good
+      // (a node in a crash loop: 64 MiB of disk per start). Only the tail can be empty: a roll writes.
+      const prev = w.segments[w.segments.length - 1];
+      if (lastEmpty && prev !== undefined) {
+        await unlink(prev.path);
+        w.segments.pop();
+      }
       w.segments.push({ seq, path, maxima: new Map() });
       lastEmpty = p.empty;
       if (lastEmpty) w.size = (await stat(path)).size;

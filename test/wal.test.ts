@@ -299,3 +299,26 @@ test('WalFold folds record by record what foldWal folds from the list', (t) => {
   t.deepEqual(seen, seenList);
   t.deepEqual(f.shards.get(1)?.entries.map((x) => [x.term, x.index]), [[1, 1], [1, 2], [2, 3], [2, 4]]);
 });
+
+test('starts that write nothing do not add segments: an empty segment followed by another is deleted at open', async (t) => {
+  const dir = tmp(t);
+  const first = await openWal(dir);
+  await first.wal.append([rec('data')], new Map());
+  await first.wal.close();
+  const counts: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await openWal(dir);
+    t.deepEqual(texts(r.records), ['data'], `start ${i}`);
+    await r.wal.close();
+    counts.push(segs(dir).length);
+  }
+  // The written segment, the empty current one and its spare: the same after every start.
+  t.true(counts.every((c) => c === counts[0]) && (counts[0] as number) <= 3, `segments after each start: ${counts.join(', ')}`);
+  // And appends after all those starts still replay.
+  const r = await openWal(dir);
+  await r.wal.append([rec('more')], new Map());
+  await r.wal.close();
+  const last = await openWal(dir);
+  t.deepEqual(texts(last.records), ['data', 'more']);
+  await last.wal.close();
+});
