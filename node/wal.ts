@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
@@ -177,7 +177,7 @@ const READ_CHUNK = 1 << 20;
  * (a node used to read every segment whole, 64 MiB each, and keep them all until its logs were loaded).
  * `empty`: no record and every byte zero (a segment never written, which may be reused).
  */
-export async function readSegment(path: string, onRecord: (payload: Buffer) => void): Promise<{ records: number; torn: boolean; end: number; empty: boolean }> {
+export async function readSegment(path: string, onRecord: (payload: Buffer) => void): Promise<{ records: number; torn: boolean; end: number; empty: boolean; size: number }> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
@@ -205,14 +205,14 @@ export async function readSegment(path: string, onRecord: (payload: Buffer) => v
     for (;;) {
       const st = parseOne(buf, off, base, size);
       if (st.kind === 'short') {
-        if (!(await fill(st.need))) return { records, torn: true, end: base + off, empty: false };
+        if (!(await fill(st.need))) return { records, torn: true, end: base + off, empty: false, size };
         continue;
       }
       if (st.kind === 'end') {
         const end = base + off;
-        if (records > 0 || st.torn) return { records, torn: st.torn, end, empty: false };
+        if (records > 0 || st.torn) return { records, torn: st.torn, end, empty: false, size };
         // No record: reusable only if every byte is zero (a torn first write may have left later pages behind a zero header).
-        return { records, torn: false, end, empty: await zeroFrom(fh, end, size) };
+        return { records, torn: false, end, empty: await zeroFrom(fh, end, size), size };
       }
       onRecord(st.payload);
       records++;
@@ -280,7 +280,7 @@ export class Wal {
       }
       w.segments.push({ seq, path, maxima: new Map() });
       lastEmpty = p.empty;
-      if (lastEmpty) w.size = (await stat(path)).size;
+      if (lastEmpty) w.size = p.size;
     }
     const last = w.segments[w.segments.length - 1];
     if (last !== undefined && lastEmpty) {
