@@ -1,5 +1,5 @@
 /**
- * `npx tsx bench/snapshot-stream.ts [--records N] [--root DIR] [--runs R]`:
+ * `npx tsx bench/snapshot-stream.ts [--records N] [--value-bytes B] [--root DIR] [--runs R]`:
  * the snapshot stream's own cost, in one process, without the network or a
  * cluster. The sender (streamSnapshot) reads N records of one shard from an
  * in-memory iterator and encodes its frames with the transport's encoder; then
@@ -69,7 +69,8 @@ async function once(m: Mods, records: number, valueBytes: number, chunkBytes: nu
     maxQueuedBytes: 32 << 20, connectTimeoutMs: 1000, onFrame: () => {},
   });
   const frames: Buffer[] = [];
-  const transport = { sendWithBackpressure: async (_to: number, f: unknown) => { frames.push(t.encode(f as never)); } };
+  // protocolOf: the peer protocol of the Snap message (trees since e5778d4 ask for it; older ones do not).
+  const transport = { sendWithBackpressure: async (_to: number, f: unknown) => { frames.push(t.encode(f as never)); }, protocolOf: () => 2 };
   const snapshot: { meta: unknown; data: Uint8Array } = { meta: { index: 100, term: 2, conf: { voters: [1, 2, 3], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false } }, data: new Uint8Array() };
   const { encodeDescriptor } = await import(pathToFileURL(join(ROOT, 'shard/store.ts')).href) as typeof import('../shard/store.ts');
   snapshot.data = encodeDescriptor({ gen: 0, logTime: 1 });
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
   let records = 200_000;
   let runs = 3;
   let chunk = 1 << 20;
+  let valueBytes = 115;
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i];
@@ -113,12 +115,13 @@ async function main(): Promise<void> {
     else if (f === '--records') records = num(f, argv[++i], 1);
     else if (f === '--runs') runs = num(f, argv[++i], 1, 100);
     else if (f === '--chunk-bytes') chunk = num(f, argv[++i], 1024);
+    else if (f === '--value-bytes') valueBytes = num(f, argv[++i], 1, 1 << 20);
     else throw new Error(`unknown flag ${f}`);
   }
   const m = await load(root);
-  process.stdout.write(`snapshot-stream: ${records} records (~115 B values) of one shard, code from ${root}\n`);
+  process.stdout.write(`snapshot-stream: ${records} records (${valueBytes} B values) of one shard, code from ${root}\n`);
   for (let r = 1; r <= runs; r++) {
-    const x = await once(m, records, 115, chunk);
+    const x = await once(m, records, valueBytes, chunk);
     process.stdout.write(`run ${r}: ${x.mb.toFixed(1)} MB; sender ${(x.send[0] / x.mb * 1000).toFixed(1)} CPU ms/MB (${(x.mb / x.send[1]).toFixed(0)} MB/s wall); ` +
       `receiver ${(x.recv[0] / x.mb * 1000).toFixed(1)} CPU ms/MB (${(x.mb / x.recv[1]).toFixed(0)} MB/s wall)\n`);
   }
