@@ -1,5 +1,5 @@
 /**
- * `npx tsx bench/leveldb-layout.ts [--keys N] [--value-bytes B] [--shards S] [--streams K] [--no-meta] [--stats] [--pairs P]`:
+ * `npx tsx bench/leveldb-layout.ts [--keys N] [--value-bytes B] [--shards S] [--streams K] [--no-meta] [--meta-first] [--stats] [--pairs P]`:
  * what a snapshot catch-up costs LevelDB under two key layouts, in one process, no cluster.
  *
  * A fresh database is loaded with N records spread over S shards (generation 0, written in
@@ -15,7 +15,8 @@
  *    generation lies between the shard's old records and the next shard's, so every table
  *    flushed during the catch-up overlaps tables already there, and is merged into them.
  *  - `gen-first`: d <gen> <shard> ... with generations numbered node-wide, so a new one sorts
- *    after every record already there, and meta keys under 0xff, after every record.
+ *    after every record already there, and meta keys under 0xff, after every record
+ *    (`--meta-first`: under 0x30, before every record).
  *
  * What it showed (bench/README, session 13): gen-first takes the compactions out of a catch-up
  * only while nothing else is written; the install's meta keys, written in the same memtables
@@ -55,10 +56,12 @@ function dataKey(layout: Layout, shard: number, gen: number, i: number): Uint8Ar
   return b;
 }
 
+/** gen-first: meta keys after every record (0xff), or before (`--meta-first`: 0x30). */
+let genFirstMetaTag = 0xff;
+
 function metaKey(layout: Layout, shard: number, kind: string): Uint8Array {
   const b = Buffer.alloc(6);
-  // gen-first: meta keys sort after every record, and a new generation after every other one.
-  b[0] = layout === 'gen-first' ? 0xff : 0x72;
+  b[0] = layout === 'gen-first' ? genFirstMetaTag : 0x72;
   b.writeUInt32BE(shard, 1);
   b[5] = kind.charCodeAt(0);
   return b;
@@ -198,6 +201,7 @@ async function main(): Promise<void> {
     else if (f === '--streams') streams = num(f, argv[++i], 1, 64);
     else if (f === '--no-meta') meta = false;
     else if (f === '--stats') showStats = true;
+    else if (f === '--meta-first') genFirstMetaTag = 0x30;
     else throw new Error(`unknown flag ${f}`);
   }
   process.stdout.write(`leveldb-layout: ${keys} records of ${valueBytes} B over ${shards} shards, ${streams} streams at a time, ${meta ? 'install metas written' : 'no install metas'}, ${pairs} pairs\n`);
