@@ -67,6 +67,16 @@ test.serial('bench: a YCSB A run against a 3-node store it starts, with the HTML
   t.notRegex(page, /<(script|link|img)[^>]+(src|href)="https?:/, 'the report has no external assets');
 });
 
+test.serial('bench: an open-loop scan run against the ceiling server', async (t) => {
+  const r = await run(t, 'bench/bench.ts', ['--target', 'ceiling', '--workload', 'scan', '--rate', '300', '--duration', '1', '--warmup', '0.5',
+    '--keys', '400', '--quiet'], 60_000);
+  t.is(r.code, 0, r.err.slice(-2000));
+  const j = lastJson(r.out);
+  t.deepEqual(j.result.mode, { kind: 'open', rate: 300, maxOutstanding: 1000 });
+  t.true(j.result.perOp.scan.ok > 0);
+  t.is(j.result.errors, 0, JSON.stringify(j.result.errorCodes));
+});
+
 test.serial('bench:compare: store and ceiling side by side, with ratios', async (t) => {
   const r = await run(t, 'bench/compare.ts', ['--targets', 'store,ceiling', '--workloads', 'write,read-stale', '--rounds', '1', '--duration', '1',
     '--warmup', '0.5', '--keys', '300', '--concurrency', '4', '--quiet'], 180_000);
