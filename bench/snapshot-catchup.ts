@@ -44,15 +44,18 @@ const USAGE = `usage: npm run bench:catchup -- [options]
   --compact-keep N    node flag (default 1000)
   --clients C         concurrent writers (default 64)
   --node-args "..."   extra node flags
+  --empty-replica     delete node 3's data directory while it is down, so it restarts empty and
+                      catches up into an empty LevelDB (a replica that starts from nothing; not an
+                      operation to do in production: see docs/FAILURE-MODES.md, "data directory lost")
   --keep-logs         keep the temp dir with the node logs`;
 
 interface Args {
   keys: number; valueBytes: number; shards: number; rounds: number; compactEvery: number; compactKeep: number; clients: number;
-  nodeArgs: string; keepLogs: boolean;
+  nodeArgs: string; keepLogs: boolean; emptyReplica: boolean;
 }
 
 function parse(argv: string[]): Args {
-  const a: Args = { keys: 200_000, valueBytes: 100, shards: 4, rounds: 3, compactEvery: 5_000, compactKeep: 1_000, clients: 64, nodeArgs: '', keepLogs: false };
+  const a: Args = { keys: 200_000, valueBytes: 100, shards: 4, rounds: 3, compactEvery: 5_000, compactKeep: 1_000, clients: 64, nodeArgs: '', keepLogs: false, emptyReplica: false };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i];
     const v = (): string | undefined => argv[++i];
@@ -65,6 +68,7 @@ function parse(argv: string[]): Args {
     else if (f === '--clients') a.clients = num(f, v(), 1, 4096);
     else if (f === '--node-args') a.nodeArgs = v() ?? '';
     else if (f === '--keep-logs') a.keepLogs = true;
+    else if (f === '--empty-replica') a.emptyReplica = true;
     else if (f === '--help' || f === '-h') { process.stdout.write(`${USAGE}\n`); process.exit(0); }
     else throw new Error(`unknown flag ${f}\n${USAGE}`);
   }
@@ -149,6 +153,7 @@ async function oneRound(a: Args, c: LocalCluster, sc: StoreClient, ks: Keyspace,
   const logs = Array.from({ length: NODES }, (_, i) => join(c.dataDir, `node-${i + 1}.log`));
   const offsets = logs.map(fileSize);
   const senders = [1, 2].map((i) => readPid(c.dataDir, i));
+  if (a.emptyReplica) rmSync(join(c.dataDir, `node-${VICTIM}`), { recursive: true, force: true });
   const send0 = senders.map(cpuS);
   const wall0 = Date.now();
   const t0 = performance.now();
