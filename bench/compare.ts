@@ -29,8 +29,10 @@ const HELP = `usage: npm run bench:compare -- [flags]
 
   --targets LIST       targets in the order they alternate (default store,etcd,ceiling,ceiling3;
                        ceiling3 = the ceiling server as three processes, shaped like the cluster)
-  --workloads LIST     workloads, each WORKLOAD[-lin|-stale] with WORKLOAD in ${WORKLOADS.join('|')}
-                       (default write,read-lin,read-stale; -lin is the default consistency of reads)
+  --workloads LIST     workloads, each WORKLOAD[-lin|-stale|-stale-one] with WORKLOAD in ${WORKLOADS.join('|')}
+                       (default write,read-lin,read-stale; -lin is the default consistency of reads;
+                       -stale-one: stale reads all to the first node or member, as clients reading
+                       from the replica next to them; ceiling3 keeps each partition on its process)
   --rounds N           phases per target and workload (default 2)
   --pause S            idle seconds between phases (default 1)
 ${COMMON_HELP}
@@ -38,7 +40,7 @@ Each phase starts its target fresh and stops it afterwards; only one target runs
 Output: progress on stderr; on stdout markdown tables, then one JSON line (the last line).
 `;
 
-interface WorkloadSpec { name: string; workload: WorkloadName; consistency: Consistency }
+interface WorkloadSpec { name: string; workload: WorkloadName; consistency: Consistency; staleReadsTo: 'spread' | 'one' }
 
 interface CompareArgs extends CommonArgs {
   targets: TargetKind[];
@@ -48,15 +50,16 @@ interface CompareArgs extends CommonArgs {
 }
 
 function parseWorkload(tok: string): WorkloadSpec {
-  const m = /^([a-z]+?)(?:-(lin|linearizable|stale))?$/.exec(tok);
+  const m = /^([a-z]+?)(?:-(lin|linearizable|stale|stale-one))?$/.exec(tok);
   const w = m?.[1];
   if (m === null || w === undefined || !(WORKLOADS as readonly string[]).includes(w)) {
-    throw new Error(`--workloads: '${tok}' is not WORKLOAD[-lin|-stale] with WORKLOAD in ${WORKLOADS.join('|')}`);
+    throw new Error(`--workloads: '${tok}' is not WORKLOAD[-lin|-stale|-stale-one] with WORKLOAD in ${WORKLOADS.join('|')}`);
   }
-  const consistency: Consistency = m[2] === 'stale' ? 'stale' : 'linearizable';
+  const one = m[2] === 'stale-one';
+  const consistency: Consistency = m[2] === 'stale' || one ? 'stale' : 'linearizable';
   const wl = w as WorkloadName;
-  const name = wl === 'write' ? 'write' : `${wl} ${consistency === 'stale' ? 'stale' : 'lin'}`;
-  return { name, workload: wl, consistency };
+  const name = wl === 'write' ? 'write' : `${wl} ${consistency === 'stale' ? (one ? 'stale one node' : 'stale') : 'lin'}`;
+  return { name, workload: wl, consistency, staleReadsTo: one ? 'one' : 'spread' };
 }
 
 function parseArgs(argv: string[]): CompareArgs {
@@ -168,6 +171,7 @@ async function main(): Promise<void> {
           try {
             const s = await runSession(a, {
               target, workload: w.workload, consistency: w.consistency, distribution: defaultDistribution(w.workload), preload: true, label,
+              staleReadsTo: w.staleReadsTo,
             }, { workDir, stop, log, ...(progress !== undefined ? { progress } : {}) });
             if (typeof s.targetInfo['startMs'] === 'number') rec.startMs = s.targetInfo['startMs'];
             if (s.preload !== undefined) rec.preloadS = Math.round(s.preload.elapsedMs / 100) / 10;

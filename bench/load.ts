@@ -139,6 +139,8 @@ export class Endpoints {
   private readonly shardOfPk = new Map<string, number>();
   private leaders = new Map<number, number>();
   private replicas = new Map<number, number[]>();
+  /** Stale reads to the first endpoint's node when it holds a replica of the shard (see TargetOptions.staleReadsTo). */
+  staleToFirst = false;
   private lastRefresh = 0;
   private refreshing: Promise<void> | null = null;
   private refreshWanted = false;
@@ -227,7 +229,9 @@ export class Endpoints {
     const shard = this.shardOfPk.get(pk);
     if (shard === undefined) return this.roundRobin();
     if (op === 'get-stale') {
-      // Any replica serves a stale read locally; spread over the shard's replicas we can reach.
+      // Any replica serves a stale read locally: the first endpoint's node when asked to, if it holds one.
+      if (this.staleToFirst && this.nodeIdOf[0] !== undefined && (this.replicas.get(shard) ?? []).includes(this.nodeIdOf[0])) return 0;
+      // Else spread over the shard's replicas we can reach.
       const reps = (this.replicas.get(shard) ?? []).map((r) => this.indexOfNode.get(r)).filter((x): x is number => x !== undefined);
       if (reps.length === 0) return this.roundRobin();
       return reps[this.roundRobin() % reps.length] as number;

@@ -21,6 +21,8 @@ export interface PhaseRequest {
   endpoints?: string[];
   /** Preload before a reading workload (default true). */
   preload: boolean;
+  /** Where stale reads go (TargetOptions.staleReadsTo; default spread). */
+  staleReadsTo?: 'spread' | 'one';
   label: string;
 }
 
@@ -55,6 +57,7 @@ export async function runSession(a: CommonArgs, req: PhaseRequest, ctx: SessionC
     timeoutMs: a.timeoutMs, connections: a.connections ?? a.concurrency,
     valueBytes: a.valueBytes, keyspace, verify: a.verify,
     storeClient: a.storeClient, etcdPutRoute: a.etcdPutRoute, ceilingProcs: a.ceilingProcs,
+    ...(req.staleReadsTo !== undefined ? { staleReadsTo: req.staleReadsTo } : {}),
     workDir: ctx.workDir, log: ctx.log,
   });
   const out: SessionResult = { targetInfo: target.info, notes };

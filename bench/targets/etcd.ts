@@ -197,7 +197,7 @@ export async function openEtcdTarget(o: TargetOptions): Promise<Target> {
       async get(ref: KeyRef, consistency: Consistency): Promise<OpResult> {
         const body = `{"key":"${b64(keyOf(ref))}"${consistency === 'stale' ? ',"serializable":true' : ''}}`;
         try {
-          const r = await call(next(), '/v3/kv/range', body);
+          const r = await call(consistency === 'stale' && o.staleReadsTo === 'one' ? pools[0]! : next(), '/v3/kv/range', body);
           if (r.status !== 200 || r.json === undefined) return fail(r.status, r.json);
           const kvs = r.json['kvs'] as Array<{ value?: string }> | undefined;
           const val = kvs?.[0]?.value;

@@ -64,7 +64,7 @@ export async function openStoreTarget(o: TargetOptions): Promise<Target> {
     info['bucketMs'] = map.bucketMs;
     info['routing'] = o.storeClient === 'sdk'
       ? 'the SDK (client/KvClient): its ring, leader routing, retries and timeouts'
-      : 'writes and linearizable reads to the shard leader (ring from client/ring.ts, leaders from GET /v1/cluster), stale reads round-robin over the shard replicas';
+      : `writes and linearizable reads to the shard leader (ring from client/ring.ts, leaders from GET /v1/cluster), stale reads ${o.staleReadsTo === 'one' ? 'to node 1 (it holds a replica of every shard it serves)' : 'round-robin over the shard replicas'}`;
     if (map.bucketMs !== o.keyspace.bucketMs) {
       o.log(`store: the cluster's bucketMs is ${map.bucketMs}, the keyspace's ${o.keyspace.bucketMs}: keys are placed by the keyspace's, routed and scanned by the cluster's`);
     }
@@ -75,6 +75,7 @@ export async function openStoreTarget(o: TargetOptions): Promise<Target> {
     }
     const ring = new ClientRing(map.shards.map((s) => s.id), map.ring.vnodes, await loadHash32());
     const http = new HttpKv(urls, o.connections, o.timeoutMs, 'leader', { ring, bucketMs }, o.verify, o.valueBytes);
+    http.eps.staleToFirst = o.staleReadsTo === 'one';
     await http.init();
     return rawTarget(http, info, bucketMs, cluster, unregister);
   } catch (e) {

@@ -54,6 +54,13 @@ export interface TargetOptions {
   etcdPutRoute: 'spread' | 'leader';
   /** ceiling: server processes (a partition lives on one of them, by hash). */
   ceilingProcs?: number;
+  /**
+   * Where stale reads go: `spread` (default) over the nodes that can serve them (store: the shard's
+   * replicas; etcd: every member), or `one`: all to the first node (store: when it holds a replica of
+   * the shard, as every node does with 3 replicas on 3 nodes; etcd: the first member), as clients
+   * that read from the replica next to them. ceiling3 keeps each partition on its process either way.
+   */
+  staleReadsTo?: 'spread' | 'one';
   /** Parent directory for temp data dirs and logs. */
   workDir: string;
   log: (s: string) => void;
