@@ -78,17 +78,17 @@ test.serial('bench: an open-loop scan run against the ceiling server', async (t)
 });
 
 test.serial('bench:compare: store and ceiling side by side, with ratios', async (t) => {
-  const r = await run(t, 'bench/compare.ts', ['--targets', 'store,ceiling', '--workloads', 'write,read-stale', '--rounds', '1', '--duration', '1',
+  const r = await run(t, 'bench/compare.ts', ['--targets', 'store,ceiling', '--workloads', 'write,read-stale,read-stale-one', '--rounds', '1', '--duration', '1',
     '--warmup', '0.5', '--keys', '300', '--concurrency', '4', '--quiet'], 180_000);
   t.is(r.code, 0, r.err.slice(-2000));
   const j = lastJson(r.out);
   t.is(j.kind, 'shardkv-bench-compare');
-  t.is(j.results.length, 4);
+  t.is(j.results.length, 6);
   for (const x of j.results) {
     t.true(x.opsPerSec > 0, `${x.workload} ${x.target}`);
     t.is(x.errors, 0, `${x.workload} ${x.target}: ${JSON.stringify(x.errorCodes)}`);
   }
-  t.deepEqual(j.ratios.map((x: { workload: string }) => x.workload), ['write', 'read stale']);
+  t.deepEqual(j.ratios.map((x: { workload: string }) => x.workload), ['write', 'read stale', 'read stale one node']);
   for (const x of j.ratios) t.true(x.storeOverCeilingOps > 0);
   t.regex(r.out, /\| workload \| store ops\/s \| etcd ops\/s \| ceiling ops\/s \|/);
 });
