@@ -10,8 +10,8 @@
  * Each pair starts a fresh 3-node cluster from A, runs the phases (bench/load.ts:
  * closed-loop clients, preload before the first read phase), stops and
  * removes it, then does the same for B. Nodes are started directly
- * (`node --import tsx node/main.ts`), A on --base-port (default 7401) and B
- * on base + 100 (peers on +1000).
+ * (`node --import tsx node/main.ts`), A on --base-port (default: the first
+ * block from 7401 free for both sides) and B on base + 100 (peers on +1000).
  *
  * Reported per phase and side: the median over pairs of ops/s, p50 and p99,
  * every run's ops/s, and the nodes' CPU (utime + stime of the three
@@ -25,7 +25,7 @@
  *
  * Flags: --pairs N (3), --ops LIST (put), --route spread|leader (leader),
  * --shards N (16; --shards-b N for B alone), --clients N (64), --duration S (8), --warmup S (2),
- * --base-port P (7401), --node-args-a "...", --node-args-b "..." (extra node
+ * --base-port P (default: the first free block from 7401), --node-args-a "...", --node-args-b "..." (extra node
  * flags), --v8-flags-a "...", --v8-flags-b "..." (flags for node itself, e.g. --max-semi-space-size=64),
  * --env-a "K=V ...", --env-b "K=V ..." (environment of that side's nodes, e.g. UV_THREADPOOL_SIZE=4; both
  * sides default to UV_THREADPOOL_SIZE=2 as cluster.sh starts nodes), --keep-logs DIR (copy node logs there).
@@ -35,7 +35,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, portOpen } from './proc.ts';
+import { ROOT, findFreePorts, portOpen } from './proc.ts';
 import { clusterBucketMs, defaultOptions, openEndpoints, preload, runLoad, type LoadOptions, type Op, type Route } from './load.ts';
 
 interface Args {
@@ -57,7 +57,7 @@ function parseEnv(flag: string, v: string): Record<string, string> {
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     a: 'main', b: '.', pairs: 3, ops: ['put'], route: 'leader', shards: 16, shardsB: null, clients: 64, durationS: 8, warmupS: 2,
-    basePort: 7401, nodeArgsA: [], nodeArgsB: [], v8A: [], v8B: [], envA: {}, envB: {}, keepLogs: null,
+    basePort: 0, nodeArgsA: [], nodeArgsB: [], v8A: [], v8B: [], envA: {}, envB: {}, keepLogs: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i] as string;
@@ -88,7 +88,9 @@ function parseArgs(argv: string[]): Args {
   }
   for (const o of a.ops) if (!['put', 'get-lin', 'get-stale'].includes(o)) throw new Error(`unknown op ${o}`);
   if (a.route !== 'leader' && a.route !== 'spread') throw new Error('--route is leader or spread');
-  if (![a.pairs, a.shards, a.clients, a.durationS, a.basePort].every((x) => Number.isInteger(x) && x > 0)) throw new Error('numeric flags must be positive integers');
+  if (![a.pairs, a.shards, a.clients, a.durationS].every((x) => Number.isInteger(x) && x > 0) || !Number.isInteger(a.basePort) || a.basePort < 0) {
+    throw new Error('numeric flags must be positive integers');
+  }
   return a;
 }
 
@@ -182,6 +184,8 @@ const median = (xs: number[]): number => {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  // Both sides' HTTP and peer ports (base, base + 100, each + 1000), free at start.
+  if (args.basePort === 0) args.basePort = await findFreePorts(3, 7401, [0, 100, 1000, 1100]);
   const sides = [
     { name: 'A', ...sourceTree(args.a), base: args.basePort, extra: args.nodeArgsA, v8: args.v8A, env: args.envA, shards: args.shards },
     { name: 'B', ...sourceTree(args.b), base: args.basePort + 100, extra: args.nodeArgsB, v8: args.v8B, env: args.envB, shards: args.shardsB ?? args.shards },

@@ -1,6 +1,6 @@
 /**
- * The benchmark tools still run, end to end, at toy sizes (all but bench:ab, bench:scaling and
- * bench:catchup, which take minutes; run them by hand). They are part of the product (issue 6), but
+ * The benchmark tools still run, end to end, at toy sizes (all but bench:scaling and bench:catchup,
+ * which take minutes; run them by hand). They are part of the product (issue 6), but
  * nothing else exercises them, and one broke silently once (bench/snapshot-stream.ts's stub transport
  * lacked `protocolOf` after the peer protocol versions). No figure is checked here, only that each tool
  * finishes, reports in its documented shape and counts no errors: performance is measured by hand
@@ -92,6 +92,15 @@ test.serial('bench:compare: store and ceiling side by side, with ratios', async 
   t.deepEqual(j.ratios.map((x: { workload: string }) => x.workload), ['write', 'read stale', 'read stale one node']);
   for (const x of j.ratios) t.true(x.storeOverCeilingOps > 0);
   t.regex(r.out, /\| workload \| store ops\/s \| etcd ops\/s \| ceiling ops\/s \|/);
+});
+
+test.serial('bench:ab: this tree against its own HEAD, one pair', async (t) => {
+  const r = await run(t, 'bench/ab.ts', ['--a', 'HEAD', '--b', '.', '--pairs', '1', '--ops', 'get-stale', '--shards', '4', '--clients', '8',
+    '--duration', '1', '--warmup', '1'], 120_000);
+  t.is(r.code, 0, r.err.slice(-2000));
+  t.regex(r.out, /^\| get-stale \| A \| \d+ \|/m);
+  t.regex(r.out, /^\| get-stale \| B \| \d+ \|/m);
+  t.regex(r.out, /get-stale: B used less node CPU per op than A in [01] of 1 pairs; B\/A per pair [\d.]+/);
 });
 
 test.serial('the one-process benches: snapshot stream, LevelDB layouts, Store rounds, the disk', async (t) => {
