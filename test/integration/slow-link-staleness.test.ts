@@ -39,8 +39,14 @@ test.serial('a follower behind a slow link counts the time in flight in its stal
     }
   })();
 
-  // Let the delayed stream settle in (the follower has heard only delayed messages for a while).
-  await new Promise((res) => setTimeout(res, 3 * DELAY_MS));
+  // The delayed stream has reached the follower: it serves a value written after the delay began.
+  const settled = Date.now() + 15_000;
+  for (;;) {
+    const r = await http('GET', `${url(follower)}?consistency=stale`);
+    if (r.status === 200 && Number(r.body) >= 1) break;
+    if (Date.now() > settled) throw new Error(`the follower did not catch up through the slow link within 15 s (last: ${r.status} ${r.body})`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
   const tight = { served: 0, tooStale: 0, wrong: [] as string[] };
   const loose = { asked: 0, served: 0, maxStaleness: 0 };
   const until = Date.now() + 4000;
