@@ -28,17 +28,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClassicLevel } from 'classic-level';
+import { BulkPuts } from '../node/bulk-write.ts';
+import { openDb, type Db } from '../node/db.ts';
 import { num } from './args.ts';
 
 type Layout = 'shard-first' | 'gen-first';
-type Db = ClassicLevel<Uint8Array, Uint8Array>;
-
-interface RawChainedBatch {
-  _put(key: Uint8Array, value: Uint8Array): void;
-  _write(options: { sync: boolean }): Promise<void>;
-  close(): Promise<void>;
-}
 
 const TENANT = Buffer.from('bench');
 
@@ -67,7 +61,6 @@ function metaKey(layout: Layout, shard: number, kind: string): Uint8Array {
   return b;
 }
 
-const chained = (db: Db): RawChainedBatch => (db as unknown as { _chainedBatch(): RawChainedBatch })._chainedBatch();
 const cpuS = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -107,8 +100,8 @@ interface RunOpts { keys: number; valueBytes: number; shards: number; streams: n
 async function run(layout: Layout, o: RunOpts): Promise<string> {
   const { keys, valueBytes, shards, streams, meta, showStats } = o;
   const dir = mkdtempSync(join(tmpdir(), 'kv-layout-'));
-  const db = new ClassicLevel<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
-  await db.open({ createIfMissing: true });
+  // The node's own LevelDB options and batch writer (the snapshot receiver's).
+  const db = await openDb(dir);
   try {
     const perShard = Math.ceil(keys / shards);
     // Values as the load generator's writes make them: random hex (snappy gains nothing on them).
@@ -122,18 +115,17 @@ async function run(layout: Layout, o: RunOpts): Promise<string> {
     while (left > 0) {
       const s = Math.floor(rnd() * shards);
       if ((next[s] as number) >= perShard) continue;
-      const b = chained(db);
+      const b = new BulkPuts(db);
       for (let j = 0; j < 64 && (next[s] as number) < perShard; j++) {
         const i = next[s] as number;
         // Keys in a random order within the shard, as live writes come.
         const scrambled = (i * 7919) % perShard;
-        b._put(dataKey(layout, s, layout === 'shard-first' ? 0 : 1, scrambled), value(scrambled));
+        b.put(dataKey(layout, s, layout === 'shard-first' ? 0 : 1, scrambled), value(scrambled));
         next[s] = i + 1;
         left--;
       }
-      b._put(metaKey(layout, s, 'a'), Buffer.from([1, 2, 3]));
-      await b._write({ sync: false });
-      await b.close();
+      b.put(metaKey(layout, s, 'a'), Buffer.from([1, 2, 3]));
+      await b.write(false);
     }
     await settle(db, 1500);
     const before = await compactionMb(db);
@@ -147,21 +139,19 @@ async function run(layout: Layout, o: RunOpts): Promise<string> {
       const ks: Array<[Uint8Array, number]> = [];
       for (let i = 0; i < perShard; i++) ks.push([dataKey(layout, s, g, i), i]);
       ks.sort((x, y) => Buffer.compare(x[0], y[0]));
-      let b = chained(db);
+      let b = new BulkPuts(db);
       let bytes = 0;
       for (const [k, i] of ks) {
-        b._put(k, value(i));
+        b.put(k, value(i));
         bytes += k.length + valueBytes;
         if (bytes >= 1 << 20) {
-          await b._write({ sync: false });
-          await b.close();
-          b = chained(db);
+          await b.write(false);
+          b = new BulkPuts(db);
           bytes = 0;
         }
       }
-      if (meta) for (const kind of ['s', 'g', 'a']) b._put(metaKey(layout, s, kind), Buffer.from([g]));
-      await b._write({ sync: true });
-      await b.close();
+      if (meta) for (const kind of ['s', 'g', 'a']) b.put(metaKey(layout, s, kind), Buffer.from([g]));
+      await b.write(true);
     };
     const per = Math.ceil(shards / streams);
     await Promise.all(Array.from({ length: streams }, async (_, side) => {

@@ -229,10 +229,12 @@ export class Endpoints {
     const shard = this.shardOfPk.get(pk);
     if (shard === undefined) return this.roundRobin();
     if (op === 'get-stale') {
-      // Any replica serves a stale read locally: the first endpoint's node when asked to, if it holds one.
-      if (this.staleToFirst && this.nodeIdOf[0] !== undefined && (this.replicas.get(shard) ?? []).includes(this.nodeIdOf[0])) return 0;
-      // Else spread over the shard's replicas we can reach.
-      const reps = (this.replicas.get(shard) ?? []).map((r) => this.indexOfNode.get(r)).filter((x): x is number => x !== undefined);
+      // Any replica serves a stale read locally: the first endpoint's node when asked to, if it holds one,
+      // else spread over the shard's replicas we can reach.
+      const replicas = this.replicas.get(shard) ?? [];
+      const first = this.nodeIdOf[0];
+      if (this.staleToFirst && first !== undefined && replicas.includes(first)) return 0;
+      const reps = replicas.map((r) => this.indexOfNode.get(r)).filter((x): x is number => x !== undefined);
       if (reps.length === 0) return this.roundRobin();
       return reps[this.roundRobin() % reps.length] as number;
     }
