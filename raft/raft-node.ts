@@ -3,7 +3,7 @@ import { RaftLog } from './log.ts';
 import { Progress, ProgressState } from './progress.ts';
 import { ReadOnly } from './read-only.ts';
 import {
-  EntryType, MsgType, NONE, Role,
+  EntryType, LOST_VOTE, MsgType, NONE, Role,
   type ConfChange, type ConfState, type Entry, type HardState, type Message, type MsgType as MsgTypeT,
   type NodeId, type Persisted, type ProposeResult, type RaftConfig, type ReadState, type Ready,
   type Snapshot, type SoftState, type Status,
@@ -47,8 +47,41 @@ import {
  * (durable) term it recognizes the leader in.
  */
 
+/*
+ * Lost state. Raft needs a voter's term, vote and log to survive restarts. A
+ * founding voter that starts with nothing persisted is either new (the group is
+ * being founded) or lost its data directory, and it cannot tell which. Before
+ * the loss it may have voted in some term T (for a candidate C, which persisted
+ * a term >= T before asking) and acknowledged entries that were then committed
+ * with its help. Voting again at once could elect two leaders in T, or elect a
+ * candidate without those entries. So such a replica (and one that restarts
+ * before it recovered: its persisted vote is LOST_VOTE) recovers first, granting
+ * no vote and never campaigning until it has:
+ *
+ *  1. 'probing': asked every other voter of its configuration its term
+ *     (LostState, answered whatever the terms: LostStateResp) and heard every
+ *     one of them. The highest term F bounds every term it could have voted
+ *     in, since C answered after the restart. All at term 0 (and itself too):
+ *     a new group, recovery ends.
+ *  2. 'catching-up': followed a leader of a term above F until it holds a
+ *     committed entry of that leader's term. That leader was elected without
+ *     this replica's vote, so it holds every entry ever committed with the old
+ *     acknowledgements (its voters and every commit quorum meet outside this
+ *     replica), and this replica now holds its log up to an entry that follows
+ *     all of them. A leader of term F itself is asked to step down and
+ *     campaign (LostState with context 1), which gives a term above F in one
+ *     election.
+ *
+ * From then on it votes normally, in that term too: as the new replica it has
+ * voted in no term, and the old one voted in none above F. Assumes the voters of its initial configuration
+ * are the group's voters (the storage node has no membership operation), one
+ * replica recovering at a time (two that recover together in a group of three
+ * wait for each other), and at most one lost data directory per quorum.
+ * Peers that do not know LostState never answer: the replica stays probing.
+ */
 const MAX_PENDING_READS = 1 << 16;
 const TRANSFER_CONTEXT = 1;
+const STEP_DOWN_CONTEXT = 1;
 
 export type ReadIndexResult = { ok: true } | { ok: false; code: 'not_leader' | 'transferring' | 'overloaded' };
 
@@ -114,6 +147,13 @@ export class RaftNode {
   private restartLeaseTicks = 0;
   /** Idle and in agreement: ticks are ignored until something wakes the group. */
   private quiesced = false;
+  /** Lost-state recovery (see "Lost state" above): 0 none, 1 probing, 2 catching up. */
+  private recovery: 0 | 1 | 2 = 0;
+  /** Highest term any voter reported while probing: recovery ends under a leader of a higher term. */
+  private recoveryFloor = 0;
+  private probePending = new Set<NodeId>();
+  private probeElapsed = 0;
+  private stepDownAskedTick = Number.NEGATIVE_INFINITY;
   /**
    * The highest commit index a leader has told this node (App.commit, and
    * Heartbeat.index, which carries the leader's real commit — Heartbeat.commit
@@ -150,9 +190,17 @@ export class RaftNode {
     else if (config.initialConf.voters.length > 0) this.bootstrap(config.initialConf);
     this.conf = this.latestConf();
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
+    const lostState = persisted === null
+      ? config.initialConf.voters.includes(this.id) && config.initialConf.voters.length > 1
+      : persisted.hardState.vote === LOST_VOTE;
+    if (lostState && config.recoverLostState) {
+      this.recovery = 1;
+      this.vote = LOST_VOTE;
+    }
     this.becomeFollower(this.term, NONE);
     this.prevSoft = { leader: NONE, role: Role.Follower };
     this.trace(`start term=${this.term} commit=${this.log.committed} last=${this.log.lastIndex()}`);
+    if (this.recovery === 1) this.startProbing();
   }
 
   /** Founding member: entry 1 records the initial configuration, committed. */
@@ -230,7 +278,7 @@ export class RaftNode {
   }
 
   private promotable(): boolean {
-    return this.isVoter(this.id);
+    return this.recovery === 0 && this.isVoter(this.id);
   }
 
   private quorum(): number {
@@ -304,7 +352,7 @@ export class RaftNode {
   private reset(term: number): void {
     if (this.term !== term) {
       this.term = term;
-      this.vote = NONE;
+      this.vote = this.recovery === 0 ? NONE : LOST_VOTE;
     }
     this.lead = NONE;
     this.quiesced = false;
@@ -424,6 +472,8 @@ export class RaftNode {
   tick(): void {
     if (this.quiesced) return;
     this.ticks++;
+    if (this.recovery === 1 && ++this.probeElapsed >= this.cfg.heartbeatTicks) this.sendProbes();
+    else if (this.recovery === 2) this.checkRecovered();
     if (this.role === Role.Leader) this.tickLeader();
     else this.tickElection();
   }
@@ -495,6 +545,10 @@ export class RaftNode {
 
   step(m: Message): void {
     if (m.to !== this.id) return;
+    if (m.type === MsgType.LostState || m.type === MsgType.LostStateResp) {
+      this.stepLostState(m);
+      return;
+    }
     if (this.quiesced && this.wakesOnMessage(m)) this.wake();
     if (m.term > this.term) {
       if (m.type === MsgType.Vote || m.type === MsgType.PreVote) {
@@ -543,13 +597,14 @@ export class RaftNode {
       default:
         this.stepFollower(m);
     }
+    if (this.recovery === 2) this.checkRecovered();
   }
 
   private handleVoteRequest(m: Message): void {
-    const canVote =
+    const canVote = this.recovery === 0 && (
       this.vote === m.from ||
       (this.vote === NONE && this.lead === NONE) ||
-      (m.type === MsgType.PreVote && m.term > this.term);
+      (m.type === MsgType.PreVote && m.term > this.term));
     const upToDate = this.cfg.bugs?.voteIgnoresLog === true || this.log.isUpToDate(m.index, m.logTerm);
     const respType = m.type === MsgType.Vote ? MsgType.VoteResp : MsgType.PreVoteResp;
     if (canVote && upToDate) {
@@ -659,7 +714,8 @@ export class RaftNode {
     if (m.reject) {
       // The leader is quiescing: follow suit if we hold exactly its log. No
       // answer (it would wake the leader); if we differ, answering wakes it.
-      if (this.log.lastIndex() === m.commit && this.log.committed === m.commit) {
+      // A replica recovering lost state keeps ticking: it has a step-down to ask for.
+      if (this.recovery === 0 && this.log.lastIndex() === m.commit && this.log.committed === m.commit) {
         this.quiesced = true;
         this.trace(`quiesced (follower of ${m.from})`);
         return;
@@ -1287,7 +1343,77 @@ export class RaftNode {
       leadTransferee: this.leadTransferee,
       quorumAckAgeTicks: this.quorumAckAgeTicks(),
       quiesced: this.quiesced,
+      recovery: this.recovery === 1 ? 'probing' : this.recovery === 2 ? 'catching-up' : null,
     };
+  }
+
+  // ---------------------------------------------------------------- lost state (see the comment at the top)
+
+  private startProbing(): void {
+    for (const v of this.conf.voters) if (v !== this.id) this.probePending.add(v);
+    this.trace(`lost state: probing ${[...this.probePending].join(',')}`);
+    if (this.probePending.size === 0) this.finishProbing();
+    else this.sendProbes();
+  }
+
+  private sendProbes(): void {
+    this.probeElapsed = 0;
+    for (const v of this.probePending) this.send(emptyMessage(MsgType.LostState, this.id, v, this.term));
+  }
+
+  private stepLostState(m: Message): void {
+    if (m.type === MsgType.LostState) {
+      this.send(emptyMessage(MsgType.LostStateResp, this.id, m.from, this.term));
+      // Its term is at least the floor it needs a leader above (the highest term it was told).
+      if (m.context === STEP_DOWN_CONTEXT && this.role === Role.Leader && m.term >= this.term && this.isVoter(m.from)) {
+        this.trace(`stepping down: ${m.from} recovers lost state and needs a leader of a term above ${this.term}`);
+        this.becomeFollower(this.term, NONE);
+        this.campaign(true);
+      }
+      return;
+    }
+    if (this.recovery !== 1 || !this.probePending.delete(m.from)) return;
+    this.recoveryFloor = Math.max(this.recoveryFloor, m.term);
+    if (m.term > this.term) this.becomeFollower(m.term, NONE);
+    if (this.probePending.size === 0) this.finishProbing();
+  }
+
+  private finishProbing(): void {
+    this.recoveryFloor = Math.max(this.recoveryFloor, this.term);
+    if (this.recoveryFloor === 0) {
+      this.endRecovery('every voter is at term 0: a new group');
+      return;
+    }
+    this.recovery = 2;
+    this.trace(`lost state: waiting for a leader of a term above ${this.recoveryFloor}`);
+  }
+
+  /**
+   * After a message or a tick, while catching up: done once it holds a committed entry of a leader
+   * above the floor. Else, once per election timeout, ask the leader of too old a term to step down,
+   * or every voter when it knows no leader (an idle group's leader is quiesced and sends nothing).
+   */
+  private checkRecovered(): void {
+    const newer = this.role === Role.Follower && this.lead !== NONE && this.term > this.recoveryFloor;
+    if (newer && this.log.term(this.log.committed) === this.term) {
+      this.endRecovery(`holds entry ${this.log.committed} of leader ${this.lead}'s term`);
+      return;
+    }
+    if (newer || this.ticks - this.stepDownAskedTick < this.cfg.electionTicks) return;
+    this.stepDownAskedTick = this.ticks;
+    for (const v of this.lead !== NONE ? [this.lead] : this.conf.voters) {
+      if (v === this.id) continue;
+      const m = emptyMessage(MsgType.LostState, this.id, v, this.term);
+      m.context = STEP_DOWN_CONTEXT;
+      this.send(m);
+    }
+  }
+
+  private endRecovery(why: string): void {
+    this.recovery = 0;
+    this.probePending.clear();
+    this.vote = NONE;
+    this.trace(`lost state: recovered term=${this.term} (${why})`);
   }
 }
 
@@ -1296,6 +1422,6 @@ export function defaultRaftConfig(id: NodeId, conf: ConfState, random: () => num
     id, initialConf: conf, electionTicks: 10, heartbeatTicks: 1, random,
     preVote: true, checkQuorum: true, readOnly: 'safe', leaseDriftTicks: 2,
     maxMsgBytes: 1 << 20, maxInflightMsgs: 256, maxUncommittedBytes: 64 << 20,
-    maxApplyBytes: 4 << 20, applied: 0,
+    maxApplyBytes: 4 << 20, applied: 0, recoverLostState: true,
   };
 }

@@ -8,6 +8,9 @@
 /** Numeric replica id, > 0. 0 means "none". */
 export type NodeId = number;
 export const NONE: NodeId = 0;
+/** The persisted vote of a replica that started without its state and has not recovered yet (see
+ *  "Lost state" in raft-node.ts). Never a node id: while it is the vote, the replica grants no vote. */
+export const LOST_VOTE = -1;
 
 export const EntryType = { Normal: 0, ConfChange: 1 } as const;
 export type EntryType = (typeof EntryType)[keyof typeof EntryType];
@@ -68,6 +71,11 @@ export const MsgType = {
   HeartbeatResp: 8,
   Snap: 9,
   TimeoutNow: 10,
+  /** From a replica recovering lost state (see "Lost state" in raft-node.ts): "what is your term?";
+   *  with context = 1, to the leader of its own term: "step down and campaign, so that I see a leader of a newer term". */
+  LostState: 11,
+  /** Answer to LostState: `term` is the answering node's current term. */
+  LostStateResp: 12,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 
@@ -201,6 +209,11 @@ export interface RaftConfig {
   maxUncommittedBytes: number;
   /** Max payload bytes of committed entries handed out per ready. */
   maxApplyBytes: number;
+  /** A founding voter that starts with nothing persisted recovers before it votes (see "Lost state"
+   *  in raft-node.ts). Off only in scripted unit tests of other features (test/raft/mem-cluster.ts)
+   *  and, in the simulator, to show what it guards against: then such a node votes at once, as on a
+   *  first start, and after a lost data directory may vote twice in a term. */
+  recoverLostState: boolean;
   /** Index already applied to the state machine at start (restarts). */
   applied: number;
   bugs?: PlantedBugs;
@@ -238,4 +251,7 @@ export interface Status {
   /** Quiesced: an idle group whose members all hold the whole log; ticks
    *  are ignored until a message, proposal or wake() arrives. */
   quiesced: boolean;
+  /** Lost-state recovery: 'probing' (asking every voter its term), 'catching-up' (waiting to hold a
+   *  committed entry of a leader whose term is above every term it could have voted in), null: none. */
+  recovery: 'probing' | 'catching-up' | null;
 }

@@ -75,7 +75,8 @@ export class MemCluster {
   }
 
   add(id: NodeId, conf: ConfState, opts: Partial<RaftConfig> = {}, seed = 1): MemNode {
-    const cfg = { ...defaultRaftConfig(id, conf, mulberry32(seed * 1000 + id)), ...opts };
+    // Scripted scenarios of other features: no lost-state probing at start (test/raft-lost-state.test.ts turns it on).
+    const cfg = { ...defaultRaftConfig(id, conf, mulberry32(seed * 1000 + id)), recoverLostState: false, ...opts };
     const n = new MemNode(cfg);
     this.nodes.set(id, n);
     return n;

@@ -16,7 +16,7 @@
  * queued write.
  */
 import {
-  MsgType, RaftNode, Role,
+  LOST_VOTE, MsgType, RaftNode, Role,
   type ConfState, type Entry, type HardState, type Message, type NodeId, type Persisted,
   type RaftConfig, type Ready, type Snapshot,
 } from '../../raft/index.ts';
@@ -75,6 +75,8 @@ export class SimNode {
   /** Slow-clock episode: until this step the node ticks with probability tickRate. */
   slowUntil = 0;
   tickRate = 1;
+  /** Lost its storage in some crash (see Simulation.mayLoseDisk). */
+  lostDisk = false;
   /** Ever been in a configuration (ids are never reused after removal). */
   everMember: boolean;
 
@@ -189,6 +191,17 @@ export class SimNode {
     this.crashes++;
     this.host.trace(`${this.name} CRASH (persisted term=${this.hardState.term} vote=${this.hardState.vote} ` +
       `commit=${this.hardState.commit} last=${this.lastPersistedIndex} snap=${this.snapIndex})`);
+  }
+
+  /** After crash(): the whole storage is gone (a lost data directory); the next boot is a first start. */
+  loseDisk(): void {
+    this.hasPersisted = false;
+    this.hardState = { term: 0, vote: 0, commit: 0 };
+    this.syncedHardState = { term: 0, vote: 0, commit: 0 };
+    this.snapshot = null;
+    this.entries = [];
+    this.lostDisk = true;
+    this.host.trace(`${this.name} LOSES ITS DISK`);
   }
 
   private restoreImage(s: Snapshot): RegisterSM {
@@ -380,7 +393,8 @@ export class SimNode {
       const role = asyncRole ?? this.role;
       if (hs.term < prev.term) this.fail('term-regress', `hard state term ${hs.term} < persisted ${prev.term}`);
       if (hs.commit < reported) this.fail('commit-regress', `commit went from ${reported} to ${hs.commit}`);
-      if (hs.term === prev.term && prev.vote !== 0 && hs.vote !== prev.vote) {
+      // LOST_VOTE (a replica recovering lost state, see raft-node.ts) is no vote: it is replaced once recovered.
+      if (hs.term === prev.term && prev.vote !== 0 && prev.vote !== LOST_VOTE && hs.vote !== prev.vote) {
         this.fail('vote-change', `vote changed from ${prev.vote} to ${hs.vote} within term ${hs.term}`);
       }
       if (hs.commit > this.lastPersistedIndex) {

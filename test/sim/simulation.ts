@@ -108,6 +108,13 @@ export interface FaultProfile {
   hostBug: 'none' | 'earlyAcks';
   /** Snapshots sent are fresh cuts at the sender's applied index, the log left whole (as the node sends them). */
   freshSnapshots: boolean;
+  /** Probability that a crash of a founding voter also loses its whole storage (a lost data
+   *  directory): it restarts as on its first start. Drawn from its own stream, and only for seeds
+   *  without membership changes (the recovery assumes the founders are the voters) and while no
+   *  other node is recovering from such a loss (one at a time). */
+  diskLoss: number;
+  /** Cores recover lost state before voting (RaftConfig.recoverLostState); false shows what that guards. */
+  lostStateGuard: boolean;
   workload: WorkloadConfig;
 }
 
@@ -127,7 +134,7 @@ export interface SimOptions {
   /** Trace to `log`. */
   verbose?: boolean;
   log?: (line: string) => void;
-  /** Convergence must make progress (some node's applied index grows) at
+  /** Convergence must make progress (some node applies an entry or its log moves) at
    *  least every `convergeSteps` steps (default 300), and finish within
    *  20 x convergeSteps steps. */
   convergeSteps?: number;
@@ -289,6 +296,8 @@ function randomProfile(rng: Prng): FaultProfile {
     diskDelay: 0, // drawn from its own stream (see Simulation), so older seeds keep their profiles
     hostBug: 'none',
     freshSnapshots: false, // drawn from its own stream (see Simulation)
+    diskLoss: 0, // drawn from its own stream (see Simulation)
+    lostStateGuard: true,
     workload: {
       clients,
       keys: rng.range(3, 5),
@@ -307,7 +316,7 @@ function describeProfile(p: FaultProfile): string {
   return `${p.preset}: loss=${n.loss} dup=${n.dup} delay=${n.minDelay}..${n.maxDelay} long=${n.longDelay} crash=${p.crash} ` +
     `quick=${p.quickRestart} down<=${p.downMax} ecrash=${p.electionCrash} part=${p.partition}/${p.partitionMax}/${p.repartition} ` +
     `pause=${p.pause}/${p.pauseMax} compact=${p.compact} conf=${p.confChange} transfer=${p.transfer} skew=${p.clockSkew} lcrash=${p.leaderCrash} ` +
-    `nlcrash=${p.newLeaderCrash} nliso=${p.newLeaderIsolate} burst=${p.churnBurst} unsynced=${p.unsyncedLoss} ` +
+    `nlcrash=${p.newLeaderCrash} nliso=${p.newLeaderIsolate} burst=${p.churnBurst} unsynced=${p.unsyncedLoss} diskLoss=${p.diskLoss}${p.lostStateGuard ? '' : ' UNGUARDED'} ` +
     `slow=${p.slowLeader} msgBytes=${p.maxMsgBytes} inflight=${p.maxInflightMsgs} ` +
     `uncommitted=${p.maxUncommittedBytes} applyBytes=${p.maxApplyBytes} disk=${p.diskDelay === 0 ? 'sync' : `async<=${p.diskDelay}`}${p.hostBug === 'none' ? '' : ` hostBug=${p.hostBug}`}${p.freshSnapshots ? ' freshSnaps' : ''} ` +
     `clients=${p.workload.clients} keys=${p.workload.keys} rate=${p.workload.rate} timeout=${p.workload.timeout}`;
@@ -327,6 +336,7 @@ class Simulation implements NodeHost, WorkloadHost {
   readonly earlyAcks: boolean;
   readonly freshSnapshots: boolean;
   private readonly diskRng: Prng;
+  private readonly diskLossRng: Prng;
   private readonly log: (line: string) => void;
   private readonly nodes = new Map<NodeId, SimNode>();
   /** Sorted node ids (deterministic iteration order). */
@@ -364,6 +374,10 @@ class Simulation implements NodeHost, WorkloadHost {
     // Half the seeds send snapshots as the node does (a fresh cut at applied, the log left whole).
     this.profile.freshSnapshots = opts.profile?.freshSnapshots ?? master.fork('snapshots').pick([false, true]);
     if (opts.noConfChanges === true) this.profile.confChange = 0;
+    // A third of the seeds without membership changes lose a crashed node's disk now and then.
+    this.profile.diskLoss = opts.profile?.diskLoss ??
+      (this.profile.confChange === 0 ? master.fork('diskloss').pick([0, 0, 0, 0.1, 0.2, 0.5]) : 0);
+    this.diskLossRng = master.fork('diskloss-events');
     this.asyncDisk = this.profile.diskDelay > 0;
     this.earlyAcks = this.profile.hostBug === 'earlyAcks';
     this.freshSnapshots = this.profile.freshSnapshots;
@@ -417,6 +431,7 @@ class Simulation implements NodeHost, WorkloadHost {
     cfg.maxUncommittedBytes = this.profile.maxUncommittedBytes;
     cfg.maxApplyBytes = this.profile.maxApplyBytes;
     if (this.opts.bug) cfg.bugs = { [this.opts.bug]: true };
+    cfg.recoverLostState = this.profile.lostStateGuard;
     if (this.verbose) cfg.trace = (line) => this.log(`${String(this.now).padStart(5)}   core ${line}`);
     return cfg;
   }
@@ -523,6 +538,17 @@ class Simulation implements NodeHost, WorkloadHost {
   private crash(n: SimNode, downFor: number): void {
     n.crash(this.faultRng.chance(this.profile.unsyncedLoss));
     n.restartAt = this.now + downFor;
+    if (this.profile.diskLoss > 0 && this.diskLossRng.chance(this.profile.diskLoss) && this.mayLoseDisk(n)) n.loseDisk();
+  }
+
+  /** A founding voter, while every other node is up and not recovering lost state (one loss at a time). */
+  private mayLoseDisk(n: SimNode): boolean {
+    if (!n.initialConf.voters.includes(n.id)) return false;
+    for (const id of this.ids) {
+      const o = this.nodes.get(id) as SimNode;
+      if (o !== n && (o.raft === null || o.raft.status().recovery !== null)) return false;
+    }
+    return true;
   }
 
   private resume(n: SimNode): void {
@@ -757,15 +783,17 @@ class Simulation implements NodeHost, WorkloadHost {
     let why = 'not started';
     const bound = this.opts.convergeSteps;
     let progressAt = this.now;
-    let appliedSum = -1;
+    let progressSum = -1;
     for (let i = 0; i < 20 * bound; i++) {
       this.step();
       why = this.convergedWhy();
       if (why === '') return null;
+      // Progress: something applied, or a log moved (a follower far behind, after a lost disk or a long
+      // divergent suffix sent one entry per App, may take longer than `bound` before the next commit).
       let sum = 0;
-      for (const n of this.nodes.values()) sum += n.applied;
-      if (sum !== appliedSum) {
-        appliedSum = sum;
+      for (const n of this.nodes.values()) sum += n.applied + n.lastPersistedIndex;
+      if (sum !== progressSum) {
+        progressSum = sum;
         progressAt = this.now;
       } else if (this.now - progressAt >= bound) {
         return `no progress for ${bound} steps (${i + 1} steps after healing): ${why}`;

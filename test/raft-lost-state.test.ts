@@ -1,0 +1,90 @@
+/**
+ * Lost-state recovery in the Raft core ("Lost state" in raft/raft-node.ts): a founding voter that
+ * starts with nothing persisted grants no vote until every other voter told it its term and it holds
+ * a committed entry of a leader of a newer term. The simulator checks its safety under faults
+ * (test/sim.test.ts, diskLoss); these scripted cases pin down its steps.
+ */
+import test from 'ava';
+import { LOST_VOTE, MsgType, RaftNode, type Message } from '../raft/index.ts';
+import { MemCluster } from './raft/mem-cluster.ts';
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const GUARDED = { recoverLostState: true };
+
+/** Node `id` loses its whole storage and starts again (a lost data directory). */
+function loseDisk(c: MemCluster, id: number): void {
+  const n = c.node(id);
+  n.storage = { hardState: { term: 0, vote: 0, commit: 0 }, snapshot: null, entries: [] };
+  n.applied = [];
+  n.appliedIndex = 0;
+  n.raft = new RaftNode(n.cfg, null);
+  n.alive = true;
+}
+
+function voteRequest(from: number, to: number, term: number, index: number, logTerm: number): Message {
+  return { type: MsgType.Vote, from, to, term, logTerm, index, entries: [], commit: 0, reject: false, rejectHint: 0, context: 0, snapshot: null };
+}
+
+test('a new group: every voter answers term 0, recovery ends at once, and the group elects and commits', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  t.is(c.node(1).raft.status().recovery, 'probing');
+  t.is(c.node(1).raft.status().vote, LOST_VOTE);
+  c.stabilize();
+  for (const id of [1, 2, 3]) {
+    t.is(c.node(id).raft.status().recovery, null);
+    t.is(c.node(id).storage.hardState.vote, 0, 'the recovered vote (none) is what is persisted');
+  }
+  c.tickAll(30);
+  const lead = c.leader();
+  t.not(lead, 0);
+  c.node(lead).raft.propose(enc('x'));
+  c.stabilize();
+  for (const id of [1, 2, 3]) t.is(c.node(id).raft.status().commit, c.node(lead).raft.status().commit);
+});
+
+test('a node back with an empty disk grants no vote, has the leader of its old term step down, and recovers under the next', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  c.node(1).raft.campaign();
+  c.stabilize();
+  for (let i = 0; i < 10; i++) c.node(1).raft.propose(enc(`v${i}`));
+  c.stabilize();
+  const term = c.node(1).raft.status().term;
+  const commit = c.node(1).raft.status().commit;
+  c.crash(3);
+  loseDisk(c, 3);
+  t.is(c.node(3).raft.status().recovery, 'probing');
+  // Asked for a vote now (a later term, a log as long as any), it refuses: it may have voted in that term before.
+  c.node(3).raft.step(voteRequest(2, 3, term + 5, commit + 10, term));
+  const refusal = c.node(3).raft.ready().messages.find((m) => m.type === MsgType.VoteResp);
+  t.true(refusal?.reject, 'no vote while recovering');
+  loseDisk(c, 3);
+  c.stabilize();
+  t.is(c.node(3).raft.status().recovery, 'catching-up', 'every voter answered: it waits for a leader above term ' + term);
+  // The next heartbeat of the old term's leader makes it ask that leader to step down.
+  c.tickAll(3);
+  t.is(c.leader(), 1);
+  t.true(c.node(1).raft.status().term > term, 'node 1 leads a newer term');
+  t.is(c.node(3).raft.status().recovery, null);
+  t.is(c.node(3).raft.status().commit, c.node(1).raft.status().commit);
+  t.deepEqual(c.node(3).applied.slice(-11, -1).map((e) => new TextDecoder().decode(e.data)), Array.from({ length: 10 }, (_, i) => `v${i}`));
+});
+
+test('a recovering node waits for every voter: with one of them down it keeps asking and never votes', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  c.node(1).raft.campaign();
+  c.stabilize();
+  c.node(1).raft.propose(enc('a'));
+  c.stabilize();
+  c.crash(2);
+  c.crash(3);
+  loseDisk(c, 3);
+  c.tickAll(50);
+  t.is(c.node(3).raft.status().recovery, 'probing', 'node 2 has not answered');
+  t.not(c.node(3).raft.status().role, 'candidate');
+  c.node(2).restart();
+  c.tickAll(30);
+  t.is(c.node(3).raft.status().recovery, null);
+  t.is(c.node(3).raft.status().commit, c.node(c.leader()).raft.status().commit);
+});
