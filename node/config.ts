@@ -47,7 +47,8 @@ export interface NodeConfig {
   /**
    * A deliberately planted bug, for proving the fault suite catches it (never in
    * production): `local-lin-reads` serves "linearizable" reads from this node's
-   * own replica, leader or not, without ReadIndex or lease.
+   * own replica, leader or not, without ReadIndex or lease; `unguarded-lost-state` lets a replica that
+   * starts without its state vote at once (RaftConfig.recoverLostState off).
    */
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
@@ -58,7 +59,7 @@ export interface NodeConfig {
   slowPersistMs: number;
 }
 
-export type PlantedServerBug = 'local-lin-reads';
+export type PlantedServerBug = 'local-lin-reads' | 'unguarded-lost-state';
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
 
@@ -195,8 +196,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
   if (cfg.peerProtocol > PEER_PROTOCOL) throw new Error(`--peer-protocol must be 1..${PEER_PROTOCOL}, got ${cfg.peerProtocol}`);
   const plant = a.get('plant-bug');
   if (plant !== undefined) {
-    if (plant !== 'local-lin-reads') throw new Error(`--plant-bug must be local-lin-reads, got ${plant}`);
+    if (plant !== 'local-lin-reads' && plant !== 'unguarded-lost-state') throw new Error(`--plant-bug must be local-lin-reads or unguarded-lost-state, got ${plant}`);
     cfg.plantBug = plant;
+    if (plant === 'unguarded-lost-state') cfg.raft.recoverLostState = false;
   }
   cfg.idempotencyGcIntervalMs = Math.min(5_000, Math.max(100, Math.floor(cfg.idempotencyRetentionMs / 2)));
   if (cfg.cluster.replicas > nodes.length) throw new Error(`--replicas ${cfg.cluster.replicas} exceeds the ${nodes.length} nodes`);

@@ -14,6 +14,7 @@ export class NodeMetrics {
   readonly raftApplied: client.Gauge<'shard'>;
   readonly raftIsLeader: client.Gauge<'shard'>;
   readonly raftQuiesced: client.Gauge<'shard'>;
+  readonly raftRecovering: client.Gauge<'shard'>;
   readonly leaderChanges: client.Counter<'shard'>;
   readonly proposalsPending: client.Gauge;
   readonly roundDuration: client.Histogram<'phase'>;
@@ -53,6 +54,7 @@ export class NodeMetrics {
     this.raftApplied = new client.Gauge({ name: 'kv_raft_applied_index', help: 'Applied index per shard', labelNames: ['shard'], registers: [r] });
     this.raftIsLeader = new client.Gauge({ name: 'kv_raft_is_leader', help: '1 if this node leads the shard', labelNames: ['shard'], registers: [r] });
     this.raftQuiesced = new client.Gauge({ name: 'kv_raft_quiesced', help: '1 if the shard\'s group is quiesced here (idle: no heartbeats)', labelNames: ['shard'], registers: [r] });
+    this.raftRecovering = new client.Gauge({ name: 'kv_raft_recovering', help: '1 while the shard\'s replica here started without its state (a new cluster or a lost data directory) and does not vote yet: 1 = asking every voter its term, 2 = waiting to follow a leader of a newer term', labelNames: ['shard'], registers: [r] });
     this.leaderChanges = new client.Counter({ name: 'kv_raft_leader_changes_total', help: 'Leader changes seen per shard', labelNames: ['shard'], registers: [r] });
     this.proposalsPending = new client.Gauge({ name: 'kv_proposals_pending', help: 'Requests waiting for the next round', registers: [r] });
     this.roundDuration = new client.Histogram({ name: 'kv_round_phase_seconds', help: 'Duration of round phases: round = stepping and applying; wal = Raft WAL append (O_DSYNC); leveldb = the state batch (unsynced, or synced after the WAL for a snapshot install), from the batch start; persist = the whole batch landing (both)', labelNames: ['phase'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [r] });

@@ -91,6 +91,8 @@ export class KvNode {
   /** Snapshot streams running per follower (--snapshot-streams-per-peer); the others wait their turn. */
   private readonly streamGate: KeyedGate;
   private lastLeaders = new Map<number, number>();
+  /** Shards whose replica here recovers lost state (see "Lost state" in raft/raft-node.ts), for the log. */
+  private recovering = new Set<number>();
   private gcCursor = new Map<number, Uint8Array>();
   /** Node-level liveness of peers: last frame time and the peer process's incarnation. */
   private readonly incarnation = `${process.pid}-${Date.now()}`;
@@ -692,6 +694,8 @@ export class KvNode {
 
   private updateRaftGauges(): void {
     this.metrics.proposalsPending.set(this.store.pendingRequests());
+    const entered: number[] = [];
+    const left: number[] = [];
     for (const shard of this.store.shards()) {
       const st = this.store.status(shard);
       const l = { shard: String(shard) };
@@ -700,10 +704,19 @@ export class KvNode {
       this.metrics.raftApplied.set(l, st.applied);
       this.metrics.raftIsLeader.set(l, st.role === 'leader' ? 1 : 0);
       this.metrics.raftQuiesced.set(l, st.quiesced ? 1 : 0);
+      this.metrics.raftRecovering.set(l, st.recovery === 'probing' ? 1 : st.recovery === 'catching-up' ? 2 : 0);
+      if (st.recovery !== null && !this.recovering.has(shard)) {
+        this.recovering.add(shard);
+        entered.push(shard);
+      } else if (st.recovery === null && this.recovering.delete(shard)) left.push(shard);
       const prev = this.lastLeaders.get(shard);
       if (prev !== undefined && prev !== st.leader) this.metrics.leaderChanges.inc(l);
       this.lastLeaders.set(shard, st.leader);
     }
+    if (entered.length > 0) {
+      this.log.info({ shards: entered }, 'replicas started without their state (a new cluster, or a lost data directory): they vote only once every voter told them its term and they follow a leader of a newer term');
+    }
+    if (left.length > 0) this.log.info({ shards: left, stillRecovering: this.recovering.size }, 'replicas recovered from starting without their state: they vote again');
   }
 
   reachablePeers(): number[] {

@@ -1,0 +1,77 @@
+/**
+ * A node whose data directory is lost (a replaced disk, a deleted directory) and that is started again
+ * under the same id. Its replicas know nothing, not even whom they voted for, so each one recovers
+ * before it votes ("Lost state" in raft/raft-node.ts): it asks every other replica its term, then
+ * waits to follow a leader of a newer term, and the shard's leader, asked by it, steps down and
+ * campaigns to give it one. The simulator checks that this keeps elections safe (test/sim, diskLoss);
+ * this test checks it works across real processes and disks:
+ *  - every shard elects a leader of a newer term after the node returns (the sign of the recovery:
+ *    a replica that voted at once would rejoin under the old leader);
+ *  - the node catches up: its stale reads return the last values written before and while it was away;
+ *  - no replica stays recovering (kv_raft_recovering), and the cluster keeps taking writes.
+ *
+ * With the guard off on the returning node (--plant-bug unguarded-lost-state) no shard's term moves:
+ * the first check fails (the teeth test below).
+ */
+import test, { type ExecutionContext } from 'ava';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { TestCluster, http, metricOf, numberedWriter, waitStaleValue } from './harness.ts';
+
+const SHARDS = 4;
+
+async function shardTerms(c: TestCluster, i: number): Promise<number[]> {
+  const shards = (await http('GET', `${c.url(i)}/v1/cluster`)).json().shards as Array<{ term: number | null }>;
+  return shards.map((s) => s.term ?? 0);
+}
+
+/** Poll (100 ms) until every shard's term at node i is above its term in `before`; false after deadlineMs. */
+async function termsRise(c: TestCluster, i: number, before: number[], deadlineMs: number): Promise<boolean> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const now = await shardTerms(c, i);
+    if (now.every((term, s) => term > (before[s] ?? 0))) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Node 3 loses its data directory after 300 writes; returns whether every shard's term rose once it was back. */
+async function loseNode3(t: ExecutionContext, plant: boolean, riseDeadlineMs: number): Promise<{ c: TestCluster; rose: boolean }> {
+  const c = await TestCluster.start(t, 3, ['--shards', String(SHARDS), '--tick-ms', '50'],
+    plant ? (i) => (i === 3 ? ['--plant-bug', 'unguarded-lost-state'] : []) : null);
+  const writeUpTo = numberedWriter(t, () => c.url(1));
+  await writeUpTo(300);
+  await c.kill(3);
+  await writeUpTo(400);
+  rmSync(join(c.dir, 'node-3'), { recursive: true, force: true });
+  const before = await shardTerms(c, 1);
+  c.spawn(3);
+  await c.waitReady(3);
+  const rose = await termsRise(c, 1, before, riseDeadlineMs);
+  return { c, rose };
+}
+
+test('a node back with an empty data directory recovers before it votes, then catches up', async (t) => {
+  const { c, rose } = await loseNode3(t, false, 20_000);
+  t.true(rose, 'every shard elects a leader of a newer term once node 3 is back');
+  for (let k = 400 - 16; k < 400; k++) await waitStaleValue(c, 3, `k${k % 500}`, `v${k}`);
+  const deadline = Date.now() + 15_000;
+  let recovering = -1;
+  while (recovering !== 0 && Date.now() < deadline) {
+    recovering = 0;
+    for (let s = 0; s < SHARDS; s++) recovering += await metricOf(c, 3, new RegExp(`kv_raft_recovering\\{shard="${s}"[^}]*\\} (\\d+)`));
+    if (recovering !== 0) await new Promise((r) => setTimeout(r, 200));
+  }
+  t.is(recovering, 0, 'no replica of node 3 is still recovering');
+  // Still taking writes, and node 3 follows them.
+  const more = numberedWriter(t, () => c.url(3));
+  await more(50);
+  await waitStaleValue(c, 3, 'k49', 'v49');
+  await waitStaleValue(c, 1, 'k49', 'v49');
+});
+
+test('teeth: with the guard off on the returning node, no shard changes term', async (t) => {
+  const { rose } = await loseNode3(t, true, 5_000);
+  t.false(rose, 'a replica that votes at once rejoins under the old leader');
+});
