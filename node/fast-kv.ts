@@ -162,7 +162,7 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
       bucket = bucketOf(parseTime(p.q.get('t')), node.map.bucketMs);
       shard = node.ring.shardFor(p.tenant, bucket);
       if (consistency === 'stale') {
-        if (!node.store.has(shard)) return false;
+        if (!node.store.has(shard) || node.store.lostStateUnserved(shard)) return false;
         const s = node.store.stalenessMs(shard, monoNowMs());
         const bound = p.q.get('maxStalenessMs');
         if (bound !== undefined) {

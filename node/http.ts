@@ -274,6 +274,10 @@ export function buildApp(node: KvNode, log: Logger) {
     });
   }
 
+  const lostStateError = (shard: number): ApiError => new ApiError(503, 'not_ready',
+    `the replica of shard ${shard} on node ${cfg.id} started without its state (a lost data directory) and is recovering: it has nothing to serve yet`,
+    'not_applied', { shard }, 1);
+
   /**
    * Enforce maxStalenessMs. A quiesced (idle) replica has heard nothing for a
    * while, so it cannot show it is fresh: wake its group and wait for a
@@ -282,6 +286,7 @@ export function buildApp(node: KvNode, log: Logger) {
    * 2 s (bounded by half the request deadline) — else answer too_stale.
    */
   function staleCheck(shard: number, q: { maxStalenessMs?: string }, reply?: FastifyReply): Promise<void> | undefined {
+    if (node.store.lostStateUnserved(shard)) throw lostStateError(shard);
     const s = node.store.stalenessMs(shard, monoNowMs());
     if (q.maxStalenessMs === undefined) {
       reply?.header('x-staleness-ms', Number.isFinite(s) ? String(Math.round(s)) : 'unknown');
@@ -358,8 +363,10 @@ export function buildApp(node: KvNode, log: Logger) {
     const consistency = consistencyOf(req.query.consistency);
     const { shard, bucket } = locate(tenant, t);
     if (consistency === 'stale') {
-      if (!node.store.has(shard)) {
-        const reps = replicasOf(shard);
+      // No replica here, or one recovering lost state (it has nothing to serve yet): another replica answers.
+      if (!node.store.has(shard) || node.store.lostStateUnserved(shard)) {
+        const reps = replicasOf(shard).filter((r) => r !== cfg.id);
+        if (reps.length === 0) throw lostStateError(shard);
         return forward(req, reply, reps[Math.floor(Math.random() * reps.length)] as number);
       }
       const wait = staleCheck(shard, req.query, reply);

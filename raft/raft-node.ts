@@ -154,6 +154,8 @@ export class RaftNode {
   private probePending = new Set<NodeId>();
   private probeElapsed = 0;
   private stepDownAskedTick = Number.NEGATIVE_INFINITY;
+  /** Commit index when lost-state recovery ended (0: there was none). */
+  private recoveredAt = 0;
   /**
    * The highest commit index a leader has told this node (App.commit, and
    * Heartbeat.index, which carries the leader's real commit — Heartbeat.commit
@@ -1262,6 +1264,15 @@ export class RaftNode {
     return this.term;
   }
 
+  /**
+   * The state here may be what a lost data directory left (nothing) rather than a past state of the
+   * group: lost-state recovery is under way, or ended at a commit index not applied yet. A host must
+   * not serve reads from it then (stale reads included: values would vanish).
+   */
+  lostStateUnserved(): boolean {
+    return this.recovery !== 0 || this.log.applied < this.recoveredAt;
+  }
+
   commitIndex(): number {
     return this.log.committed;
   }
@@ -1413,6 +1424,11 @@ export class RaftNode {
     this.recovery = 0;
     this.probePending.clear();
     this.vote = NONE;
+    this.recoveredAt = this.log.committed;
+    // The election clock starts now, at a random point: else every group of a node that waited for its
+    // peers would campaign at the first tick after recovery, and that node would lead them all.
+    this.electionElapsed = 0;
+    this.resetRandomizedElectionTimeout();
     this.trace(`lost state: recovered term=${this.term} (${why})`);
   }
 }

@@ -850,6 +850,11 @@ export class Store {
    * Infinity if unknown. A quiesced replica hears nothing, so its bound only
    * grows: a bounded read wakes the group to get fresh proof (see http.ts).
    */
+  /** This replica must not serve reads: it recovers lost state (see RaftNode.lostStateUnserved) or has not applied up to where that ended. */
+  lostStateUnserved(shard: number): boolean {
+    return this.replica(shard).raft.lostStateUnserved();
+  }
+
   stalenessMs(shard: number, nowMs: number): number {
     const r = this.replica(shard);
     if (r.raft.currentRole() === Role.Leader) {
