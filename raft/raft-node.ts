@@ -59,24 +59,33 @@ import {
  * no vote and never campaigning until it has:
  *
  *  1. 'probing': asked every other voter of its configuration its term
- *     (LostState, answered whatever the terms: LostStateResp) and heard every
- *     one of them. The highest term F bounds every term it could have voted
- *     in, since C answered after the restart. All at term 0 (and itself too):
- *     a new group, recovery ends.
+ *     (LostState, answered whatever the terms: LostStateResp, which echoes
+ *     this incarnation's random nonce, so answers to an earlier incarnation's
+ *     probes do not count) and heard every one of them. The highest term F
+ *     bounds every term it could have voted in for another node (C answered
+ *     after the restart) and every term of a leader it acknowledged. All at
+ *     term 0 (and itself too): a new group, recovery ends. Meanwhile it
+ *     ignores App, Heartbeat and Snap: it may have promised a higher term than
+ *     their leader's, and its ack would count toward that stale leader's
+ *     commit (or confirm its reads and lease).
  *  2. 'catching-up': followed a leader of a term above F until it holds a
  *     committed entry of that leader's term. That leader was elected without
  *     this replica's vote, so it holds every entry ever committed with the old
  *     acknowledgements (its voters and every commit quorum meet outside this
  *     replica), and this replica now holds its log up to an entry that follows
- *     all of them. A leader of term F itself is asked to step down and
- *     campaign (LostState with context 1), which gives a term above F in one
- *     election.
+ *     all of them. A leader of a term up to F is asked to step down and
+ *     campaign (LostState, context 1, F in `index`), which gives a term above
+ *     F in one election; a leader above F asked (the replica did not know of
+ *     it yet) answers with a heartbeat instead, so no election is wasted.
  *
  * From then on it votes normally, in that term too: as the new replica it has
- * voted in no term, and the old one voted in none above F. Assumes the voters of its initial configuration
- * are the group's voters (the storage node has no membership operation), one
- * replica recovering at a time (two that recover together in a group of three
- * wait for each other), and at most one lost data directory per quorum.
+ * voted in no term, and the old one voted for no other node above F (a vote
+ * for itself above F, its requests still in flight, elects nobody else: its
+ * old log is no more up to date than the new one). Assumes the voters of its
+ * initial configuration are the group's voters (the storage node has no
+ * membership operation), one replica recovering at a time (two that recover
+ * together in a group of three wait for each other, for good: an operator must
+ * step in), and at most one lost data directory per quorum.
  * Peers that do not know LostState never answer: the replica stays probing.
  */
 const MAX_PENDING_READS = 1 << 16;
@@ -154,6 +163,8 @@ export class RaftNode {
   private probePending = new Set<NodeId>();
   private probeElapsed = 0;
   private stepDownAskedTick = Number.NEGATIVE_INFINITY;
+  /** Sent in this incarnation's probes and echoed in the answers: an answer to an earlier incarnation's probe is stale. */
+  private probeNonce = 0;
   /** Commit index when lost-state recovery ended (0: there was none). */
   private recoveredAt = 0;
   /**
@@ -551,6 +562,9 @@ export class RaftNode {
       this.stepLostState(m);
       return;
     }
+    // Probing: the lost incarnation may have reached a term above this leader's; an ack (or a heartbeat
+    // answer, which confirms reads and leases) could count toward a stale leader's commit. Nothing until F is known.
+    if (this.recovery === 1 && (m.type === MsgType.App || m.type === MsgType.Heartbeat || m.type === MsgType.Snap)) return;
     if (this.quiesced && this.wakesOnMessage(m)) this.wake();
     if (m.term > this.term) {
       if (m.type === MsgType.Vote || m.type === MsgType.PreVote) {
@@ -1361,6 +1375,7 @@ export class RaftNode {
   // ---------------------------------------------------------------- lost state (see the comment at the top)
 
   private startProbing(): void {
+    this.probeNonce = 2 + Math.floor(this.cfg.random() * 0x3fffffff);
     for (const v of this.conf.voters) if (v !== this.id) this.probePending.add(v);
     this.trace(`lost state: probing ${[...this.probePending].join(',')}`);
     if (this.probePending.size === 0) this.finishProbing();
@@ -1369,21 +1384,39 @@ export class RaftNode {
 
   private sendProbes(): void {
     this.probeElapsed = 0;
-    for (const v of this.probePending) this.send(emptyMessage(MsgType.LostState, this.id, v, this.term));
+    for (const v of this.probePending) {
+      const m = emptyMessage(MsgType.LostState, this.id, v, this.term);
+      m.context = this.probeNonce;
+      this.send(m);
+    }
   }
 
   private stepLostState(m: Message): void {
     if (m.type === MsgType.LostState) {
-      this.send(emptyMessage(MsgType.LostStateResp, this.id, m.from, this.term));
-      // Its term is at least the floor it needs a leader above (the highest term it was told).
-      if (m.context === STEP_DOWN_CONTEXT && this.role === Role.Leader && m.term >= this.term && this.isVoter(m.from)) {
-        this.trace(`stepping down: ${m.from} recovers lost state and needs a leader of a term above ${this.term}`);
+      if (m.context !== STEP_DOWN_CONTEXT) {
+        const r = emptyMessage(MsgType.LostStateResp, this.id, m.from, this.term);
+        r.context = m.context;
+        this.send(r);
+        return;
+      }
+      // A step-down request carries the floor (index): only a leader at or below it steps down; one
+      // above it tells the requester it exists (it may not know yet, e.g. its first App is in flight).
+      if (this.role !== Role.Leader || !this.isVoter(m.from)) return;
+      if (this.term <= m.index) {
+        this.trace(`stepping down: ${m.from} recovers lost state and needs a leader of a term above ${m.index}`);
         this.becomeFollower(this.term, NONE);
         this.campaign(true);
+        return;
       }
+      const pr = this.prs.get(m.from);
+      if (pr === undefined) return;
+      const hb = emptyMessage(MsgType.Heartbeat, this.id, m.from, this.term);
+      hb.commit = Math.min(pr.match, this.log.committed);
+      hb.index = this.log.committed;
+      this.send(hb);
       return;
     }
-    if (this.recovery !== 1 || !this.probePending.delete(m.from)) return;
+    if (this.recovery !== 1 || m.context !== this.probeNonce || !this.probePending.delete(m.from)) return;
     this.recoveryFloor = Math.max(this.recoveryFloor, m.term);
     if (m.term > this.term) this.becomeFollower(m.term, NONE);
     if (this.probePending.size === 0) this.finishProbing();
@@ -1416,6 +1449,7 @@ export class RaftNode {
       if (v === this.id) continue;
       const m = emptyMessage(MsgType.LostState, this.id, v, this.term);
       m.context = STEP_DOWN_CONTEXT;
+      m.index = this.recoveryFloor;
       this.send(m);
     }
   }

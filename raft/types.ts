@@ -71,10 +71,11 @@ export const MsgType = {
   HeartbeatResp: 8,
   Snap: 9,
   TimeoutNow: 10,
-  /** From a replica recovering lost state (see "Lost state" in raft-node.ts): "what is your term?";
-   *  with context = 1, to the leader of its own term: "step down and campaign, so that I see a leader of a newer term". */
+  /** From a replica recovering lost state (see "Lost state" in raft-node.ts): "what is your term?"
+   *  (context: this incarnation's nonce, >= 2, echoed in the answer); with context = 1 and its floor
+   *  in `index`: "if you lead a term at or below it, step down and campaign". */
   LostState: 11,
-  /** Answer to LostState: `term` is the answering node's current term. */
+  /** Answer to LostState: `term` is the answering node's current term, `context` the probe's nonce. */
   LostStateResp: 12,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];

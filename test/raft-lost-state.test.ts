@@ -88,3 +88,52 @@ test('a recovering node waits for every voter: with one of them down it keeps as
   t.is(c.node(3).raft.status().recovery, null);
   t.is(c.node(3).raft.status().commit, c.node(c.leader()).raft.status().commit);
 });
+
+function msg(type: Message['type'], from: number, to: number, term: number, extra: Partial<Message> = {}): Message {
+  return { type, from, to, term, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, context: 0, snapshot: null, ...extra };
+}
+
+// Found by review (helper run of session 14): each of the three below was a failing simulator seed or script before its fix.
+
+test('while probing it answers no leader: its ack could count toward a leader of a term it had left behind', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  loseDisk(c, 3);
+  const n3 = c.node(3).raft;
+  n3.step(msg(MsgType.Heartbeat, 2, 3, 1, { commit: 1, index: 1 }));
+  n3.step(msg(MsgType.App, 2, 3, 1, { index: 1, logTerm: 0, commit: 1, entries: [{ term: 1, index: 2, type: 0, data: enc('b'), change: null }] }));
+  const out = n3.ready().messages.filter((m) => m.type !== MsgType.LostState);
+  t.deepEqual(out, [], 'no AppResp or HeartbeatResp');
+  t.is(n3.status().lastIndex, 1, 'nothing appended');
+});
+
+test('an answer to a probe of an earlier incarnation (another nonce) does not count', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  loseDisk(c, 3);
+  const n3 = c.node(3).raft;
+  const probes = n3.ready().messages.filter((m) => m.type === MsgType.LostState);
+  t.is(probes.length, 2);
+  const nonce = (probes[0] as Message).context;
+  t.true(nonce >= 2);
+  for (const from of [1, 2]) n3.step(msg(MsgType.LostStateResp, from, 3, 0, { context: nonce + 1 }));
+  t.is(n3.status().recovery, 'probing', 'stale answers (term 0 here) would have made it a new group');
+  for (const from of [1, 2]) n3.step(msg(MsgType.LostStateResp, from, 3, 0, { context: nonce }));
+  t.is(n3.status().recovery, null);
+});
+
+test('a step-down request carries the floor: a leader above it sends a heartbeat instead of a new election', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  c.node(1).raft.campaign();
+  c.stabilize();
+  const l = c.node(1).raft;
+  const term = l.status().term;
+  l.step(msg(MsgType.LostState, 3, 1, term + 3, { context: 1, index: term - 1 }));
+  t.is(l.status().role, 'leader');
+  t.is(l.status().term, term);
+  t.true(l.ready().messages.some((m) => m.type === MsgType.Heartbeat && m.to === 3));
+  l.step(msg(MsgType.LostState, 3, 1, term, { context: 1, index: term }));
+  t.is(l.status().role, 'candidate', 'at the floor: it steps down and campaigns');
+  t.is(l.status().term, term + 1);
+});

@@ -33,7 +33,7 @@
  * the convergence check. Node ids are never reused: each join uses a fresh id.
  */
 import {
-  Role, MsgType, defaultRaftConfig,
+  LOST_VOTE, Role, MsgType, defaultRaftConfig,
   type ConfState, type Message, type NodeId, type PlantedBugs, type RaftConfig, type Status,
 } from '../../raft/index.ts';
 import { checkLinearizable, formatHistory } from '../lincheck/checker.ts';
@@ -541,12 +541,13 @@ class Simulation implements NodeHost, WorkloadHost {
     if (this.profile.diskLoss > 0 && this.diskLossRng.chance(this.profile.diskLoss) && this.mayLoseDisk(n)) n.loseDisk();
   }
 
-  /** A founding voter, while every other node is up and not recovering lost state (one loss at a time). */
+  /** A founding voter, while every other node is up and not recovering lost state, nor could after a crash (one loss at a time). */
   private mayLoseDisk(n: SimNode): boolean {
     if (!n.initialConf.voters.includes(n.id)) return false;
     for (const id of this.ids) {
       const o = this.nodes.get(id) as SimNode;
-      if (o !== n && (o.raft === null || o.raft.status().recovery !== null)) return false;
+      // A node whose recovery ended but whose new vote is not durable yet would recover again after a crash.
+      if (o !== n && (o.raft === null || o.raft.status().recovery !== null || o.hardState.vote === LOST_VOTE)) return false;
     }
     return true;
   }
