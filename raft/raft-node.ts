@@ -68,8 +68,8 @@ import {
  *     ignores App, Heartbeat and Snap: it may have promised a higher term than
  *     their leader's, and its ack would count toward that stale leader's
  *     commit (or confirm its reads and lease).
- *  2. 'catching-up': followed a leader of a term above F until it holds a
- *     committed entry of that leader's term. That leader was elected without
+ *  2. 'catching-up': followed a leader of a term above F until it holds an
+ *     entry of that leader's term (from it). That leader was elected without
  *     this replica's vote, so it holds every entry ever committed with the old
  *     acknowledgements (its voters and every commit quorum meet outside this
  *     replica), and this replica now holds its log up to an entry that follows
@@ -165,7 +165,7 @@ export class RaftNode {
   private stepDownAskedTick = Number.NEGATIVE_INFINITY;
   /** Sent in this incarnation's probes and echoed in the answers: an answer to an earlier incarnation's probe is stale. */
   private probeNonce = 0;
-  /** Commit index when lost-state recovery ended (0: there was none). */
+  /** Last index when lost-state recovery ended (0: there was none): past every entry the lost replica applied. */
   private recoveredAt = 0;
   /**
    * The highest commit index a leader has told this node (App.commit, and
@@ -730,7 +730,9 @@ export class RaftNode {
     if (m.reject) {
       // The leader is quiescing: follow suit if we hold exactly its log. No
       // answer (it would wake the leader); if we differ, answering wakes it.
-      // A replica recovering lost state keeps ticking: it has a step-down to ask for.
+      // A replica recovering lost state keeps ticking (it has a step-down to ask for), unless this very
+      // heartbeat shows it is done.
+      if (this.recovery === 2) this.checkRecovered();
       if (this.recovery === 0 && this.log.lastIndex() === m.commit && this.log.committed === m.commit) {
         this.quiesced = true;
         this.trace(`quiesced (follower of ${m.from})`);
@@ -1287,6 +1289,11 @@ export class RaftNode {
     return this.recovery !== 0 || this.log.applied < this.recoveredAt;
   }
 
+  /** See lostStateUnserved: the index a host's served state must reach once recovery ended (0: none). */
+  lostStateServedFrom(): number {
+    return this.recoveredAt;
+  }
+
   commitIndex(): number {
     return this.log.committed;
   }
@@ -1433,14 +1440,17 @@ export class RaftNode {
   }
 
   /**
-   * After a message or a tick, while catching up: done once it holds a committed entry of a leader
-   * above the floor. Else, once per election timeout, ask the leader of too old a term to step down,
-   * or every voter when it knows no leader (an idle group's leader is quiesced and sends nothing).
+   * After a message or a tick, while catching up: done once it holds an entry of the term of a leader
+   * above the floor (the leader's no-op at least: its log up to there matches the leader's, which holds
+   * every entry committed before its election; that entry need not be known committed, or a leader that
+   * crashed before telling would leave the group without a voter here). Else, once per election timeout,
+   * ask the leader of too old a term to step down, or every voter when it knows no leader (an idle
+   * group's leader is quiesced and sends nothing).
    */
   private checkRecovered(): void {
     const newer = this.role === Role.Follower && this.lead !== NONE && this.term > this.recoveryFloor;
-    if (newer && this.log.term(this.log.committed) === this.term) {
-      this.endRecovery(`holds entry ${this.log.committed} of leader ${this.lead}'s term`);
+    if (newer && this.log.lastTerm() === this.term) {
+      this.endRecovery(`holds entry ${this.log.lastIndex()} of leader ${this.lead}'s term`);
       return;
     }
     if (newer || this.ticks - this.stepDownAskedTick < this.cfg.electionTicks) return;
@@ -1458,7 +1468,7 @@ export class RaftNode {
     this.recovery = 0;
     this.probePending.clear();
     this.vote = NONE;
-    this.recoveredAt = this.log.committed;
+    this.recoveredAt = this.log.lastIndex();
     // The election clock starts now, at a random point: else every group of a node that waited for its
     // peers would campaign at the first tick after recovery, and that node would lead them all.
     this.electionElapsed = 0;

@@ -252,7 +252,7 @@ export interface Status {
   /** Quiesced: an idle group whose members all hold the whole log; ticks
    *  are ignored until a message, proposal or wake() arrives. */
   quiesced: boolean;
-  /** Lost-state recovery: 'probing' (asking every voter its term), 'catching-up' (waiting to hold a
-   *  committed entry of a leader whose term is above every term it could have voted in), null: none. */
+  /** Lost-state recovery: 'probing' (asking every voter its term), 'catching-up' (waiting to hold
+   *  an entry of a leader whose term is above every term it could have voted in), null: none. */
   recovery: 'probing' | 'catching-up' | null;
 }

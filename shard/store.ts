@@ -852,7 +852,9 @@ export class Store {
    */
   /** This replica must not serve reads: it recovers lost state (see RaftNode.lostStateUnserved) or has not applied up to where that ended. */
   lostStateUnserved(shard: number): boolean {
-    return this.replica(shard).raft.lostStateUnserved();
+    const r = this.replica(shard);
+    // Stale reads see landed state, which lags the core's applied index by a batch or more.
+    return r.raft.lostStateUnserved() || r.landedApplied < r.raft.lostStateServedFrom();
   }
 
   stalenessMs(shard: number, nowMs: number): number {

@@ -137,3 +137,29 @@ test('a step-down request carries the floor: a leader above it sends a heartbeat
   t.is(l.status().role, 'candidate', 'at the floor: it steps down and campaigns');
   t.is(l.status().term, term + 1);
 });
+
+test('recovery ends on holding an entry of the new leader\'s term: that leader dying before the commit reaches it leaves a voter', (t) => {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  c.node(1).raft.campaign();
+  c.stabilize();
+  for (let i = 0; i < 3; i++) c.node(1).raft.propose(enc(`v${i}`));
+  c.stabilize();
+  c.crash(3);
+  loseDisk(c, 3);
+  c.stabilize();
+  t.is(c.node(3).raft.status().recovery, 'catching-up');
+  // Node 1's messages to node 3 never tell it a commit beyond today's (as if each news of one were lost).
+  const frozen = c.node(1).raft.status().commit;
+  c.filter = (m) => {
+    if (m.from === 1 && m.to === 3) m.commit = Math.min(m.commit, frozen);
+    return true;
+  };
+  for (let i = 0; i < 40 && c.node(3).raft.status().recovery !== null; i++) c.tickAll(1);
+  t.is(c.node(3).raft.status().recovery, null, 'the new leader\'s no-op reached it');
+  t.true(c.node(3).raft.status().commit < c.node(1).raft.status().commit, 'without knowing it committed');
+  c.crash(1);
+  c.filter = () => true;
+  for (let i = 0; i < 60 && c.leader() === 0; i++) c.tickAll(1);
+  t.true([2, 3].includes(c.leader()), 'nodes 2 and 3 elect a leader');
+});
