@@ -21,6 +21,17 @@ function loseDisk(c: MemCluster, id: number): void {
   n.alive = true;
 }
 
+/** A group of three with recovery on, led by node 1, which committed `writes` proposals. */
+function ledByNode1(writes: number): MemCluster {
+  const c = new MemCluster([1, 2, 3], GUARDED);
+  c.stabilize();
+  c.node(1).raft.campaign();
+  c.stabilize();
+  for (let i = 0; i < writes; i++) c.node(1).raft.propose(enc(`v${i}`));
+  c.stabilize();
+  return c;
+}
+
 function voteRequest(from: number, to: number, term: number, index: number, logTerm: number): Message {
   return { type: MsgType.Vote, from, to, term, logTerm, index, entries: [], commit: 0, reject: false, rejectHint: 0, context: 0, snapshot: null };
 }
@@ -43,12 +54,7 @@ test('a new group: every voter answers term 0, recovery ends at once, and the gr
 });
 
 test('a node back with an empty disk grants no vote, has the leader of its old term step down, and recovers under the next', (t) => {
-  const c = new MemCluster([1, 2, 3], GUARDED);
-  c.stabilize();
-  c.node(1).raft.campaign();
-  c.stabilize();
-  for (let i = 0; i < 10; i++) c.node(1).raft.propose(enc(`v${i}`));
-  c.stabilize();
+  const c = ledByNode1(10);
   const term = c.node(1).raft.status().term;
   const commit = c.node(1).raft.status().commit;
   c.crash(3);
@@ -139,12 +145,7 @@ test('a step-down request carries the floor: a leader above it sends a heartbeat
 });
 
 test('recovery ends on holding an entry of the new leader\'s term: that leader dying before the commit reaches it leaves a voter', (t) => {
-  const c = new MemCluster([1, 2, 3], GUARDED);
-  c.stabilize();
-  c.node(1).raft.campaign();
-  c.stabilize();
-  for (let i = 0; i < 3; i++) c.node(1).raft.propose(enc(`v${i}`));
-  c.stabilize();
+  const c = ledByNode1(3);
   c.crash(3);
   loseDisk(c, 3);
   c.stabilize();
