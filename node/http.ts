@@ -275,7 +275,7 @@ export function buildApp(node: KvNode, log: Logger) {
   }
 
   const lostStateError = (shard: number): ApiError => new ApiError(503, 'not_ready',
-    `the replica of shard ${shard} on node ${cfg.id} started without its state (a lost data directory) and is recovering: it has nothing to serve yet`,
+    `the replica of shard ${shard} on node ${cfg.id} started without its state (a new cluster, or a lost data directory) and is recovering: it has nothing to serve yet`,
     'not_applied', { shard }, 1);
 
   /**

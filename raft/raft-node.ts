@@ -1282,8 +1282,8 @@ export class RaftNode {
 
   /**
    * The state here may be what a lost data directory left (nothing) rather than a past state of the
-   * group: lost-state recovery is under way, or ended at a commit index not applied yet. A host must
-   * not serve reads from it then (stale reads included: values would vanish).
+   * group: lost-state recovery is under way, or ended at an index (its last then) not applied yet. A
+   * host must not serve reads from it then (stale reads included: values would vanish).
    */
   lostStateUnserved(): boolean {
     return this.recovery !== 0 || this.log.applied < this.recoveredAt;
