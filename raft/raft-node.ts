@@ -542,16 +542,17 @@ export class RaftNode {
     if (this.hasQuorum(new Set([this.id]))) {
       this.releaseReads(this.readOnly.confirmLatest());
     }
-    for (const [id, pr] of this.prs) {
-      if (id === this.id) continue;
-      const m = emptyMessage(MsgType.Heartbeat, this.id, id, this.term);
-      // Never tell a follower about a commit beyond what it is known to hold.
-      m.commit = Math.min(pr.match, this.log.committed);
-      // The leader's real commit, for the follower's staleness bound only (never committed to).
-      m.index = this.log.committed;
-      m.context = round;
-      this.send(m);
-    }
+    for (const [id, pr] of this.prs) if (id !== this.id) this.sendHeartbeat(id, pr, round);
+  }
+
+  private sendHeartbeat(to: NodeId, pr: Progress, round: number): void {
+    const m = emptyMessage(MsgType.Heartbeat, this.id, to, this.term);
+    // Never tell a follower about a commit beyond what it is known to hold.
+    m.commit = Math.min(pr.match, this.log.committed);
+    // The leader's real commit, for the follower's staleness bound only (never committed to).
+    m.index = this.log.committed;
+    m.context = round;
+    this.send(m);
   }
 
   // ---------------------------------------------------------------- step
@@ -1281,17 +1282,13 @@ export class RaftNode {
   }
 
   /**
-   * The state here may be what a lost data directory left (nothing) rather than a past state of the
-   * group: lost-state recovery is under way, or ended at an index (its last then) not applied yet. A
-   * host must not serve reads from it then (stale reads included: values would vanish).
+   * The state a host serves, applied up to `served`, may be what a lost data directory left (nothing)
+   * rather than a past state of the group: lost-state recovery is under way, or ended at an index (its
+   * last then) that `served` has not reached. A host must not serve reads from it then (stale reads
+   * included: values would vanish).
    */
-  lostStateUnserved(): boolean {
-    return this.recovery !== 0 || this.log.applied < this.recoveredAt;
-  }
-
-  /** See lostStateUnserved: the index a host's served state must reach once recovery ended (0: none). */
-  lostStateServedFrom(): number {
-    return this.recoveredAt;
+  lostStateUnserved(served: number): boolean {
+    return this.recovery !== 0 || served < this.recoveredAt;
   }
 
   commitIndex(): number {
@@ -1416,11 +1413,7 @@ export class RaftNode {
         return;
       }
       const pr = this.prs.get(m.from);
-      if (pr === undefined) return;
-      const hb = emptyMessage(MsgType.Heartbeat, this.id, m.from, this.term);
-      hb.commit = Math.min(pr.match, this.log.committed);
-      hb.index = this.log.committed;
-      this.send(hb);
+      if (pr !== undefined) this.sendHeartbeat(m.from, pr, 0);
       return;
     }
     if (this.recovery !== 1 || m.context !== this.probeNonce || !this.probePending.delete(m.from)) return;

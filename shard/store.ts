@@ -850,11 +850,11 @@ export class Store {
    * Infinity if unknown. A quiesced replica hears nothing, so its bound only
    * grows: a bounded read wakes the group to get fresh proof (see http.ts).
    */
-  /** This replica must not serve reads: it recovers lost state (see RaftNode.lostStateUnserved) or has not applied up to where that ended. */
+  /** This replica must not serve reads: it recovers lost state, or its landed state has not reached where that ended (RaftNode.lostStateUnserved). */
   lostStateUnserved(shard: number): boolean {
     const r = this.replica(shard);
     // Stale reads see landed state, which lags the core's applied index by a batch or more.
-    return r.raft.lostStateUnserved() || r.landedApplied < r.raft.lostStateServedFrom();
+    return r.raft.lostStateUnserved(r.landedApplied);
   }
 
   stalenessMs(shard: number, nowMs: number): number {

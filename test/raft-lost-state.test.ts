@@ -64,6 +64,7 @@ test('a node back with an empty disk grants no vote, has the leader of its old t
   c.node(3).raft.step(voteRequest(2, 3, term + 5, commit + 10, term));
   const refusal = c.node(3).raft.ready().messages.find((m) => m.type === MsgType.VoteResp);
   t.true(refusal?.reject, 'no vote while recovering');
+  // Start it afresh: the Ready above was taken without being persisted, so this core is out of step with its storage.
   loseDisk(c, 3);
   c.stabilize();
   t.is(c.node(3).raft.status().recovery, 'catching-up', 'every voter answered: it waits for a leader above term ' + term);
