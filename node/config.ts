@@ -48,7 +48,8 @@ export interface NodeConfig {
    * A deliberately planted bug, for proving the fault suite catches it (never in
    * production): `local-lin-reads` serves "linearizable" reads from this node's
    * own replica, leader or not, without ReadIndex or lease; `unguarded-lost-state` lets a replica that
-   * starts without its state vote at once (RaftConfig.recoverLostState off).
+   * starts without its state vote at once (RaftConfig.recoverLostState off); `stale-read-cache` keeps
+   * read-cache entries when a batch that overwrote them lands (node/read-cache.ts).
    */
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
@@ -57,9 +58,11 @@ export interface NodeConfig {
   peerProtocol: number;
   /** A persist batch (WAL append + LevelDB batch) taking this long is logged as a warning (rate-limited) and counted. */
   slowPersistMs: number;
+  /** Bytes of LevelDB values kept for single-key reads (node/read-cache.ts), in MiB; 0: off. */
+  readCacheMb: number;
 }
 
-export type PlantedServerBug = 'local-lin-reads' | 'unguarded-lost-state';
+export type PlantedServerBug = 'local-lin-reads' | 'unguarded-lost-state' | 'stale-read-cache';
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
 
@@ -95,13 +98,17 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --log-level LEVEL      pino level (default info; env KV_LOG_LEVEL)
   --slow-persist-ms N    warn (at most every 5 s) when writing one batch takes N ms or more, with the
                          WAL's and LevelDB's parts (default 200)
+  --read-cache-mb N      keep up to N MiB of values that single-key reads found in LevelDB, so the
+                         next read of the key skips LevelDB (default 32; 0: off)
   --peer-protocol N      speak peer protocol version N at most, as a node of an older release does
                          (1: no leader-contact probes); default the newest (2). Peers speak to each
                          node in the lower of their two versions, so a cluster can be upgraded or
                          rolled back one node at a time
   --fault-slow-wal-ms N  TESTS ONLY: every WAL append waits N ms first (a slow disk)
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
-                         (local-lin-reads: linearizable reads served by any replica without ReadIndex)`;
+                         (local-lin-reads: linearizable reads served by any replica without ReadIndex;
+                         unguarded-lost-state: a replica that starts empty votes at once;
+                         stale-read-cache: the read cache keeps values that were overwritten)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -192,11 +199,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     faultSlowWalMs: int(a.get('fault-slow-wal-ms'), 0, '--fault-slow-wal-ms', 0),
     peerProtocol: int(a.get('peer-protocol'), PEER_PROTOCOL, '--peer-protocol', 1),
     slowPersistMs: int(a.get('slow-persist-ms'), 200, '--slow-persist-ms', 1),
+    readCacheMb: int(a.get('read-cache-mb'), 32, '--read-cache-mb', 0),
   };
   if (cfg.peerProtocol > PEER_PROTOCOL) throw new Error(`--peer-protocol must be 1..${PEER_PROTOCOL}, got ${cfg.peerProtocol}`);
   const plant = a.get('plant-bug');
   if (plant !== undefined) {
-    if (plant !== 'local-lin-reads' && plant !== 'unguarded-lost-state') throw new Error(`--plant-bug must be local-lin-reads or unguarded-lost-state, got ${plant}`);
+    if (plant !== 'local-lin-reads' && plant !== 'unguarded-lost-state' && plant !== 'stale-read-cache') {
+      throw new Error(`--plant-bug must be local-lin-reads, unguarded-lost-state or stale-read-cache, got ${plant}`);
+    }
     cfg.plantBug = plant;
     if (plant === 'unguarded-lost-state') cfg.raft.recoverLostState = false;
   }

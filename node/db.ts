@@ -108,7 +108,8 @@ export async function dropLegacyLog(db: Db, shard: number): Promise<void> {
   await writeBatch(db, [{ type: 'del', key: hardStateKey(shard) }], true);
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+/** The overlay's (and the read cache's) key for a LevelDB key: its bytes as a latin1 string. */
+export const keyString = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
 /**
  * Applied state not yet in LevelDB. A round applies its committed entries as
@@ -124,12 +125,17 @@ export class Overlay {
 
   /** undefined: not here (read LevelDB); null: deleted. */
   get(key: Uint8Array): Uint8Array | null | undefined {
-    return this.map.get(hex(key))?.value;
+    return this.map.get(keyString(key))?.value;
+  }
+
+  /** get() by the key's keyString. */
+  getByString(k: string): Uint8Array | null | undefined {
+    return this.map.get(k)?.value;
   }
 
   /** Record a write that goes out in batch `batch`; returns the key to release with it. */
   set(key: Uint8Array, value: Uint8Array | null, batch: number): string {
-    const k = hex(key);
+    const k = keyString(key);
     this.map.set(k, { value, batch });
     return k;
   }

@@ -39,6 +39,8 @@ export class NodeMetrics {
   fastRequests = 0;
   /** Read at each scrape: HTTP requests in flight (set by the HTTP layer; bounded by --max-in-flight). */
   httpInFlight: () => number = () => 0;
+  /** Read at each scrape: the read cache's plain counts (set by the runtime; node/read-cache.ts). */
+  readCache: () => { hits: number; misses: number; bytes: number } = () => ({ hits: 0, misses: 0, bytes: 0 });
 
   constructor(nodeId: number) {
     const r = this.registry;
@@ -85,6 +87,10 @@ export class NodeMetrics {
     new client.Gauge({ name: 'kv_http_in_flight', help: 'HTTP requests in flight on this node (beyond --max-in-flight: 503 overloaded)', registers: [r], collect() { this.set(inFlight()); } });
     const fast = (): number => this.fastRequests;
     new client.Counter({ name: 'kv_http_fast_requests_total', help: 'Single-key reads and writes answered ahead of fastify (node/fast-kv.ts); they are counted in kv_http_requests_total too', registers: [r], collect() { this.reset(); this.inc(fast()); } });
+    const cache = (): { hits: number; misses: number; bytes: number } => this.readCache();
+    new client.Counter({ name: 'kv_read_cache_hits_total', help: 'Single-key reads answered from the read cache (node/read-cache.ts) instead of LevelDB', registers: [r], collect() { this.reset(); this.inc(cache().hits); } });
+    new client.Counter({ name: 'kv_read_cache_misses_total', help: 'Single-key reads that went to LevelDB (the value found there is then cached)', registers: [r], collect() { this.reset(); this.inc(cache().misses); } });
+    new client.Gauge({ name: 'kv_read_cache_bytes', help: 'Bytes the read cache holds (values, keys and a per-entry overhead; bounded by --read-cache-mb)', registers: [r], collect() { this.set(cache().bytes); } });
     this.eventLoopLag = new client.Gauge({ name: 'kv_event_loop_lag_seconds', help: 'Event-loop lag (p99 over the last interval)', registers: [r] });
   }
 

@@ -7,7 +7,8 @@ import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
 import { HashRing } from '../shard/ring.ts';
 import { Store, type Round } from '../shard/store.ts';
 import type { KvStatePort } from '../shard/kv-machine.ts';
-import { Overlay, dropLegacyLog, loadReplica, openDb, readLegacyLog, writeBatch, type Db } from './db.ts';
+import { ReadCache } from './read-cache.ts';
+import { Overlay, dropLegacyLog, keyString, loadReplica, openDb, readLegacyLog, writeBatch, type Db } from './db.ts';
 import { unpack } from '../shard/codec.ts';
 import type { BatchOp, WalItem } from '../shard/store.ts';
 import type { HardState } from '../raft/index.ts';
@@ -103,6 +104,8 @@ export class KvNode {
   private gcShardAt = -1;
   private gcBacklog = false;
   private readonly overlay = new Overlay();
+  /** LevelDB's values of keys the API read lately (see read-cache.ts). */
+  readonly readCache: ReadCache;
   private group: Group = newGroup(1);
   private writing: Promise<void> | null = null;
   private landedSeq = 0;
@@ -130,6 +133,8 @@ export class KvNode {
     this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
     this.streamGate = new KeyedGate(cfg.snapshotStreamsPerPeer);
     this.metrics.snapshotStreamsQueued = () => this.streamGate.totalQueued();
+    this.readCache = new ReadCache(cfg.readCacheMb * 1024 * 1024);
+    this.metrics.readCache = () => ({ hits: this.readCache.hits, misses: this.readCache.misses, bytes: this.readCache.usedBytes });
     this.metrics.raftLogMemory = () => {
       const t = this.store.logMemoryTotals();
       return { entries: t.entries, bytes: logMemoryOf(t) };
@@ -433,6 +438,7 @@ export class KvNode {
     for (const r of g.rounds) {
       this.store.persistedRound(r);
       for (const inst of r.installs) {
+        this.readCache.clear();
         this.snapshotReceiver.installed(inst.shard, inst.snapshot);
         this.wal.compacted(inst.shard, inst.snapshot.meta.index);
       }
@@ -444,6 +450,7 @@ export class KvNode {
     }
     this.sendMessages(late);
     this.overlay.release(g.staged.keys(), g.seq);
+    if (this.cfg.plantBug !== 'stale-read-cache') this.readCache.drop(g.staged.keys());
     this.landedSeq = g.seq;
     if (this.landWaiters.length > 0) {
       const still: typeof this.landWaiters = [];
@@ -468,14 +475,25 @@ export class KvNode {
    * store's working set lives in LevelDB's cache and the page cache.
    */
   readState(key: Uint8Array): Uint8Array | undefined {
-    const o = this.overlay.get(key);
+    const k = keyString(key);
+    const o = this.overlay.getByString(k);
     if (o !== undefined) return o ?? undefined;
-    return this.db.getSync(key);
+    return this.cachedGet(k, key);
   }
 
   /** A state value as it is in LevelDB (what a kill -9 would leave), without the overlay. */
   readLanded(key: Uint8Array): Uint8Array | undefined {
-    return this.db.getSync(key);
+    return this.readCache.enabled ? this.cachedGet(keyString(key), key) : this.db.getSync(key);
+  }
+
+  private cachedGet(k: string, key: Uint8Array): Uint8Array | undefined {
+    const c = this.readCache;
+    if (!c.enabled) return this.db.getSync(key);
+    const hit = c.get(k);
+    if (hit !== undefined) return hit;
+    const v = this.db.getSync(key);
+    if (v !== undefined) c.fill(k, v);
+    return v;
   }
 
   private async maintenance(): Promise<void> {
