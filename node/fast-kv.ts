@@ -26,6 +26,7 @@ import type { ProposeOutcome, ReadOutcome } from '../shard/store.ts';
 import { ApiError, noLeader, noQuorum, overloaded, proposeError, timeout } from './errors.ts';
 import { monoNowMs } from './clock.ts';
 import { withDeadline } from './deadline.ts';
+import type { HttpChildren } from './metrics.ts';
 import type { KvNode } from './runtime.ts';
 
 const PREFIX = '/v1/kv/';
@@ -71,24 +72,33 @@ export function parseKvUrl(url: string, allowed: readonly string[]): ParsedKv | 
 }
 
 /** One request taken here: its answer is written once, with the accounting fastify's hooks would do. */
-interface Taken { res: ServerResponse; method: 'GET' | 'PUT'; consistency: string; started: number; requestId: string; head: string[] }
+interface Taken { res: ServerResponse; method: 'GET' | 'PUT'; consistency: 'stale' | 'linearizable' | 'none'; started: number; requestId: string; head: string[] }
 
 export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { node, log, load } = d;
   const cfg = node.cfg;
   const served = String(cfg.id);
 
-  function take(req: IncomingMessage, res: ServerResponse, method: 'GET' | 'PUT', consistency: string): Taken {
+  function take(req: IncomingMessage, res: ServerResponse, method: 'GET' | 'PUT', consistency: Taken['consistency']): Taken {
     const requestId = d.requestIdOf(req);
     load.inFlight++;
     return { res, method, consistency, started: performance.now(), requestId, head: ['x-request-id', requestId, 'x-cluster-epoch', String(node.map.epoch)] };
+  }
+
+  /** The metric children of this route, by status and consistency (which implies the method; a number: no label string per request). */
+  const children = new Map<number, HttpChildren>();
+  function metricsOf(r: Taken, status: number): HttpChildren {
+    const k = status * 4 + (r.consistency === 'stale' ? 0 : r.consistency === 'linearizable' ? 1 : 2);
+    let m = children.get(k);
+    if (m === undefined) children.set(k, (m = node.metrics.httpChildren(ROUTE, r.method, status, r.consistency)));
+    return m;
   }
 
   function finish(r: Taken, status: number, body: Buffer): void {
     // Accounting first: it happens once even if writing throws (the caller then drops the socket).
     load.inFlight--;
     node.metrics.fastRequests++;
-    const m = node.metrics.httpChildren(ROUTE, r.method, status, r.consistency);
+    const m = metricsOf(r, status);
     m.count.inc();
     const ms = performance.now() - r.started;
     m.duration.observe(ms / 1000);
@@ -128,10 +138,10 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
   const usable = (): boolean => node.fatal === null && !d.closing() && load.inFlight < cfg.maxInFlight && cfg.plantBug === null;
 
   /** 200 with the value, or 404; the stale path reads only what has landed in LevelDB (see http.ts serveRecord). */
-  function serve(r: Taken, p: ParsedKv, keyBytes: Uint8Array, shard: number, bucket: number, consistency: 'linearizable' | 'stale'): void {
+  function serve(r: Taken, p: ParsedKv, shard: number, bucket: number, consistency: 'linearizable' | 'stale'): void {
     let value: Buffer;
     try {
-      const k = dataKey(shard, node.store.generation(shard), p.tenant, bucket, keyBytes);
+      const k = dataKey(shard, node.store.generation(shard), p.tenant, bucket, p.key);
       const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
       r.head.push('x-shard', String(shard), 'x-consistency', consistency, 'x-served-by', served);
       if (raw === undefined) throw new ApiError(404, 'not_found', `${p.tenant}/${p.key} does not exist`);
@@ -151,14 +161,14 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
     const asked = p.q.get('consistency');
     if (asked !== undefined && asked !== 'stale' && asked !== 'linearizable') return false;
     const consistency = asked === 'stale' ? 'stale' : 'linearizable';
-    let keyBytes: Uint8Array;
     let shard: number;
     let bucket: number;
     let staleness = '';
     try {
       if (p.tenant.length > 256) return false;
       checkTenant(p.tenant);
-      keyBytes = checkKey(p.key);
+      // A plain URL's key is printable ASCII: its UTF-8 bytes are its characters (checkKey, without encoding it).
+      if (p.key.length > DEFAULT_LIMITS.keyMaxBytes) return false;
       bucket = bucketOf(parseTime(p.q.get('t')), node.map.bucketMs);
       shard = node.ring.shardFor(p.tenant, bucket);
       if (consistency === 'stale') {
@@ -178,11 +188,11 @@ export function fastKv(d: FastKvDeps): (req: IncomingMessage, res: ServerRespons
     const r = take(req, res, 'GET', consistency);
     if (consistency === 'stale') {
       r.head.push('x-staleness-ms', staleness);
-      serve(r, p, keyBytes, shard, bucket, 'stale');
+      serve(r, p, shard, bucket, 'stale');
       return true;
     }
     node.store.readIndex(shard, deadline<ReadOutcome>(r, (out) => {
-      if (out.ok) serve(r, p, keyBytes, shard, bucket, 'linearizable');
+      if (out.ok) serve(r, p, shard, bucket, 'linearizable');
       else fail(r, out.code === 'overloaded' ? overloaded(`shard ${shard} read queue`) : out.code === 'no_quorum' ? noQuorum(shard) : noLeader(shard));
     }, () => fail(r, noQuorum(shard))));
     node.wake();

@@ -84,28 +84,39 @@ export function bucketPrefix(shard: number, gen: number, tenant: string, bucket:
   return b;
 }
 
-export function dataKey(shard: number, gen: number, tenant: string, bucket: number, key: Uint8Array): Uint8Array {
+export function dataKey(shard: number, gen: number, tenant: string, bucket: number, key: Uint8Array | string): Uint8Array {
   // Built on every write's apply and every read: one allocation, not the prefix's three and a copy.
-  let ascii = true;
-  for (let i = 0; i < tenant.length && ascii; i++) ascii = tenant.charCodeAt(i) < 0x80;
-  if (!ascii) {
+  // A key may come as its string when it is ASCII (the plain URLs of node/fast-kv.ts): no encoding then.
+  const k = typeof key === 'string' && !isAscii(key) ? utf8.encode(key) : key;
+  if (!isAscii(tenant)) {
     const p = bucketPrefix(shard, gen, tenant, bucket);
-    const b = new Uint8Array(p.length + key.length);
+    const b = new Uint8Array(p.length + k.length);
     b.set(p, 0);
-    b.set(key, p.length);
+    putKey(b, p.length, k);
     return b;
   }
   // ASCII (every valid tenant): its UTF-8 bytes are its char codes.
   const off = 10 + tenant.length;
-  const b = new Uint8Array(off + 8 + key.length);
+  const b = new Uint8Array(off + 8 + k.length);
   b[0] = D;
   u32(b, 1, shard);
   u32(b, 5, gen);
   for (let i = 0; i < tenant.length; i++) b[9 + i] = tenant.charCodeAt(i);
   b[off - 1] = 0;
   u64(b, off, bucket + 1);
-  b.set(key, off + 8);
+  putKey(b, off + 8, k);
   return b;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
+
+/** An encoded key, or an ASCII one as its string. */
+function putKey(b: Uint8Array, at: number, k: Uint8Array | string): void {
+  if (typeof k !== 'string') b.set(k, at);
+  else for (let i = 0; i < k.length; i++) b[at + i] = k.charCodeAt(i);
 }
 
 export function idemKey(shard: number, gen: number, tenant: string, key: string): Uint8Array {

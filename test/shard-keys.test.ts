@@ -46,6 +46,17 @@ test('layout: big-endian integers sort numerically; buckets sort in time order',
   t.true(cmp(dataKey(1, 0, 'ab', 0, k), bucketPrefix(1, 0, 'a', 0)) > 0 && cmp(dataKey(1, 0, 'ab', 0, k), prefixEnd(bucketPrefix(1, 0, 'a', 2 ** 40))) > 0);
 });
 
+test('layout: a data key given as its string is the key given as its UTF-8 bytes', (t) => {
+  const utf8 = new TextEncoder();
+  for (const tenant of ['acme', 't-1.x_Y', 'é']) {
+    for (const key of ['k', 'user/42?x=1', '~!*', 'ключ', 'a\u0000b', 'x'.repeat(512)]) {
+      for (const [shard, gen, bucket] of [[0, 0, STATIC_BUCKET], [7, 3, 123456], [2 ** 31, 2 ** 32 - 1, 2 ** 52]] as const) {
+        t.deepEqual(dataKey(shard, gen, tenant, bucket, key), dataKey(shard, gen, tenant, bucket, utf8.encode(key)), `${tenant}/${key}`);
+      }
+    }
+  }
+});
+
 test('placement is balanced and puts each shard on distinct nodes', (t) => {
   for (const [shards, nodes, r] of [[64, 3, 3], [10, 4, 3], [7, 5, 2], [256, 3, 3]] as const) {
     const ids = Array.from({ length: nodes }, (_, i) => i + 1);
