@@ -83,7 +83,12 @@ export function bucketOf(t: number | undefined, bucketMs: number): number {
   return t === undefined ? STATIC_BUCKET : Math.floor(t / bucketMs);
 }
 
-/** The bytes hashed onto the ring: tenant, a 0 byte, then the bucket (or "s" for static). */
+/** The partition key hashed onto the ring: tenant, a 0 character, then the bucket (or "s" for static). */
+export function partitionKeyString(tenant: string, bucket: number): string {
+  return bucket === STATIC_BUCKET ? `${tenant}\u0000s` : `${tenant}\u0000${bucket}`;
+}
+
+/** Its UTF-8 bytes (what is hashed). */
 export function partitionKeyBytes(tenant: string, bucket: number): Uint8Array {
-  return utf8.encode(bucket === STATIC_BUCKET ? `${tenant}\u0000s` : `${tenant}\u0000${bucket}`);
+  return utf8.encode(partitionKeyString(tenant, bucket));
 }

@@ -1,4 +1,4 @@
-import { partitionKeyBytes } from './keys.ts';
+import { partitionKeyString } from './keys.ts';
 
 /** The hash port: 32 bits of xxHash64 (the node and the SDK plug in xxhash-wasm). */
 export type Hash32 = (data: Uint8Array) => number;
@@ -10,6 +10,8 @@ export interface RingParams {
 }
 
 const utf8 = new TextEncoder();
+/** Partition keys whose shard a ring remembers; past this it forgets them all and starts again. */
+const MEMO_MAX = 1 << 16;
 
 /**
  * Consistent-hash ring: each shard owns `vnodes` points; a partition key
@@ -19,6 +21,11 @@ const utf8 = new TextEncoder();
 export class HashRing {
   private readonly points: Uint32Array;
   private readonly owners: Int32Array;
+  /**
+   * Partition key -> shard, for the request path: a hit skips encoding the key, hashing it and the
+   * search (≈ 1.5 µs a request). The ring never changes, so neither does an answer.
+   */
+  private readonly memo = new Map<string, number>();
 
   constructor(shards: readonly number[], readonly params: RingParams, private readonly hash: Hash32) {
     const pts: Array<{ p: number; s: number }> = [];
@@ -44,6 +51,13 @@ export class HashRing {
   }
 
   shardFor(tenant: string, bucket: number): number {
-    return this.shardForHash(this.hash(partitionKeyBytes(tenant, bucket)) >>> 0);
+    const pk = partitionKeyString(tenant, bucket);
+    let s = this.memo.get(pk);
+    if (s === undefined) {
+      s = this.shardForHash(this.hash(utf8.encode(pk)) >>> 0);
+      if (this.memo.size >= MEMO_MAX) this.memo.clear();
+      this.memo.set(pk, s);
+    }
+    return s;
   }
 }

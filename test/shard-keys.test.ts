@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createHash32 } from '../node/hash.ts';
-import { InputError, STATIC_BUCKET, bucketOf, checkKey, checkTenant, parseTime } from '../shard/keys.ts';
+import { InputError, STATIC_BUCKET, bucketOf, checkKey, checkTenant, parseTime, partitionKeyBytes } from '../shard/keys.ts';
 import { bucketPrefix, dataKey, logKey, logIndexOf, prefixEnd } from '../shard/layout.ts';
 import { placeReplicas } from '../shard/placement.ts';
 import { HashRing } from '../shard/ring.ts';
@@ -70,6 +70,16 @@ test('placement is balanced and puts each shard on distinct nodes', (t) => {
     t.true(max <= Math.ceil((shards * r) / nodes) + 1, `max load ${max}`);
   }
   t.throws(() => placeReplicas([1], [1, 2], 3));
+});
+
+test('the ring\'s remembered shards are the ones it computes, past its memo\'s bound too', async (t) => {
+  const hash = await createHash32();
+  const ring = new HashRing([1, 2, 3, 4, 5], { vnodes: 16, hash: 'xxh64-hi32' }, hash);
+  const fresh = (tenant: string, b: number): number => ring.shardForHash(hash(partitionKeyBytes(tenant, b)) >>> 0);
+  for (let pass = 0; pass < 2; pass++) {
+    for (let b = 0; b < 70_000; b += 7) t.is(ring.shardFor(`t${b % 13}`, b), fresh(`t${b % 13}`, b));
+  }
+  t.is(ring.shardFor('é', STATIC_BUCKET), fresh('é', STATIC_BUCKET));
 });
 
 test('the ring spreads one tenant\'s buckets over all shards and is stable', async (t) => {
