@@ -5,35 +5,46 @@ import type { WalItem } from '../shard/store.ts';
 /**
  * Payloads of the node's WAL records (msgpack):
  *
- *   [0, [[shard, term, vote, commit], ...]]                      header: the hard state of every shard (first record of every segment)
- *   [1, [[shard, [term, vote, commit] | null, entries, snap], ...]] a persist batch: per shard, in round order
+ *   [0, [[shard, term, vote, commit, recovered?], ...]]                      header: the hard state of every shard (first record of every segment)
+ *   [1, [[shard, [term, vote, commit, recovered?] | null, entries, snap], ...]] a persist batch: per shard, in round order
  *
- * entries are wire entries [term, index, type, data, change]; snap is the
+ * recovered (HardState.recovered) is written only when set, so records of
+ * replicas that never recovered lost state (and those of older releases)
+ * have three numbers; entries are wire entries [term, index, type, data, change]; snap is the
  * index of a snapshot installed in that round (null if none): it drops
  * every entry of the shard before it.
  */
 
 type WireEntry = [term: number, index: number, type: EntryType, data: Uint8Array, change: ConfChange | null];
-type WireHs = [term: number, vote: number, commit: number];
+type WireHs = [term: number, vote: number, commit: number, recovered?: number];
 type WireItem = [shard: number, hs: WireHs | null, entries: WireEntry[], snap: number | null];
 
 const HEADER = 0;
 const BATCH = 1;
 
 export function encodeHeader(hs: Map<number, HardState>): Uint8Array {
-  const list: Array<[number, number, number, number]> = [];
-  for (const [shard, h] of hs) list.push([shard, h.term, h.vote, h.commit]);
+  const list: number[][] = [];
+  for (const [shard, h] of hs) list.push(h.recovered === undefined ? [shard, h.term, h.vote, h.commit] : [shard, h.term, h.vote, h.commit, h.recovered]);
   return pack([HEADER, list]);
 }
 
 export function encodeBatch(items: WalItem[]): Uint8Array {
   const list: WireItem[] = items.map((it) => [
     it.shard,
-    it.hardState === null ? null : [it.hardState.term, it.hardState.vote, it.hardState.commit],
+    it.hardState === null ? null : wireHs(it.hardState),
     it.entries.map((e) => [e.term, e.index, e.type, e.data, e.change]),
     it.snapshot,
   ]);
   return pack([BATCH, list]);
+}
+
+function wireHs(h: HardState): WireHs {
+  return h.recovered === undefined ? [h.term, h.vote, h.commit] : [h.term, h.vote, h.commit, h.recovered];
+}
+
+function hardStateOf(term: number, vote: number, commit: number, recovered: number | undefined): HardState {
+  if (recovered !== undefined && !Number.isSafeInteger(recovered)) throw bad('recovered index');
+  return recovered === undefined ? { term, vote, commit } : { term, vote, commit, recovered };
 }
 
 /** What the WAL says about one shard after replay. */
@@ -79,7 +90,7 @@ export class WalFold {
     const rec = unpack<[number, unknown[]]>(p);
     if (!Array.isArray(rec) || !Array.isArray(rec[1])) throw bad('shape');
     if (rec[0] === HEADER) {
-      for (const h of rec[1] as Array<[number, number, number, number]>) this.get(h[0]).hardState = { term: h[1], vote: h[2], commit: h[3] };
+      for (const h of rec[1] as Array<[number, number, number, number, number?]>) this.get(h[0]).hardState = hardStateOf(h[1], h[2], h[3], h[4]);
       return;
     }
     if (rec[0] !== BATCH) throw bad(`type ${String(rec[0])}`);
@@ -89,7 +100,7 @@ export class WalFold {
         s.markers.push({ index: snap, before: s.entries });
         s.entries = [];
       }
-      if (hs !== null) s.hardState = { term: hs[0], vote: hs[1], commit: hs[2] };
+      if (hs !== null) s.hardState = hardStateOf(hs[0], hs[1], hs[2], hs[3]);
       if (entries.length === 0) continue;
       const first = (entries[0] as WireEntry)[1];
       const have = s.entries[0];

@@ -81,7 +81,10 @@ import {
  * From then on it votes normally, in that term too: as the new replica it has
  * voted in no term, and the old one voted for no other node above F (a vote
  * for itself above F, its requests still in flight, elects nobody else: its
- * old log is no more up to date than the new one). Assumes the voters of its
+ * old log is no more up to date than the new one). Its last index then is persisted
+ * with that vote (HardState.recovered): a host serves no state applied below
+ * it (lostStateUnserved), across restarts too, since what it had applied may
+ * not have reached its disk when it crashed. Assumes the voters of its
  * initial configuration are the group's voters (the storage node has no
  * membership operation), one replica recovering at a time (two that recover
  * together in a group of three wait for each other, for good: an operator must
@@ -203,6 +206,7 @@ export class RaftNode {
     else if (config.initialConf.voters.length > 0) this.bootstrap(config.initialConf);
     this.conf = this.latestConf();
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
+    if (this.recoveredAt > 0) this.prevHard.recovered = this.recoveredAt;
     const lostState = persisted === null
       ? config.initialConf.voters.includes(this.id) && config.initialConf.voters.length > 1
       : persisted.hardState.vote === LOST_VOTE;
@@ -246,6 +250,7 @@ export class RaftNode {
     for (const e of log.entries) if (e.change !== null) this.recordConf(e);
     this.term = p.hardState.term;
     this.vote = p.hardState.vote;
+    this.recoveredAt = p.hardState.recovered ?? 0;
     invariant(p.hardState.commit <= log.lastIndex(), 'persisted commit within the log');
     invariant(this.cfg.applied <= log.lastIndex(), `applied ${this.cfg.applied} within the persisted log`);
     // Applied entries are committed by definition, even if the commit index
@@ -1185,7 +1190,9 @@ export class RaftNode {
 
   private hardState(): HardState {
     const vote = this.cfg.bugs?.skipVotePersist === true ? NONE : this.vote;
-    return { term: this.term, vote, commit: this.log.committed };
+    const hs: HardState = { term: this.term, vote, commit: this.log.committed };
+    if (this.recoveredAt > 0) hs.recovered = this.recoveredAt;
+    return hs;
   }
 
   hasReady(): boolean {
@@ -1198,7 +1205,7 @@ export class RaftNode {
       this.log.pendingSnapshot !== null ||
       this.log.inProgressIndex < this.log.lastIndex() ||
       this.log.hasNextCommitted() ||
-      this.term !== ph.term || vote !== ph.vote || this.log.committed !== ph.commit ||
+      this.term !== ph.term || vote !== ph.vote || this.log.committed !== ph.commit || this.recoveredAt !== (ph.recovered ?? 0) ||
       this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role
     );
   }
@@ -1208,7 +1215,8 @@ export class RaftNode {
     this.flush();
     const log = this.log;
     const hs = this.hardState();
-    const hardChanged = hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit;
+    const recoveredChanged = (hs.recovered ?? 0) !== (this.prevHard.recovered ?? 0);
+    const hardChanged = hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || hs.commit !== this.prevHard.commit || recoveredChanged;
     const softChanged = this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role;
     const entries = log.unstableEntries();
     const snapshot = log.pendingSnapshot;
@@ -1222,7 +1230,7 @@ export class RaftNode {
       committedEntries,
       messages: this.msgs,
       readStates: this.readStates,
-      mustSync: entries.length > 0 || snapshot !== null || hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote,
+      mustSync: entries.length > 0 || snapshot !== null || hs.term !== this.prevHard.term || hs.vote !== this.prevHard.vote || recoveredChanged,
     };
     invariant(snapshot === null || committedEntries.length === 0, 'a Ready with a snapshot applies nothing else');
     const lastEnt = entries[entries.length - 1];

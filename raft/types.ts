@@ -46,6 +46,12 @@ export interface HardState {
   term: number;
   vote: NodeId;
   commit: number;
+  /**
+   * The last log index when this replica last recovered lost state (absent: 0, never): its state is
+   * not served until the applied state reaches it (RaftNode.lostStateUnserved). Persisted with the
+   * vote that ended the recovery, so a crash before the state lands keeps the guard.
+   */
+  recovered?: number;
 }
 
 export interface SnapshotMeta {

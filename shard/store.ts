@@ -155,6 +155,7 @@ class Replica {
   /** Term and vote in the last hard state put in a batch. */
   writtenTerm: number;
   writtenVote: NodeId;
+  writtenRecovered: number;
   /** Store tick at which this replica last had a request. */
   lastActiveTick = 0;
   /**
@@ -190,6 +191,7 @@ class Replica {
     this.handedVote = this.durableVote;
     this.writtenTerm = boot.persisted === null ? -1 : this.durableTerm;
     this.writtenVote = this.durableVote;
+    this.writtenRecovered = boot.persisted?.hardState.recovered ?? 0;
     this.applied = boot.applied;
     this.landedApplied = boot.applied;
   }
@@ -677,14 +679,15 @@ export class Store {
     }
     // Commit is volatile in Raft: a restart recovers it as max(persisted commit,
     // applied index), and applied is written with the state. So the hard state is
-    // written only when term or vote change — not on every commit move of every
-    // busy shard in every round.
+    // written only when term, vote or the recovery index change — not on every
+    // commit move of every busy shard in every round.
     const hs = rd.hardState;
-    if (hs !== null && (hs.term !== r.writtenTerm || hs.vote !== r.writtenVote)) {
+    if (hs !== null && (hs.term !== r.writtenTerm || hs.vote !== r.writtenVote || (hs.recovered ?? 0) !== r.writtenRecovered)) {
       item ??= { shard, hardState: null, entries: [], snapshot: null };
       item.hardState = hs;
       r.writtenTerm = hs.term;
       r.writtenVote = hs.vote;
+      r.writtenRecovered = hs.recovered ?? 0;
     }
     if (rd.entries.length > 0) {
       item ??= { shard, hardState: null, entries: [], snapshot: null };

@@ -165,3 +165,32 @@ test('recovery ends on holding an entry of the new leader\'s term: that leader d
   for (let i = 0; i < 60 && c.leader() === 0; i++) c.tickAll(1);
   t.true([2, 3].includes(c.leader()), 'nodes 2 and 3 elect a leader');
 });
+
+test('where recovery ended is persisted with the vote that ended it: restarted before its state caught up, a replica still serves nothing below it', (t) => {
+  const c = ledByNode1(10);
+  c.crash(3);
+  loseDisk(c, 3);
+  c.stabilize();
+  c.tickAll(3);
+  const n3 = c.node(3);
+  t.is(n3.raft.status().recovery, null);
+  const at = n3.storage.hardState.recovered ?? 0;
+  t.true(at > 10, `the recovery index (${at}) covers the writes`);
+  t.is(n3.storage.hardState.vote, 0, 'persisted together with the recovered vote');
+  // A crash before the applied state landed: the restarted core applies from its snapshot (none) again.
+  c.crash(3);
+  n3.restart();
+  t.is(n3.raft.status().recovery, null, 'it does not recover again: its vote is durable');
+  t.true(n3.raft.lostStateUnserved(0));
+  t.true(n3.raft.lostStateUnserved(at - 1));
+  t.false(n3.raft.lostStateUnserved(at));
+  // The index stays in every later hard state it persists (a new term, a new vote): node 1 dies, another leads.
+  const term = n3.raft.status().term;
+  c.crash(1);
+  c.tickAll(40);
+  t.true(n3.raft.status().term > term);
+  t.not(c.leader(), 0);
+  t.not(c.leader(), 1);
+  t.is(n3.storage.hardState.recovered, at);
+  t.false(n3.raft.lostStateUnserved(n3.raft.status().commit));
+});

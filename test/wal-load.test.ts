@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Entry, HardState, Snapshot } from '../raft/index.ts';
 import { dropLegacyLog, loadReplica, openDb, readLegacyLog, writeBatch, type Db } from '../node/db.ts';
-import { encodeBatch, foldWal } from '../node/wal-codec.ts';
+import { encodeBatch, encodeHeader, foldWal } from '../node/wal-codec.ts';
 import { pack } from '../shard/codec.ts';
 import { appliedKey, hardStateKey, logKey, logRange, snapMetaKey } from '../shard/layout.ts';
 import { encodeEntry, encodeHardState, encodeSnapshot } from '../shard/raft-codec.ts';
@@ -83,4 +83,20 @@ test('earlier format: the log and hard state in LevelDB are read for import, the
   const [lo, hi] = logRange(1);
   t.is((await d.keys({ gte: lo, lt: hi }).all()).length, 0);
   t.is(await d.get(hardStateKey(1)), undefined);
+});
+
+test('a recovery index (HardState.recovered) round-trips through batches and headers; records without one load without one', async (t) => {
+  const d = await db(t);
+  const withIt: HardState = { term: 3, vote: 0, commit: 2, recovered: 3 };
+  const fromBatch = foldWal([encodeBatch([{ shard: 1, hardState: withIt, entries: [e(3, 1), e(3, 2), e(3, 3)], snapshot: null }])]);
+  t.deepEqual(fromBatch.get(1)?.hardState, withIt);
+  t.deepEqual((await loadReplica(d, 1, [1, 2, 3], fromBatch.get(1))).persisted?.hardState, withIt);
+  const fromHeader = foldWal([encodeHeader(new Map([[1, withIt], [2, hs(4, 2, 0)]]))]);
+  t.deepEqual(fromHeader.get(1)?.hardState, withIt);
+  t.deepEqual(fromHeader.get(2)?.hardState, hs(4, 2, 0));
+  t.false('recovered' in (fromHeader.get(2)?.hardState ?? {}));
+  // An earlier release's records: three numbers.
+  const old = foldWal([pack([0, [[1, 4, 2, 0]]]), pack([1, [[1, [5, 1, 0], [], null]]])]);
+  t.deepEqual(old.get(1)?.hardState, hs(5, 1, 0));
+  t.throws(() => foldWal([pack([1, [[1, [5, 1, 0, 'x'], [], null]]])]), { message: /recovered index/ });
 });

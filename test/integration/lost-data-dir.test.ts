@@ -15,8 +15,10 @@
  * the first check fails (the teeth test below).
  */
 import test, { type ExecutionContext } from 'ava';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { readSegment } from '../../node/wal.ts';
+import { WalFold } from '../../node/wal-codec.ts';
 import { TestCluster, http, metricOf, numberedWriter, waitStaleValue } from './harness.ts';
 
 const SHARDS = 4;
@@ -84,7 +86,7 @@ test('a node back with an empty data directory recovers before it votes, then ca
   let recovering = -1;
   while (recovering !== 0 && Date.now() < deadline) {
     recovering = 0;
-    for (let s = 0; s < SHARDS; s++) recovering += await metricOf(c, 3, new RegExp(`kv_raft_recovering\\{shard="${s}"[^}]*\\} (\\d+)`));
+    for (let s = 1; s <= SHARDS; s++) recovering += await metricOf(c, 3, new RegExp(`kv_raft_recovering\\{shard="${s}"[^}]*\\} (\\d+)`));
     if (recovering !== 0) await new Promise((r) => setTimeout(r, 200));
   }
   t.is(recovering, 0, 'no replica of node 3 is still recovering');
@@ -93,6 +95,16 @@ test('a node back with an empty data directory recovers before it votes, then ca
   await more(50);
   await waitStaleValue(c, 3, 'k49', 'v49');
   await waitStaleValue(c, 1, 'k49', 'v49');
+  // Where each replica's recovery ended is durable, in its WAL with the vote (HardState.recovered): a
+  // crash before the state lands keeps it from serving the state it lost.
+  await c.kill(3);
+  const fold = new WalFold();
+  const walDir = join(c.dir, 'node-3', 'wal');
+  for (const f of readdirSync(walDir).filter((x) => x.endsWith('.seg')).sort()) await readSegment(join(walDir, f), (p) => fold.add(p));
+  for (let s = 1; s <= SHARDS; s++) t.true((fold.shards.get(s)?.hardState?.recovered ?? 0) > 0, `shard ${s}: ${JSON.stringify(fold.shards.get(s)?.hardState)}`);
+  c.spawn(3);
+  await c.waitReady(3);
+  await waitStaleValue(c, 3, 'k49', 'v49');
 });
 
 test('teeth: with the guard off on the returning node, no shard changes term', async (t) => {
