@@ -386,6 +386,9 @@ export class KvNode {
       return;
     }
     const t0 = performance.now();
+    // LevelDB may show this batch to getSync before it lands (the WAL sync is the slow part): no cached
+    // value of its keys may outlive that, or reads would see later keys new and these old.
+    if (this.cfg.plantBug !== 'stale-read-cache') this.readCache.drop(g.staged.keys());
     this.metrics.roundEntries.observe(g.ops.length);
     // When each part finished (ms since t0): a slow batch says which part was slow.
     let walMs = 0;
@@ -450,7 +453,6 @@ export class KvNode {
     }
     this.sendMessages(late);
     this.overlay.release(g.staged.keys(), g.seq);
-    if (this.cfg.plantBug !== 'stale-read-cache') this.readCache.drop(g.staged.keys());
     this.landedSeq = g.seq;
     if (this.landWaiters.length > 0) {
       const still: typeof this.landWaiters = [];
@@ -492,7 +494,9 @@ export class KvNode {
     const hit = c.get(k);
     if (hit !== undefined) return hit;
     const v = this.db.getSync(key);
-    if (v !== undefined) c.fill(k, v);
+    // A key with a write staged or in flight is not cached: its batch drops it from the cache as it
+    // goes to LevelDB, and a value read now could be either side of that batch.
+    if (v !== undefined && (this.overlay.getByString(k) === undefined || this.cfg.plantBug === 'stale-read-cache')) c.fill(k, v);
     return v;
   }
 

@@ -17,7 +17,7 @@ test('a filled key is a hit until a landed batch drops it', (t) => {
 
 test('bounded by bytes: the oldest entries go first; a refill replaces, a value over the bound is not kept', (t) => {
   const one = 100 + 1 + 96; // value + key + overhead
-  const c = new ReadCache(3 * one);
+  const c = new ReadCache(3 * one, 1);
   for (const k of ['a', 'b', 'c']) c.fill(k, v(100));
   t.is(c.usedBytes, 3 * one);
   c.fill('d', v(100));
@@ -34,6 +34,22 @@ test('bounded by bytes: the oldest entries go first; a refill replaces, a value 
   c.clear();
   t.is(c.size, 0);
   t.is(c.usedBytes, 0);
+});
+
+test('once full, one miss in admitEvery is cached', (t) => {
+  const one = 10 + 3 + 96;
+  const c = new ReadCache(2 * one, 4);
+  const key = (i: number): string => `k${String(i).padStart(2, '0')}`;
+  c.fill(key(0), v(10));
+  c.fill(key(1), v(10));
+  const admitted: string[] = [];
+  for (let i = 2; i < 14; i++) {
+    c.fill(key(i), v(10));
+    if (c.get(key(i)) !== undefined) admitted.push(key(i));
+  }
+  t.deepEqual(admitted, ['k05', 'k09', 'k13']);
+  t.is(c.size, 2);
+  t.true(c.usedBytes <= 2 * one);
 });
 
 test('size 0 is off', (t) => {
