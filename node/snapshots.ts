@@ -67,7 +67,8 @@ interface Incoming {
   from: number;
   gen: number;
   chain: Promise<void>;
-  failed: boolean;
+  /** Its done frame came: it is handed to the Store at the end of its chain, and its generation is then not ours to clear. */
+  done: boolean;
 }
 
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
@@ -87,17 +88,24 @@ export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lo
  * a delete per record, in the same LevelDB and on the same two thread-pool threads as the WAL appends
  * and the streams' writes; during a catch-up of many shards it ran beside the streams still coming.
  * Bounded, so that a sender that keeps streaming, or one that went away mid-stream (its stream stays in
- * `incoming` until another replaces it), does not keep dead generations on disk for long.
+ * `incoming` until its sender starts another or too many come at once), does not keep dead generations
+ * on disk for long.
  */
 export interface ClearDefer { quietMs: number; maxMs: number }
 export const DEFAULT_CLEAR_DEFER: ClearDefer = { quietMs: 2_000, maxMs: 10_000 };
+/** Streams of one shard taken at once (from different senders); past it the oldest unfinished is given up. */
+const MAX_STREAMS_PER_SHARD = 3;
+const GIVEN_UP_REMEMBERED = 1024;
 /** Keys deleted per thread-pool work item when clearing. */
 const CLEAR_SLICE = 2_000;
 
 export class SnapshotReceiver {
   /** The peer protocol this node speaks (see shard/raft-codec.ts). */
   protocol = PEER_PROTOCOL;
-  private readonly incoming = new Map<number, Incoming>();
+  /** Streams coming in, per shard, by sender and stream id: each in its own generation. */
+  private readonly incoming = new Map<number, Map<string, Incoming>>();
+  /** Streams given up (shard, sender, id), the latest GIVEN_UP_REMEMBERED: their late frames are dropped. */
+  private readonly givenUp = new Set<string>();
   /** Replaced generations waiting to be cleared (below `gen`), oldest first. */
   private pendingClears: Array<{ shard: number; gen: number; at: number }> = [];
   private clearTimer: NodeJS.Timeout | null = null;
@@ -108,8 +116,13 @@ export class SnapshotReceiver {
   /** Most the backlog has been (for tests). */
   backlogPeak = 0;
   private drained: Array<() => void> = [];
-  /** Per shard: the staging generation of the last snapshot handed to the Store (live once its install lands). */
-  private readonly handedGen = new Map<number, number>();
+  /**
+   * Per shard: the last staging generation given to a stream. Each stream gets a new one, above the
+   * live generation and every one given before: a stream handed to the Store may not have landed (its
+   * generation not live yet), or not even been handed yet (its chain still writing) when the next
+   * stream starts; reusing its generation would clear the state it is about to serve.
+   */
+  private readonly givenGen = new Map<number, number>();
   private background: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -147,15 +160,22 @@ export class SnapshotReceiver {
     const id = f[2];
     this.lastStreamAt = Date.now();
     if (!Number.isSafeInteger(shard) || !this.store.has(shard) || typeof id !== 'string') throw new Error('snapshot frame for an unknown shard');
-    let s = this.incoming.get(shard);
-    if (s === undefined || s.id !== id) {
-      // A new stream replaces any earlier one: clear the staging generation first. A snapshot already
-      // handed to the Store may not have landed yet (its generation is not live): stage above it, or
-      // this stream would clear the state that generation is about to serve.
-      const gen = Math.max(this.store.generation(shard), this.handedGen.get(shard) ?? 0) + 1;
-      const prev = s?.chain ?? Promise.resolve();
-      s = { id, from, gen, failed: false, chain: prev.catch(() => undefined).then(() => this.clearGeneration(shard, gen)) };
-      this.incoming.set(shard, s);
+    const key = `${from}\u0000${id}`;
+    let streams = this.incoming.get(shard);
+    let s = streams?.get(key);
+    if (s === undefined) {
+      // Frames of a stream given up (below) are dropped: starting it again would stage half a snapshot.
+      if (this.givenUp.has(`${shard}\u0000${key}`)) return undefined;
+      if (streams === undefined) this.incoming.set(shard, (streams = new Map()));
+      // A sender streams one snapshot of a shard at a time: its unfinished earlier one is dead. Streams
+      // of other senders (a leader and its successor) go on side by side, each in its own generation.
+      for (const [k, o] of streams) if (!o.done && o.from === from) this.giveUp(shard, streams, k, o);
+      for (const [k, o] of streams) if (!o.done && streams.size >= MAX_STREAMS_PER_SHARD) this.giveUp(shard, streams, k, o);
+      const gen = Math.max(this.store.generation(shard), this.givenGen.get(shard) ?? 0) + 1;
+      this.givenGen.set(shard, gen);
+      // Its generation may hold what a crash left there: cleared before its first write.
+      s = { id, from, gen, done: false, chain: this.clearGeneration(shard, gen) };
+      streams.set(key, s);
     }
     const st = s;
     if (f[0] === 'sc') {
@@ -181,27 +201,49 @@ export class SnapshotReceiver {
     }
     const msg = fromWireMessage(f[3], this.protocol);
     if (msg.snapshot === null || msg.from !== from) throw new Error('snapshot done frame without a snapshot');
+    st.done = true;
     const desc = decodeDescriptor(msg.snapshot.data);
     msg.snapshot = { meta: msg.snapshot.meta, data: encodeDescriptor({ gen: st.gen, logTime: desc.logTime }) };
+    const leave = (): void => {
+      const m = this.incoming.get(shard);
+      if (m?.get(key) === st) m.delete(key);
+      if (m?.size === 0) this.incoming.delete(shard);
+    };
     st.chain = st.chain.then(
       () => {
-        this.incoming.delete(shard);
+        leave();
         this.lastStreamAt = Date.now();
         this.maybeClear();
-        this.handedGen.set(shard, st.gen);
         this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });
         this.store.receive([[shard, msg]], Date.now());
         this.wake();
       },
       (e: unknown) => {
-        this.incoming.delete(shard);
+        leave();
         this.lastStreamAt = Date.now();
         this.maybeClear();
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
         this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
+        this.clearLater(shard, st.gen);
       },
     );
     return undefined;
+  }
+
+  /** Stop taking a stream: its later frames are dropped, and its generation cleared once its writes are done. */
+  private giveUp(shard: number, streams: Map<string, Incoming>, key: string, s: Incoming): void {
+    streams.delete(key);
+    this.givenUp.add(`${shard}\u0000${key}`);
+    if (this.givenUp.size > GIVEN_UP_REMEMBERED) this.givenUp.delete(this.givenUp.values().next().value as string);
+    this.log.info({ shard, from: s.from, stream: s.id, gen: s.gen }, 'snapshot stream given up (its sender started another, or too many at once)');
+    this.clearLater(shard, s.gen, s.chain);
+  }
+
+  /** Clear one generation nothing will serve, after `after` (a stream's writes). */
+  private clearLater(shard: number, gen: number, after: Promise<void> = Promise.resolve()): void {
+    this.background = this.background.then(() => after.catch(() => undefined)).then(() => this.clearGeneration(shard, gen)).catch((e: unknown) => {
+      this.log.warn({ shard, gen, err: (e as Error).message }, 'clearing a dead stream\'s generation failed');
+    });
   }
 
   private async clearBelow(shard: number, gen: number): Promise<void> {
@@ -296,7 +338,7 @@ export class SnapshotReceiver {
 
   /** Every stream's writes done, and every generation replaced so far cleared (the clears are not deferred past this). */
   async idle(): Promise<void> {
-    await Promise.allSettled([...this.incoming.values()].map((s) => s.chain));
+    await Promise.allSettled([...this.incoming.values()].flatMap((m) => [...m.values()].map((s) => s.chain)));
     this.maybeClear(true);
     await this.background;
   }

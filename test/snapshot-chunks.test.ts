@@ -218,3 +218,72 @@ test('the start sweep clears what a crash left below each live generation, after
   t.true(Date.now() - started >= quietMs - 50, `swept ${Date.now() - started} ms after the start`);
   t.is(await stateKeys(db, 7, 4), 31);
 });
+
+/** Rows of shard 7 whose keys end in `${tag}${i}`. */
+const tagged = (tag: string, n: number, valueBytes: number): Array<[Uint8Array, Uint8Array]> =>
+  Array.from({ length: n }, (_, i) => [dataKey(7, 4, 't', 0, Buffer.from(`${tag}${i}`)), Buffer.alloc(valueBytes, 1)]);
+
+async function keysOf(db: Db, gen: number): Promise<string[]> {
+  const [gte, lt] = shardStateRange(7, gen, 'd');
+  // 'd', shard, gen (4 bytes each), tenant 't', 0, bucket (8 bytes), then the key.
+  return (await db.keys({ gte, lt }).all()).map((k) => Buffer.from(k.subarray(19)).toString()).sort();
+}
+
+const genOf = (m: Message | undefined): number => decodeDescriptor(m?.snapshot?.data as Uint8Array).gen;
+
+test('streams of one shard from two senders, interleaved, each stage whole in a generation of their own', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const a = pack(tagged('a', 400, 50), 2000);
+  const b = pack(tagged('b', 300, 50), 2000);
+  t.true(a.length >= 3 && b.length >= 3);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (a[i] !== undefined) rx.onFrame(1, ['sc', 7, 'A', 'd', a[i] as Buffer]);
+    if (b[i] !== undefined) rx.onFrame(3, ['sc', 7, 'B', 'd', b[i] as Buffer]);
+  }
+  rx.onFrame(1, ['sd', 7, 'A', toWireMessage(snapMsg())]);
+  rx.onFrame(3, ['sd', 7, 'B', toWireMessage({ ...snapMsg(), from: 3 })]);
+  await rx.idle();
+  t.is(handed.length, 2);
+  const byFrom = new Map(handed.map(([, m]) => [m.from, genOf(m)]));
+  const [ga, gb] = [byFrom.get(1) ?? -1, byFrom.get(3) ?? -1];
+  t.not(ga, gb);
+  t.deepEqual(await keysOf(db, ga), tagged('a', 400, 0).map((_, i) => `a${i}`).sort());
+  t.deepEqual(await keysOf(db, gb), tagged('b', 300, 0).map((_, i) => `b${i}`).sort());
+});
+
+test('a stream that starts while another\'s is still being written and handed over does not reuse its generation', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
+  const db = await openDb(dir);
+  t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
+  let live = 4;
+  const handed: Array<[number, Message]> = [];
+  const store = { has: (s: number) => s === 7, generation: () => live, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
+  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {});
+  for (const c of pack(tagged('a', 3000, 100), 16 << 10)) rx.onFrame(1, ['sc', 7, 'A', 'd', c]);
+  rx.onFrame(1, ['sd', 7, 'A', toWireMessage(snapMsg())]);
+  // Another leader's stream comes while A's writes are still queued; A is then handed over and goes live.
+  const b = pack(tagged('b', 10, 10), 100);
+  rx.onFrame(3, ['sc', 7, 'B', 'd', b[0] as Buffer]);
+  while (handed.length === 0) await new Promise((r) => setTimeout(r, 5));
+  live = genOf(handed[0]?.[1]);
+  for (const c of b.slice(1)) rx.onFrame(3, ['sc', 7, 'B', 'd', c]);
+  await rx.idle();
+  t.is((await keysOf(db, live)).length, 3000, 'the live generation holds all of A, nothing of B');
+});
+
+test('a sender\'s new stream gives up its unfinished one: that one\'s late frames are dropped and its generation cleared', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const old = pack(tagged('o', 200, 50), 2000);
+  rx.onFrame(1, ['sc', 7, 'old', 'd', old[0] as Buffer]);
+  await rx.idle();
+  t.true((await keysOf(db, 5)).length > 0);
+  for (const c of pack(tagged('n', 100, 50), 2000)) rx.onFrame(1, ['sc', 7, 'new', 'd', c]);
+  rx.onFrame(1, ['sc', 7, 'old', 'd', old[1] as Buffer]);
+  rx.onFrame(1, ['sd', 7, 'old', toWireMessage(snapMsg())]);
+  rx.onFrame(1, ['sd', 7, 'new', toWireMessage(snapMsg())]);
+  await rx.idle();
+  t.is(handed.length, 1, 'only the new stream is handed over');
+  t.is(genOf(handed[0]?.[1]), 6);
+  t.deepEqual(await keysOf(db, 5), [], 'the given-up generation is cleared');
+  t.is((await keysOf(db, 6)).length, 100);
+});
