@@ -80,7 +80,7 @@ export class ReadCache {
     this.bytes += cost;
   }
 
-  /** A batch that wrote these keys landed. */
+  /** A batch that writes these keys is going to LevelDB (KvNode.submit). */
   drop(keys: Iterable<string>): void {
     if (this.map.size === 0) return;
     for (const k of keys) {

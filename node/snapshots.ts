@@ -36,13 +36,14 @@ export async function streamSnapshot(o: {
   const startedAt = Date.now();
   let bytes = 0;
   let records = 0;
+  let seq = 0;
   try {
     for (const { kind, it } of o.iters) {
       const chunk = new ChunkBuilder(o.chunkBytes);
       const flush = async (): Promise<void> => {
         const n = chunk.count;
         const body = chunk.take();
-        await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, body], o.timeoutMs);
+        await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, body, seq++], o.timeoutMs);
         bytes += body.length;
         records += n;
       };
@@ -54,7 +55,7 @@ export async function streamSnapshot(o: {
       if (chunk.count > 0) await flush();
     }
     const msg: Message = { ...o.msg, snapshot: o.snapshot };
-    await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg, o.transport.protocolOf(o.to))], o.timeoutMs);
+    await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg, o.transport.protocolOf(o.to)), seq], o.timeoutMs);
     const secs = (performance.now() - t0) / 1000;
     o.log.info({ shard: o.shard, peer: o.to, index: o.snapshot.meta.index, records, bytes, startedAt, mbPerSec: +(bytes / 1e6 / Math.max(secs, 1e-6)).toFixed(1) }, 'snapshot sent');
   } finally {
@@ -69,6 +70,8 @@ interface Incoming {
   chain: Promise<void>;
   /** Its done frame came: it is handed to the Store at the end of its chain, and its generation is then not ours to clear. */
   done: boolean;
+  /** The chunk number due next (chunks came in order from 0). */
+  next: number;
 }
 
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
@@ -93,7 +96,7 @@ export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lo
  */
 export interface ClearDefer { quietMs: number; maxMs: number }
 export const DEFAULT_CLEAR_DEFER: ClearDefer = { quietMs: 2_000, maxMs: 10_000 };
-/** Streams of one shard taken at once (from different senders); past it the oldest unfinished is given up. */
+/** Unfinished streams of one shard taken at once (from different senders); past it the oldest is given up. */
 const MAX_STREAMS_PER_SHARD = 3;
 const GIVEN_UP_REMEMBERED = 1024;
 /** Keys deleted per thread-pool work item when clearing. */
@@ -160,27 +163,59 @@ export class SnapshotReceiver {
     const id = f[2];
     this.lastStreamAt = Date.now();
     if (!Number.isSafeInteger(shard) || !this.store.has(shard) || typeof id !== 'string') throw new Error('snapshot frame for an unknown shard');
+    // Chunk numbers and the done frame's count (absent from older senders) fail a stream closed: one
+    // whose frames were lost (a connection that died with frames in it, a stream given up here and
+    // forgotten) is refused, never handed over with part of its records.
+    const seq = f[0] === 'sc' ? f[5] : undefined;
+    const count = f[0] === 'sd' ? f[4] : undefined;
+    if ((seq !== undefined && !(Number.isSafeInteger(seq) && seq >= 0)) || (count !== undefined && !(Number.isSafeInteger(count) && count >= 0))) {
+      throw new Error('snapshot frame with a bad chunk number or count');
+    }
     const key = `${from}\u0000${id}`;
     let streams = this.incoming.get(shard);
     let s = streams?.get(key);
     if (s === undefined) {
       // Frames of a stream given up (below) are dropped: starting it again would stage half a snapshot.
       if (this.givenUp.has(`${shard}\u0000${key}`)) return undefined;
+      if (f[0] === 'sc' ? (seq ?? 0) !== 0 : (count ?? 0) !== 0) {
+        this.forget(shard, key);
+        this.log.warn({ shard, from, stream: id, seq, count }, 'snapshot stream refused: its first chunk never came here');
+        this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
+        return undefined;
+      }
       if (streams === undefined) this.incoming.set(shard, (streams = new Map()));
       // A sender streams one snapshot of a shard at a time: its unfinished earlier one is dead. Streams
-      // of other senders (a leader and its successor) go on side by side, each in its own generation.
-      for (const [k, o] of streams) if (!o.done && o.from === from) this.giveUp(shard, streams, k, o);
-      for (const [k, o] of streams) if (!o.done && streams.size >= MAX_STREAMS_PER_SHARD) this.giveUp(shard, streams, k, o);
+      // of other senders (a leader and its successor) go on side by side, each in its own generation;
+      // past MAX_STREAMS_PER_SHARD unfinished ones, the oldest is given up.
+      let unfinished = 0;
+      for (const [k, o] of streams) {
+        if (o.done) continue;
+        if (o.from === from) this.giveUp(shard, streams, k, o, 'its sender started another');
+        else unfinished++;
+      }
+      for (const [k, o] of streams) {
+        if (unfinished < MAX_STREAMS_PER_SHARD) break;
+        if (o.done) continue;
+        this.giveUp(shard, streams, k, o, 'too many streams of the shard at once');
+        unfinished--;
+      }
       const gen = Math.max(this.store.generation(shard), this.givenGen.get(shard) ?? 0) + 1;
       this.givenGen.set(shard, gen);
       // Its generation may hold what a crash left there: cleared before its first write.
-      s = { id, from, gen, done: false, chain: this.clearGeneration(shard, gen) };
+      s = { id, from, gen, done: false, next: 0, chain: this.clearGeneration(shard, gen) };
       streams.set(key, s);
+      this.incoming.set(shard, streams); // giving up the last other stream took the shard's map out
     }
     const st = s;
+    const stStreams = streams as Map<string, Incoming>;
     if (f[0] === 'sc') {
       const body = f[4];
       if (!isBytes(body)) throw new Error('snapshot chunk is not a byte string');
+      if (seq !== undefined && seq !== st.next) {
+        this.giveUp(shard, stStreams, key, st, `chunk ${seq} came where ${st.next} was due`);
+        return undefined;
+      }
+      st.next++;
       // Checked and staged now, written in order after the stream's earlier chunks.
       const puts = new BulkPuts(this.db);
       try {
@@ -201,6 +236,10 @@ export class SnapshotReceiver {
     }
     const msg = fromWireMessage(f[3], this.protocol);
     if (msg.snapshot === null || msg.from !== from) throw new Error('snapshot done frame without a snapshot');
+    if (count !== undefined && count !== st.next) {
+      this.giveUp(shard, stStreams, key, st, `it sent ${count} chunks, ${st.next} came`);
+      return undefined;
+    }
     st.done = true;
     const desc = decodeDescriptor(msg.snapshot.data);
     msg.snapshot = { meta: msg.snapshot.meta, data: encodeDescriptor({ gen: st.gen, logTime: desc.logTime }) };
@@ -214,6 +253,13 @@ export class SnapshotReceiver {
         leave();
         this.lastStreamAt = Date.now();
         this.maybeClear();
+        // Generations only grow (givenGen), so a stream staged below what is live now lost to a newer one
+        // already installed; the core would refuse it (by term or index), and clearBelow may be deleting it.
+        if (st.gen <= this.store.generation(shard)) {
+          this.log.info({ shard, from, stream: id, gen: st.gen, live: this.store.generation(shard) }, 'snapshot stream not handed over: a newer one is live');
+          this.metrics.snapshots.inc({ direction: 'received', result: 'superseded' });
+          return;
+        }
         this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });
         this.store.receive([[shard, msg]], Date.now());
         this.wake();
@@ -231,12 +277,22 @@ export class SnapshotReceiver {
   }
 
   /** Stop taking a stream: its later frames are dropped, and its generation cleared once its writes are done. */
-  private giveUp(shard: number, streams: Map<string, Incoming>, key: string, s: Incoming): void {
+  private giveUp(shard: number, streams: Map<string, Incoming>, key: string, s: Incoming, why: string): void {
     streams.delete(key);
+    if (streams.size === 0 && this.incoming.get(shard) === streams) this.incoming.delete(shard);
+    this.forget(shard, key);
+    this.log.info({ shard, from: s.from, stream: s.id, gen: s.gen, why }, 'snapshot stream given up');
+    this.metrics.snapshots.inc({ direction: 'received', result: 'given_up' });
+    this.clearLater(shard, s.gen, s.chain);
+  }
+
+  /**
+   * Drop a stream's later frames. Bounded: a frame of a stream forgotten since still fails closed, by its
+   * chunk number (a stream must start at chunk 0).
+   */
+  private forget(shard: number, key: string): void {
     this.givenUp.add(`${shard}\u0000${key}`);
     if (this.givenUp.size > GIVEN_UP_REMEMBERED) this.givenUp.delete(this.givenUp.values().next().value as string);
-    this.log.info({ shard, from: s.from, stream: s.id, gen: s.gen }, 'snapshot stream given up (its sender started another, or too many at once)');
-    this.clearLater(shard, s.gen, s.chain);
   }
 
   /** Clear one generation nothing will serve, after `after` (a stream's writes). */

@@ -16,8 +16,10 @@ export type Frame =
   | ['hello', clusterId: string, from: number, protocol?: number]
   | ['m', items: unknown[]]
   /** A snapshot chunk: records packed as in node/snapshot-chunks.ts. */
-  | ['sc', shard: number, snapId: string, kind: 'd' | 'i', records: Uint8Array]
-  | ['sd', shard: number, snapId: string, msg: unknown]
+  // seq: the chunk's number in its stream from 0; chunks: how many the stream sent. Both absent from a
+  // sender of an older release (the receiver then cannot tell a stream that lost chunks).
+  | ['sc', shard: number, snapId: string, kind: 'd' | 'i', records: Uint8Array, seq?: number]
+  | ['sd', shard: number, snapId: string, msg: unknown, chunks?: number]
   /** Node-level heartbeat, one per node pair per tick, whatever the shard count. */
   | ['p', incarnation: string];
 

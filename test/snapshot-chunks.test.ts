@@ -207,7 +207,8 @@ test('a stream that never ends delays clearing only up to the bound', async (t) 
 });
 
 test('the start sweep clears what a crash left below each live generation, after a quiet period (streams often follow a start)', async (t) => {
-  const quietMs = 300;
+  // Long enough that filling two generations on a loaded machine does not use it up (300 ms did, once).
+  const quietMs = 1_500;
   const started = Date.now();
   const { db, rx } = await withReceiver(t, undefined, { quietMs, maxMs: 60_000 });
   await fillGeneration(db, 2, 30);
@@ -286,4 +287,66 @@ test('a sender\'s new stream gives up its unfinished one: that one\'s late frame
   t.is(genOf(handed[0]?.[1]), 6);
   t.deepEqual(await keysOf(db, 5), [], 'the given-up generation is cleared');
   t.is((await keysOf(db, 6)).length, 100);
+});
+
+/** Frames of one stream as this release sends them: numbered chunks, and the count in the done frame. */
+const numbered = (chunks: Buffer[]): Array<['sc', number, string, 'd', Buffer, number]> => chunks.map((c, i) => ['sc', 7, '', 'd', c, i]);
+const sc = (id: string, body: Buffer, seq: number) => ['sc', 7, id, 'd', body, seq] as ['sc', number, string, 'd', Buffer, number];
+const sd = (id: string, from: number, chunks: number) => ['sd', 7, id, toWireMessage({ ...snapMsg(), from }), chunks] as ['sd', number, string, unknown, number];
+
+test('numbered chunks: a stream with a chunk missing, or a done frame that counts other chunks than came, is given up, never handed over', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const a = pack(tagged('a', 300, 50), 2000);
+  t.true(numbered(a).length >= 3);
+  rx.onFrame(1, sc('gap', a[0] as Buffer, 0));
+  rx.onFrame(1, sc('gap', a[2] as Buffer, 2));
+  rx.onFrame(1, sd('gap', 1, a.length));
+  rx.onFrame(3, sc('short', a[0] as Buffer, 0));
+  rx.onFrame(3, sd('short', 3, a.length));
+  await rx.idle();
+  t.is(handed.length, 0);
+  t.deepEqual(await keysOf(db, 5), []);
+  t.deepEqual(await keysOf(db, 6), []);
+  // A whole numbered stream goes through.
+  a.forEach((c, i) => rx.onFrame(1, sc('whole', c, i)));
+  rx.onFrame(1, sd('whole', 1, a.length));
+  await rx.idle();
+  t.is(handed.length, 1);
+  t.is((await keysOf(db, genOf(handed[0]?.[1]))).length, 300);
+});
+
+test('numbered chunks: a stream given up and forgotten here is refused when its sender goes on (its first chunk is not chunk 0)', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const s = pack(tagged('s', 400, 50), 2000);
+  rx.onFrame(1, sc('S', s[0] as Buffer, 0));
+  // Three other senders' streams: with S that makes four unfinished, so S, the oldest, is given up.
+  for (const from of [3, 4, 5]) rx.onFrame(from, sc(`X${from}`, pack(tagged(`x${from}-`, 1, 1))[0] as Buffer, 0));
+  // 1,100 more give-ups on the node: S drops out of what the receiver remembers of given-up streams.
+  for (let i = 1; i <= 1100; i++) rx.onFrame(3, sc(`X3-${i}`, pack(tagged('x', 1, 1))[0] as Buffer, 0));
+  await rx.idle();
+  // Node 1 does not know: it goes on with S.
+  s.slice(1).forEach((c, i) => rx.onFrame(1, sc('S', c, i + 1)));
+  rx.onFrame(1, sd('S', 1, s.length));
+  await rx.idle();
+  t.is(handed.filter(([, m]) => m.from === 1).length, 0, 'S, missing its first chunk here, is not handed over');
+  for (let g = 5; g < 5 + 1110; g += 1) {
+    const k = await keysOf(db, g);
+    if (k.some((x) => x.startsWith('s'))) t.fail(`generation ${g} holds records of S`);
+  }
+});
+
+test('only unfinished streams count toward the limit: another sender\'s finished streams still being written do not push the leader\'s out', async (t) => {
+  const { rx, handed } = await withReceiver(t);
+  const s = pack(tagged('s', 100, 50), 2000);
+  rx.onFrame(1, sc('S', s[0] as Buffer, 0));
+  for (const id of ['D1', 'D2']) {
+    const d = pack(tagged(id, 3000, 100), 16 << 10);
+    d.forEach((c, i) => rx.onFrame(3, sc(id, c, i)));
+    rx.onFrame(3, sd(id, 3, d.length));
+  }
+  rx.onFrame(3, sc('D3', pack(tagged('d3', 1, 1))[0] as Buffer, 0));
+  s.slice(1).forEach((c, i) => rx.onFrame(1, sc('S', c, i + 1)));
+  rx.onFrame(1, sd('S', 1, s.length));
+  await rx.idle();
+  t.is(handed.filter(([, m]) => m.from === 1).length, 1, 'the leader\'s stream is handed over');
 });
