@@ -6,10 +6,9 @@
  * a tenth of what a node spends on a stale read. A hit here costs a Map
  * lookup on the key's latin1 string, which the overlay needs anyway.
  *
- * What it holds is exactly what LevelDB holds, never newer and never older
- * than the last landed batch:
- *  - it is filled only from `getSync` (synchronously, so no batch lands in
- *    between);
+ * What it holds is exactly what LevelDB holds:
+ *  - it is filled only from `getSync` (synchronously, so nothing is written
+ *    to LevelDB in between);
  *  - every key a persist batch writes is dropped as the batch goes to
  *    LevelDB (KvNode.submit: LevelDB may show it to getSync before it lands),
  *    and a key with a write staged or in flight (in the overlay) is not
