@@ -208,6 +208,9 @@ export class SnapshotReceiver {
     }
     const st = s;
     const stStreams = streams as Map<string, Incoming>;
+    // Its done frame came: it is being handed over (its generation is no longer ours to give up or
+    // write into). A correct sender sends nothing after it: the connection goes (Transport's fail()).
+    if (st.done) throw new Error(`snapshot frame after its stream's done frame (shard ${shard}, stream ${id})`);
     if (f[0] === 'sc') {
       const body = f[4];
       if (!isBytes(body)) throw new Error('snapshot chunk is not a byte string');
@@ -215,8 +218,8 @@ export class SnapshotReceiver {
         this.giveUp(shard, stStreams, key, st, `chunk ${seq} came where ${st.next} was due`);
         return undefined;
       }
-      st.next++;
-      // Checked and staged now, written in order after the stream's earlier chunks.
+      // Checked and staged now, written in order after the stream's earlier chunks. Counted only once
+      // staged: a chunk refused here leaves a gap the next one shows.
       const puts = new BulkPuts(this.db);
       try {
         eachPut(body, shard, st.gen, puts.put);
@@ -224,6 +227,7 @@ export class SnapshotReceiver {
         puts.discard();
         throw e;
       }
+      st.next++;
       const n = body.length;
       this.backlog += n;
       if (this.backlog > this.backlogPeak) this.backlogPeak = this.backlog;
@@ -240,8 +244,8 @@ export class SnapshotReceiver {
       this.giveUp(shard, stStreams, key, st, `it sent ${count} chunks, ${st.next} came`);
       return undefined;
     }
-    st.done = true;
     const desc = decodeDescriptor(msg.snapshot.data);
+    st.done = true;
     msg.snapshot = { meta: msg.snapshot.meta, data: encodeDescriptor({ gen: st.gen, logTime: desc.logTime }) };
     const leave = (): void => {
       const m = this.incoming.get(shard);
@@ -258,6 +262,7 @@ export class SnapshotReceiver {
         if (st.gen <= this.store.generation(shard)) {
           this.log.info({ shard, from, stream: id, gen: st.gen, live: this.store.generation(shard) }, 'snapshot stream not handed over: a newer one is live');
           this.metrics.snapshots.inc({ direction: 'received', result: 'superseded' });
+          this.clearLater(shard, st.gen);
           return;
         }
         this.metrics.snapshots.inc({ direction: 'received', result: 'ok' });

@@ -350,3 +350,65 @@ test('only unfinished streams count toward the limit: another sender\'s finished
   await rx.idle();
   t.is(handed.filter(([, m]) => m.from === 1).length, 1, 'the leader\'s stream is handed over');
 });
+
+test('a chunk refused (a bad record) leaves a gap: the stream goes no further, even if its sender goes on after a reconnect', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const a = pack(tagged('a', 300, 50), 2000);
+  const bad = Buffer.concat([a[1] as Buffer, pack([[dataKey(9, 0, 't', 0, Buffer.from('x')), Buffer.from('y')]])[0] as Buffer]);
+  rx.onFrame(1, sc('s', a[0] as Buffer, 0));
+  t.throws(() => rx.onFrame(1, sc('s', bad, 1)), { message: /outside the shard/ });
+  for (let i = 2; i < a.length; i++) rx.onFrame(1, sc('s', a[i] as Buffer, i));
+  rx.onFrame(1, sd('s', 1, a.length));
+  await rx.idle();
+  t.is(handed.length, 0);
+  t.deepEqual(await keysOf(db, 5), [], 'its generation is cleared');
+});
+
+test('a frame after its stream\'s done frame is refused and changes nothing of what is handed over', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const a = pack(tagged('a', 20, 50), 2000);
+  rx.onFrame(1, sc('d', a[0] as Buffer, 0));
+  rx.onFrame(1, sd('d', 1, 1));
+  t.throws(() => rx.onFrame(1, sc('d', pack(tagged('extra', 5, 10))[0] as Buffer, 1)), { message: /after its stream's done frame/ });
+  t.throws(() => rx.onFrame(1, sc('d', a[0] as Buffer, 0)), { message: /after its stream's done frame/ });
+  await rx.idle();
+  t.is(handed.length, 1);
+  t.is((await keysOf(db, genOf(handed[0]?.[1]))).length, 20);
+});
+
+test('a done frame that cannot be read leaves no stream behind: the sender\'s next one gives it up', async (t) => {
+  const { rx, handed } = await withReceiver(t);
+  const a = pack(tagged('a', 10, 50), 2000);
+  rx.onFrame(1, sc('z', a[0] as Buffer, 0));
+  const unreadable = { ...snapMsg(), snapshot: { ...(snapMsg().snapshot as NonNullable<Message['snapshot']>), data: new Uint8Array([0xc1]) } };
+  t.throws(() => rx.onFrame(1, ['sd', 7, 'z', toWireMessage(unreadable), 1]));
+  rx.onFrame(1, sc('z2', a[0] as Buffer, 0));
+  rx.onFrame(1, sd('z2', 1, 1));
+  await rx.idle();
+  t.is(handed.length, 1);
+  t.is(genOf(handed[0]?.[1]), 6);
+  t.is((rx as unknown as { incoming: Map<number, unknown> }).incoming.size, 0);
+});
+
+test('a finished stream a newer install superseded is not handed over, and its generation is cleared', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
+  const db = await openDb(dir);
+  t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
+  let live = 4;
+  const handed: Array<[number, Message]> = [];
+  const store = { has: (s: number) => s === 7, generation: () => live, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
+  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, undefined, { quietMs: 50, maxMs: 100 });
+  const a = pack(tagged('a', 50, 50), 2000);
+  a.forEach((c, i) => rx.onFrame(1, sc('old', c, i)));
+  await rx.idle();
+  // Another sender's stream went live at generation 9, and the clear below it ran, before this one's last chunks came.
+  live = 9;
+  rx.installed(7, { meta: (snapMsg().snapshot as NonNullable<Message['snapshot']>).meta, data: encodeDescriptor({ gen: 9, logTime: 0 }) });
+  await rx.idle();
+  const b = pack(tagged('b', 50, 50), 2000);
+  b.forEach((c, i) => rx.onFrame(1, sc('old', c, a.length + i)));
+  rx.onFrame(1, sd('old', 1, a.length + b.length));
+  await rx.idle();
+  t.is(handed.length, 0);
+  t.deepEqual(await keysOf(db, 5), []);
+});
