@@ -68,12 +68,13 @@ test('a chunk with a record of another shard, a short key, bad lengths or a stra
   t.deepEqual(chunkPuts(new Uint8Array(0), 7, 1), []);
 });
 
-async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog, clearDefer?: ClearDefer): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
+/** A receiver for shard 7 over a fresh LevelDB; the Store's live generation is `live.gen` (4 unless a test moves it). */
+async function withReceiver(t: { teardown(f: () => void): void }, limits?: ReceiveBacklog, clearDefer?: ClearDefer, live = { gen: 4 }): Promise<{ db: Db; rx: SnapshotReceiver; handed: Array<[number, Message]> }> {
   const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
   const db = await openDb(dir);
   t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
   const handed: Array<[number, Message]> = [];
-  const store = { has: (s: number) => s === 7, generation: () => 4, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
+  const store = { has: (s: number) => s === 7, generation: () => live.gen, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
   const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, limits, clearDefer);
   return { db, rx, handed };
 }
@@ -253,23 +254,18 @@ test('streams of one shard from two senders, interleaved, each stage whole in a 
 });
 
 test('a stream that starts while another\'s is still being written and handed over does not reuse its generation', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
-  const db = await openDb(dir);
-  t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
-  let live = 4;
-  const handed: Array<[number, Message]> = [];
-  const store = { has: (s: number) => s === 7, generation: () => live, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
-  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {});
+  const live = { gen: 4 };
+  const { db, rx, handed } = await withReceiver(t, undefined, undefined, live);
   for (const c of pack(tagged('a', 3000, 100), 16 << 10)) rx.onFrame(1, ['sc', 7, 'A', 'd', c]);
   rx.onFrame(1, ['sd', 7, 'A', toWireMessage(snapMsg())]);
   // Another leader's stream comes while A's writes are still queued; A is then handed over and goes live.
   const b = pack(tagged('b', 10, 10), 100);
   rx.onFrame(3, ['sc', 7, 'B', 'd', b[0] as Buffer]);
   while (handed.length === 0) await new Promise((r) => setTimeout(r, 5));
-  live = genOf(handed[0]?.[1]);
+  live.gen = genOf(handed[0]?.[1]);
   for (const c of b.slice(1)) rx.onFrame(3, ['sc', 7, 'B', 'd', c]);
   await rx.idle();
-  t.is((await keysOf(db, live)).length, 3000, 'the live generation holds all of A, nothing of B');
+  t.is((await keysOf(db, live.gen)).length, 3000, 'the live generation holds all of A, nothing of B');
 });
 
 test('a sender\'s new stream gives up its unfinished one: that one\'s late frames are dropped and its generation cleared', async (t) => {
@@ -391,18 +387,13 @@ test('a done frame that cannot be read leaves no stream behind: the sender\'s ne
 });
 
 test('a finished stream a newer install superseded is not handed over, and its generation is cleared', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'kv-snaptest-'));
-  const db = await openDb(dir);
-  t.teardown(() => { void db.close().finally(() => rmSync(dir, { recursive: true, force: true })); });
-  let live = 4;
-  const handed: Array<[number, Message]> = [];
-  const store = { has: (s: number) => s === 7, generation: () => live, receive: (items: Array<[number, Message]>) => { handed.push(...items); } };
-  const rx = new SnapshotReceiver(db, store as never, pino({ level: 'silent' }), new NodeMetrics(2), () => {}, undefined, { quietMs: 50, maxMs: 100 });
+  const live = { gen: 4 };
+  const { db, rx, handed } = await withReceiver(t, undefined, { quietMs: 50, maxMs: 100 }, live);
   const a = pack(tagged('a', 50, 50), 2000);
   a.forEach((c, i) => rx.onFrame(1, sc('old', c, i)));
   await rx.idle();
   // Another sender's stream went live at generation 9, and the clear below it ran, before this one's last chunks came.
-  live = 9;
+  live.gen = 9;
   rx.installed(7, { meta: (snapMsg().snapshot as NonNullable<Message['snapshot']>).meta, data: encodeDescriptor({ gen: 9, logTime: 0 }) });
   await rx.idle();
   const b = pack(tagged('b', 50, 50), 2000);
