@@ -77,6 +77,15 @@ interface Incoming {
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
 
 /**
+ * A stream's chain may fail (a LevelDB write) before its next frame adds a handler: mark it handled now,
+ * or Node ends the process on the unhandled rejection. The failure still reaches the chain's next step
+ * (its done frame's error path: the stream is not handed over).
+ */
+const handled = (p: Promise<unknown>): void => {
+  p.catch(() => undefined);
+};
+
+/**
  * Bytes of received chunks not yet written to LevelDB: past high, the
  * receiver holds the sender's connection (Transport.onFrame) until the
  * backlog is down to low. Without it a disk slower than the network
@@ -203,6 +212,7 @@ export class SnapshotReceiver {
       this.givenGen.set(shard, gen);
       // Its generation may hold what a crash left there: cleared before its first write.
       s = { id, from, gen, done: false, next: 0, chain: this.clearGeneration(shard, gen) };
+      handled(s.chain);
       streams.set(key, s);
       this.incoming.set(shard, streams); // giving up the last other stream took the shard's map out
     }
@@ -235,6 +245,7 @@ export class SnapshotReceiver {
         puts.discard();
         throw e;
       }).finally(() => this.written(n));
+      handled(st.chain);
       if (this.backlog <= this.limits.highBytes) return undefined;
       return new Promise<void>((resolve) => this.drained.push(resolve));
     }

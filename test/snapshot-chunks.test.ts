@@ -403,3 +403,24 @@ test('a finished stream a newer install superseded is not handed over, and its g
   t.is(handed.length, 0);
   t.deepEqual(await keysOf(db, 5), []);
 });
+
+test('a LevelDB write that fails on a staged chunk fails its stream (not handed over), not the process (no unhandled rejection)', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  const hook = db as unknown as { _chainedBatch: () => { _write: () => Promise<void> } };
+  const orig = hook._chainedBatch.bind(db);
+  hook._chainedBatch = () => {
+    const b = orig();
+    b._write = async () => { throw new Error('IO error: disk full'); };
+    return b;
+  };
+  const unhandled: unknown[] = [];
+  const on = (e: unknown): void => { unhandled.push(e); };
+  process.on('unhandledRejection', on);
+  t.teardown(() => { process.off('unhandledRejection', on); });
+  rx.onFrame(1, sc('S', pack(tagged('s', 3, 10))[0] as Buffer, 0));
+  await new Promise((r) => setTimeout(r, 200)); // its write fails before the next frame comes
+  rx.onFrame(1, sd('S', 1, 1));
+  await rx.idle();
+  t.is(handed.length, 0);
+  t.deepEqual(unhandled.map((e) => (e as Error).message), []);
+});
