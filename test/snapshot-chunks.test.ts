@@ -418,7 +418,9 @@ test('a LevelDB write that fails on a staged chunk fails its stream (not handed 
   process.on('unhandledRejection', on);
   t.teardown(() => { process.off('unhandledRejection', on); });
   rx.onFrame(1, sc('S', pack(tagged('s', 3, 10))[0] as Buffer, 0));
-  await new Promise((r) => setTimeout(r, 200)); // its write fails before the next frame comes
+  // Its write fails before the next frame comes: wait for it to settle (the backlog is then empty).
+  for (let i = 0; rx.backlogBytes() > 0 && i < 1000; i++) await new Promise((r) => setTimeout(r, 5));
+  t.is(rx.backlogBytes(), 0);
   rx.onFrame(1, sd('S', 1, 1));
   await rx.idle();
   t.is(handed.length, 0);
