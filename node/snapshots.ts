@@ -181,8 +181,7 @@ export class SnapshotReceiver {
       throw new Error('snapshot frame with a bad chunk number or count');
     }
     const key = `${from}\u0000${id}`;
-    let streams = this.incoming.get(shard);
-    let s = streams?.get(key);
+    let s = this.incoming.get(shard)?.get(key);
     if (s === undefined) {
       // Frames of a stream given up (below) are dropped: starting it again would stage half a snapshot.
       if (this.givenUp.has(`${shard}\u0000${key}`)) return undefined;
@@ -192,20 +191,20 @@ export class SnapshotReceiver {
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
         return undefined;
       }
-      if (streams === undefined) this.incoming.set(shard, (streams = new Map()));
       // A sender streams one snapshot of a shard at a time: its unfinished earlier one is dead. Streams
       // of other senders (a leader and its successor) go on side by side, each in its own generation;
       // past MAX_STREAMS_PER_SHARD unfinished ones, the oldest is given up.
+      const others = this.incoming.get(shard) ?? new Map<string, Incoming>();
       let unfinished = 0;
-      for (const [k, o] of streams) {
+      for (const [k, o] of others) {
         if (o.done) continue;
-        if (o.from === from) this.giveUp(shard, streams, k, o, 'its sender started another');
+        if (o.from === from) this.giveUp(shard, k, o, 'its sender started another');
         else unfinished++;
       }
-      for (const [k, o] of streams) {
+      for (const [k, o] of others) {
         if (unfinished < MAX_STREAMS_PER_SHARD) break;
         if (o.done) continue;
-        this.giveUp(shard, streams, k, o, 'too many streams of the shard at once');
+        this.giveUp(shard, k, o, 'too many streams of the shard at once');
         unfinished--;
       }
       const gen = Math.max(this.store.generation(shard), this.givenGen.get(shard) ?? 0) + 1;
@@ -213,11 +212,11 @@ export class SnapshotReceiver {
       // Its generation may hold what a crash left there: cleared before its first write.
       s = { id, from, gen, done: false, next: 0, chain: this.clearGeneration(shard, gen) };
       handled(s.chain);
+      let streams = this.incoming.get(shard);
+      if (streams === undefined) this.incoming.set(shard, (streams = new Map()));
       streams.set(key, s);
-      this.incoming.set(shard, streams); // giving up the last other stream took the shard's map out
     }
     const st = s;
-    const stStreams = streams as Map<string, Incoming>;
     // Its done frame came: it is being handed over (its generation is no longer ours to give up or
     // write into). A correct sender sends nothing after it: the connection goes (Transport's fail()).
     if (st.done) throw new Error(`snapshot frame after its stream's done frame (shard ${shard}, stream ${id})`);
@@ -225,7 +224,7 @@ export class SnapshotReceiver {
       const body = f[4];
       if (!isBytes(body)) throw new Error('snapshot chunk is not a byte string');
       if (seq !== undefined && seq !== st.next) {
-        this.giveUp(shard, stStreams, key, st, `chunk ${seq} came where ${st.next} was due`);
+        this.giveUp(shard, key, st, `chunk ${seq} came where ${st.next} was due`);
         return undefined;
       }
       // Checked and staged now, written in order after the stream's earlier chunks. Counted only once
@@ -252,20 +251,15 @@ export class SnapshotReceiver {
     const msg = fromWireMessage(f[3], this.protocol);
     if (msg.snapshot === null || msg.from !== from) throw new Error('snapshot done frame without a snapshot');
     if (count !== undefined && count !== st.next) {
-      this.giveUp(shard, stStreams, key, st, `it sent ${count} chunks, ${st.next} came`);
+      this.giveUp(shard, key, st, `it sent ${count} chunks, ${st.next} came`);
       return undefined;
     }
     const desc = decodeDescriptor(msg.snapshot.data);
     st.done = true;
     msg.snapshot = { meta: msg.snapshot.meta, data: encodeDescriptor({ gen: st.gen, logTime: desc.logTime }) };
-    const leave = (): void => {
-      const m = this.incoming.get(shard);
-      if (m?.get(key) === st) m.delete(key);
-      if (m?.size === 0) this.incoming.delete(shard);
-    };
     st.chain = st.chain.then(
       () => {
-        leave();
+        this.remove(shard, key, st);
         this.lastStreamAt = Date.now();
         this.maybeClear();
         // Generations only grow (givenGen), so a stream staged below what is live now lost to a newer one
@@ -281,7 +275,7 @@ export class SnapshotReceiver {
         this.wake();
       },
       (e: unknown) => {
-        leave();
+        this.remove(shard, key, st);
         this.lastStreamAt = Date.now();
         this.maybeClear();
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
@@ -293,13 +287,19 @@ export class SnapshotReceiver {
   }
 
   /** Stop taking a stream: its later frames are dropped, and its generation cleared once its writes are done. */
-  private giveUp(shard: number, streams: Map<string, Incoming>, key: string, s: Incoming, why: string): void {
-    streams.delete(key);
-    if (streams.size === 0 && this.incoming.get(shard) === streams) this.incoming.delete(shard);
+  private giveUp(shard: number, key: string, s: Incoming, why: string): void {
+    this.remove(shard, key, s);
     this.forget(shard, key);
     this.log.info({ shard, from: s.from, stream: s.id, gen: s.gen, why }, 'snapshot stream given up');
     this.metrics.snapshots.inc({ direction: 'received', result: 'given_up' });
     this.clearLater(shard, s.gen, s.chain);
+  }
+
+  /** Take a stream out of `incoming` (if a later one has not taken its place), and its shard once it has none. */
+  private remove(shard: number, key: string, s: Incoming): void {
+    const streams = this.incoming.get(shard);
+    if (streams?.get(key) === s) streams.delete(key);
+    if (streams?.size === 0) this.incoming.delete(shard);
   }
 
   /**

@@ -125,6 +125,20 @@ export class TestCluster {
    * Like start(), but every node dials its peers through a LinkProxy
    * (c.proxy) so tests can partition, blackhole and delay links.
    */
+  /**
+   * Three nodes, one shard, 50 ms ticks; node 3 then restarted with every WAL append delayed by `slowWalMs`
+   * (a slow disk: its batches sit in LevelDB, visible, long before they land). Resolves with leaders known.
+   */
+  static async startWithSlowNode3(t: ExecutionContext, slowWalMs: number): Promise<TestCluster> {
+    const c = await TestCluster.start(t, 3, ['--shards', '1', '--tick-ms', '50']);
+    await c.kill(3);
+    c.argsFor = (i) => (i === 3 ? ['--fault-slow-wal-ms', String(slowWalMs)] : []);
+    c.spawn(3);
+    await c.waitReady(3);
+    await c.waitLeaders();
+    return c;
+  }
+
   static async startWithProxy(t: ExecutionContext, n = 3, args: string[] = [], envFor: ((i: number) => Record<string, string>) | null = null): Promise<TestCluster> {
     return TestCluster.retryPortClash(t, () => TestCluster.startWithProxyOnce(t, n, args, envFor));
   }
@@ -224,7 +238,11 @@ export class TestCluster {
       } catch { /* not up yet */ }
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`node ${i} not ready within ${timeoutMs} ms`);
+    let tail = '';
+    try {
+      tail = this.logOf(i).split('\n').slice(-15).join('\n');
+    } catch { /* no log yet */ }
+    throw new Error(`node ${i} not ready within ${timeoutMs} ms; its log ends:\n${tail}`);
   }
 
   async kill(i: number): Promise<void> {

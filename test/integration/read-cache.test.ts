@@ -64,12 +64,7 @@ test('teeth: a cache that keeps overwritten values is caught', async (t) => {
 
 test('a replica\'s stale reads do not go back across keys while a batch is being written', async (t) => {
   // Node 3's WAL appends take 700 ms: each of its batches is in LevelDB (unsynced, visible) long before it lands.
-  const c = await TestCluster.start(t, 3, ['--shards', '1', '--tick-ms', '50']);
-  await c.kill(3);
-  c.argsFor = (i) => (i === 3 ? ['--fault-slow-wal-ms', String(SLOW_WAL_MS)] : []);
-  c.spawn(3);
-  await c.waitReady(3);
-  await c.waitLeaders();
+  const c = await TestCluster.startWithSlowNode3(t, SLOW_WAL_MS);
   let stop = false;
   // Background writes keep a batch in flight on node 3 most of the time.
   const background = (async () => {

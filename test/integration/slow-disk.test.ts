@@ -19,12 +19,7 @@ const BOUND_MS = 250;
 const SLACK_MS = 150;
 
 test.serial('a bounded stale read on a node with a slow disk never serves a value older than its bound', async (t) => {
-  const c = await TestCluster.start(t, 3, ['--shards', '1', '--tick-ms', '50']);
-  await c.kill(3);
-  c.argsFor = (i) => (i === 3 ? ['--fault-slow-wal-ms', String(SLOW_MS)] : []);
-  c.spawn(3);
-  await c.waitReady(3);
-  await c.waitLeaders();
+  const c = await TestCluster.startWithSlowNode3(t, SLOW_MS);
 
   const acks: Array<{ v: number; at: number }> = [];
   const served = { fresh: 0, tooStale: 0, other: 0 };
