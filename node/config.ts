@@ -49,7 +49,8 @@ export interface NodeConfig {
    * production): `local-lin-reads` serves "linearizable" reads from this node's
    * own replica, leader or not, without ReadIndex or lease; `unguarded-lost-state` lets a replica that
    * starts without its state vote at once (RaftConfig.recoverLostState off); `stale-read-cache` keeps
-   * read-cache entries when a batch that overwrote them lands (node/read-cache.ts).
+   * read-cache entries when a batch that overwrote them lands (node/read-cache.ts), on the stale-read
+   * path only (linearizable reads skip the cache then).
    */
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
@@ -108,7 +109,7 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
                          (local-lin-reads: linearizable reads served by any replica without ReadIndex;
                          unguarded-lost-state: a replica that starts empty votes at once;
-                         stale-read-cache: the read cache keeps values that were overwritten)`;
+                         stale-read-cache: stale reads' cache keeps values that were overwritten)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();

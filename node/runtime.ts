@@ -480,6 +480,9 @@ export class KvNode {
     const k = keyString(key);
     const o = this.overlay.getByString(k);
     if (o !== undefined) return o ?? undefined;
+    // The planted bug lives on the stale path alone (readLanded): linearizable reads stay right, so only
+    // the checks of stale reads can catch it (test/fault/checks.ts, test/integration/read-cache.test.ts).
+    if (this.cfg.plantBug === 'stale-read-cache') return this.db.getSync(key);
     return this.cachedGet(k, key);
   }
 

@@ -16,6 +16,10 @@ export interface StaleRead {
   version: number | null;
   /** node that served it (X-Served-By) */
   node: number;
+  /** shard that served it (X-Shard), when the answer said */
+  shard?: number | null;
+  /** how far behind its leader the replica said it might be (X-Staleness-Ms), when it said a number */
+  stalenessMs?: number | null;
   start: number;
   end: number;
   label: string;
@@ -67,6 +71,106 @@ export function checkStaleReads(
   }
   if (bad > limit) out.push(`… ${bad - limit} more stale-read problems`);
   return out;
+}
+
+/** An acknowledged put: its version is the Raft index of its entry in its shard's log. */
+export interface AckedPut {
+  key: string;
+  shard: number;
+  version: number;
+  /** when the client had the acknowledgement */
+  end: number;
+}
+
+/**
+ * What a replica's stale reads promise across keys of one shard. A version is the Raft index of the
+ * key's last write, so a 200 answer from replica R of shard S at version v shows R had applied S's log
+ * up to at least v, and R's applied index only grows (across restarts too). Two rules follow:
+ *  - **across keys**: once R answered any key of S at version v (the read ended), a later read on R of
+ *    key k (it started after that) must not miss a write of k whose index is at most v;
+ *  - **staleness** (`X-Staleness-Ms` s, unless `checkStaleness` is false): R held every write of S
+ *    acknowledged before the read started less s, so it must not miss a write of k acknowledged then.
+ * "Miss" is answering k at a version below a known write of k at or under that index (`versions`: every
+ * version of each key some answer showed). Absent answers are not judged (deletes' indices are unknown).
+ * Timing is the client's monotonic clock against the server's durations (one machine); `slackMs`
+ * covers the rounding of X-Staleness-Ms. A clock fault (libfaketime rates) breaks the bounded-drift
+ * assumption the staleness figure rests on, so runs with it pass checkStaleness=false.
+ */
+export function checkStaleReadsAcrossKeys(
+  reads: StaleRead[],
+  versions: Map<string, Map<number, number>>,
+  acked: AckedPut[],
+  opts: { checkStaleness: boolean; slackMs?: number; limit?: number },
+): string[] {
+  const out: string[] = [];
+  const limit = opts.limit ?? 5;
+  const slack = opts.slackMs ?? 2;
+  let bad = 0;
+  const report = (m: string) => {
+    if (bad++ < limit) out.push(m);
+  };
+  /** the lowest known version of `key` above `v` and at most `upTo`, or null */
+  const missed = (key: string, v: number, upTo: number): number | null => {
+    let found: number | null = null;
+    for (const w of versions.get(key)?.keys() ?? []) if (w > v && w <= upTo && (found === null || w < found)) found = w;
+    return found;
+  };
+  // acknowledged puts per shard by acknowledgement time, with the running highest version
+  const ackedBy = new Map<number, { ends: number[]; maxVersion: number[] }>();
+  for (const [shard, list] of groupBy(acked, (a) => a.shard)) {
+    list.sort((a, b) => a.end - b.end);
+    let m = 0;
+    ackedBy.set(shard, { ends: list.map((a) => a.end), maxVersion: list.map((a) => (m = Math.max(m, a.version))) });
+  }
+  /** the highest version of shard's writes acknowledged before time t (0: none) */
+  const ackedBefore = (shard: number, t: number): number => {
+    const g = ackedBy.get(shard);
+    if (g === undefined) return 0;
+    let lo = 0;
+    let hi = g.ends.length; // first index with end >= t
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((g.ends[mid] as number) < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo === 0 ? 0 : (g.maxVersion[lo - 1] as number);
+  };
+  const withShard = reads.filter((s) => s.shard !== undefined && s.shard !== null);
+  for (const [, l] of groupBy(withShard, (s) => `${s.node}/${s.shard}`)) {
+    const byEnd = l.filter((s) => s.version !== null && s.value !== null).sort((a, b) => a.end - b.end);
+    const byStart = [...l].sort((a, b) => a.start - b.start);
+    let j = 0;
+    let shown: StaleRead | null = null;
+    for (const r of byStart) {
+      while (j < byEnd.length && (byEnd[j] as StaleRead).end < r.start) {
+        const e = byEnd[j++] as StaleRead;
+        if (shown === null || (e.version as number) > (shown.version as number)) shown = e;
+      }
+      if (r.version === null || r.value === null) continue;
+      if (shown !== null) {
+        const w = missed(r.key, r.version, shown.version as number);
+        if (w !== null) report(`stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} at version ${r.version}, missing its write at index ${w}`);
+      }
+      if (opts.checkStaleness && r.stalenessMs !== undefined && r.stalenessMs !== null) {
+        const upTo = ackedBefore(r.shard as number, r.start - r.stalenessMs - slack);
+        const w = missed(r.key, r.version, upTo);
+        if (w !== null) report(`stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered version ${r.version}, missing its write at index ${w} (the shard had acknowledged index ${upTo} by then)`);
+      }
+    }
+  }
+  if (bad > limit) out.push(`… ${bad - limit} more cross-key or staleness problems`);
+  return out;
+}
+
+function groupBy<T, K>(xs: T[], key: (x: T) => K): Map<K, T[]> {
+  const m = new Map<K, T[]>();
+  for (const x of xs) {
+    const k = key(x);
+    let l = m.get(k);
+    if (l === undefined) m.set(k, (l = []));
+    l.push(x);
+  }
+  return m;
 }
 
 interface DigestView {

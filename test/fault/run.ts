@@ -31,7 +31,7 @@ import { performance } from 'node:perf_hooks';
 import type { ExecutionContext } from 'ava';
 import { TestCluster } from '../integration/harness.ts';
 import { checkLinearizable, formatHistory, type CheckResult, type RegisterOp } from '../lincheck/checker.ts';
-import { awaitConvergence, checkStaleReads, type StaleRead } from './checks.ts';
+import { awaitConvergence, checkStaleReads, checkStaleReadsAcrossKeys, type AckedPut, type StaleRead } from './checks.ts';
 import { ClockControl } from './clock.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -53,10 +53,12 @@ const NETWORK: readonly Nemesis[] = ['partition', 'isolate-leader', 'bridge', 'd
  *   preceded by an acknowledged write W0) is recorded as returning W0's value instead of W's.
  * Planted server bug (the nodes run with `--plant-bug`):
  * - `local-lin-reads`: every node serves linearizable reads from its own replica, without ReadIndex.
+ * - `stale-read-cache`: stale reads come through a cache that keeps overwritten values (each key's
+ *   stale reads stop at the first value a node read); linearizable reads stay right.
  */
-export type Plant = 'stale-reads' | 'corrupt-reads' | 'local-lin-reads';
+export type Plant = 'stale-reads' | 'corrupt-reads' | 'local-lin-reads' | 'stale-read-cache';
 /** Plants that are bugs in the server (node flag `--plant-bug`), not in the test's client. */
-const SERVER_PLANTS: readonly Plant[] = ['local-lin-reads'];
+const SERVER_PLANTS: readonly Plant[] = ['local-lin-reads', 'stale-read-cache'];
 
 export interface FaultOptions {
   nodes: 3 | 5;
@@ -65,7 +67,7 @@ export interface FaultOptions {
   nemesis: Nemesis[];
   /** concurrent client loops (default 8) */
   clients?: number;
-  /** hot keys (default 4); key i lives in tenant `fault<seed>-<i>` without `t`, so the keys spread over shards */
+  /** hot keys (default 4); keys 2j and 2j+1 live in tenant `fault<seed>-<j>` without `t`: pairs share a shard, pairs spread over shards */
   keys?: number;
   /** extra node flags (default `--shards 4 --tick-ms 50`) */
   args?: string[];
@@ -147,6 +149,8 @@ interface Reply {
   version: number | null;
   shard: number | null;
   servedBy: number | null;
+  /** X-Staleness-Ms, when a number */
+  stalenessMs: number | null;
 }
 
 async function request(method: 'GET' | 'PUT' | 'DELETE', url: string, body?: string, timeoutMs = 2000): Promise<Reply> {
@@ -155,7 +159,9 @@ async function request(method: 'GET' | 'PUT' | 'DELETE', url: string, body?: str
   const v = r.headers.get('x-version');
   const s = r.headers.get('x-shard');
   const b = r.headers.get('x-served-by');
-  return { status: r.status, body: text, version: v === null ? null : Number(v), shard: s === null ? null : Number(s), servedBy: b === null ? null : Number(b) };
+  const st = r.headers.get('x-staleness-ms');
+  const stalenessMs = st !== null && /^\d+$/.test(st) ? Number(st) : null;
+  return { status: r.status, body: text, version: v === null ? null : Number(v), shard: s === null ? null : Number(s), servedBy: b === null ? null : Number(b), stalenessMs };
 }
 
 function errorOf(body: string): { code?: string; outcome?: string } {
@@ -199,8 +205,11 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   const log = opts.log ?? (() => {});
   const nemRand = mulberry32(opts.seed ^ 0x5bd1e995);
   const args = [...(opts.args ?? DEFAULT_ARGS), ...(opts.plant !== undefined && SERVER_PLANTS.includes(opts.plant) ? ['--plant-bug', opts.plant] : [])];
-  /** key i → its own tenant, so the hot keys land on different shards (the ring places each tenant) */
-  const tenantOf = (key: string): string => `fault${opts.seed >>> 0}-${key.slice(key.lastIndexOf('k') + 1)}`;
+  /**
+   * keys 2j and 2j+1 → tenant j: the pairs land on different shards (the ring places each tenant), and the
+   * two keys of a pair share one (no time bucket), so stale reads are checked across keys too (checks.ts)
+   */
+  const tenantOf = (key: string): string => `fault${opts.seed >>> 0}-${Math.floor(Number(key.slice(key.lastIndexOf('k') + 1)) / 2)}`;
   /** keys of the current epoch (fresh names every keyEpochSeconds), and every key used */
   const epochMs = (opts.keyEpochSeconds ?? 0) * 1000;
   const usedKeys = new Set<string>();
@@ -238,6 +247,8 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   const pairs = new Map<string, Map<number, number>>();
   /** when each value's write / CAS was invoked (values are unique) */
   const writeStart = new Map<number, number>();
+  /** acknowledged puts and CASes that applied: version (the Raft index), shard, when acknowledged */
+  const ackedPuts: AckedPut[] = [];
   const hotShards = new Set<number>();
   const down = new Set<number>(); // killed: clients avoid
   const paused = new Set<number>(); // stopped: clients still hit them (realistic)
@@ -314,6 +325,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
             const j = JSON.parse(rep.body) as { version: number; shard: number };
             hotShards.add(j.shard);
             learn(key, j.version, value, label);
+            ackedPuts.push({ key, shard: j.shard, version: j.version, end: op.end });
           } else {
             code(rep.status, rep.body);
             if (errorOf(rep.body).outcome === 'not_applied') {
@@ -367,6 +379,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
             const j = JSON.parse(rep.body) as { version: number; shard: number };
             hotShards.add(j.shard);
             learn(key, j.version, value, label);
+            ackedPuts.push({ key, shard: j.shard, version: j.version, end: op.end });
           } else if (rep.status === 409 && err.code === 'version_mismatch') {
             // executed, compare failed: current version ≠ ifVersion ⇔ current value ≠ expect (unique values;
             // version 0 ⇔ absent ⇔ null)
@@ -417,7 +430,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
           if (rep.status === 200 || rep.status === 404) {
             counts.staleReads++;
             const value = rep.status === 200 ? Number(rep.body) : null;
-            stale.push({ key, value, version: rep.version, node: rep.servedBy ?? node, start, end: now(), label });
+            stale.push({ key, value, version: rep.version, node: rep.servedBy ?? node, shard: rep.shard, stalenessMs: rep.stalenessMs, start, end: now(), label });
           } else counts.staleReadsDropped++;
         } catch {
           counts.staleReadsDropped++;
@@ -724,6 +737,10 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
 
   // stale reads: the weaker promise (see checks.ts)
   const staleProblems = checkStaleReads(stale, writeStart, pairs);
+  // across keys of a shard, and against the staleness each answer stated (not under clock faults: checks.ts)
+  const versions = new Map([...pairs].map(([k, m]) => [k, new Map(m)]));
+  for (const s of stale) if (s.version !== null && s.value !== null) (versions.get(s.key) ?? versions.set(s.key, new Map()).get(s.key))?.set(s.version, s.value);
+  staleProblems.push(...checkStaleReadsAcrossKeys(stale, versions, ackedPuts, { checkStaleness: !opts.nemesis.includes('clock') }));
   const staleBad = staleProblems.length;
   problems.push(...staleProblems);
 

@@ -1,0 +1,58 @@
+/**
+ * The stale-read rules of the fault suite (test/fault/checks.ts) on small made-up histories: what a
+ * replica may answer (old, but never older than what it has shown or said), and what it may not.
+ */
+import test from 'ava';
+import { checkStaleReadsAcrossKeys, type AckedPut, type StaleRead } from './fault/checks.ts';
+
+/** Key a written at indexes 10 (value 1) and 30 (value 3); key b at 20 (value 2) and 40 (value 4); all in shard 0. */
+const versions = (): Map<string, Map<number, number>> => new Map([
+  ['a', new Map([[10, 1], [30, 3]])],
+  ['b', new Map([[20, 2], [40, 4]])],
+]);
+const acked: AckedPut[] = [
+  { key: 'a', shard: 0, version: 10, end: 100 },
+  { key: 'b', shard: 0, version: 20, end: 200 },
+  { key: 'a', shard: 0, version: 30, end: 300 },
+  { key: 'b', shard: 0, version: 40, end: 400 },
+];
+let n = 0;
+const read = (key: string, version: number | null, start: number, end: number, o: Partial<StaleRead> = {}): StaleRead =>
+  ({ key, value: version === null ? null : (versions().get(key)?.get(version) ?? -1), version, node: 1, shard: 0, stalenessMs: null, start, end, label: `r${n++}`, ...o });
+const check = (reads: StaleRead[], checkStaleness = true): string[] => checkStaleReadsAcrossKeys(reads, versions(), acked, { checkStaleness });
+
+test('a replica may lag: old answers that are consistent with what it showed pass', (t) => {
+  t.deepEqual(check([
+    read('a', 10, 500, 510), // behind: b@20 exists, but it never showed more than 10
+    read('b', 20, 520, 530), // shows 20; a@10 is a's latest write at or under 20
+    read('a', 10, 540, 550),
+    read('b', 40, 560, 570), // shows 40
+    read('a', 30, 580, 590),
+  ]), []);
+  // overlapping reads are not ordered: the older answer may come from before the newer one's index
+  t.deepEqual(check([read('b', 40, 500, 600), read('a', 10, 550, 560)]), []);
+  // another node, or another shard, is not bound by what node 1 showed
+  t.deepEqual(check([read('b', 40, 500, 510), read('a', 10, 520, 530, { node: 2 }), read('a', 10, 540, 550, { shard: 1 })]), []);
+  // absent answers are not judged (a delete's index is not known)
+  t.deepEqual(check([read('b', 40, 500, 510), read('a', null, 520, 530)]), []);
+});
+
+test('across keys: a replica that showed index 40 must not answer a key from before its write at 30', (t) => {
+  const p = check([read('b', 40, 500, 510), read('a', 10, 520, 530)]);
+  t.is(p.length, 1);
+  t.regex(p[0] as string, /went back across keys.*answered a at version 10, missing its write at index 30/);
+});
+
+test('staleness: an answer that says it is at most s ms behind must hold every write acknowledged s ms before it started', (t) => {
+  // a@30 was acknowledged at 300: a read starting at 500 that says 100 ms must have it, one that says 250 need not
+  const p = check([read('a', 10, 500, 510, { stalenessMs: 100 })]);
+  t.is(p.length, 1);
+  t.regex(p[0] as string, /said it was at most 100 ms behind, but answered version 10, missing its write at index 30/);
+  t.deepEqual(check([read('a', 10, 500, 510, { stalenessMs: 250 })]), []);
+  // within the slack of the figure's rounding (2 ms): not judged
+  t.deepEqual(check([read('a', 10, 301, 310, { stalenessMs: 0 })]), []);
+  // writes of other keys count through the index: b@40 acknowledged at 400 puts the shard at 40, so a@30 must be there
+  t.is(check([read('a', 10, 450, 460, { stalenessMs: 10 })]).length, 1);
+  // off (clock faults): not judged
+  t.deepEqual(check([read('a', 10, 500, 510, { stalenessMs: 100 })], false), []);
+});
