@@ -79,7 +79,9 @@ async function once(m: Mods, records: number, valueBytes: number, chunkBytes: nu
   const w0 = performance.now();
   await m.snapshots.streamSnapshot({
     transport: transport as never, shard, to: 2, msg: msg as never, snapshot: snapshot as never,
-    iters: [{ kind: 'd', it: iter(kvs) }, { kind: 'i', it: iter([]) }], chunkBytes, timeoutMs: 10_000, fromNode: 1, log,
+    iters: [{ kind: 'd', it: iter(kvs) }, { kind: 'i', it: iter([]) }], chunkBytes, timeoutMs: 10_000, log,
+    // a stream id and its refusal flag; trees before them named the stream from fromNode
+    id: '1:bench', refused: { why: null }, ...({ fromNode: 1 } as object),
   });
   const send: [number, number] = [cpuS(process.cpuUsage(c0)), (performance.now() - w0) / 1000];
   const dir = mkdtempSync(join(tmpdir(), 'kv-snapbench-'));

@@ -55,6 +55,8 @@ export interface NodeConfig {
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
   faultSlowWalMs: number;
+  /** TESTS ONLY: the first snapshot stream received loses its chunk 1 on the way (as in a connection that died with it). */
+  faultDropSnapshotChunk: boolean;
   /** The highest peer protocol version this node speaks (shard/raft-codec.ts PEER_PROTOCOL; lower: as an older node). */
   peerProtocol: number;
   /** A persist batch (WAL append + LevelDB batch) taking this long is logged as a warning (rate-limited) and counted. */
@@ -92,6 +94,9 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --snapshot-streams-per-peer N   snapshot streams sent to one follower at a time; the others wait
                          their turn (default 1: interleaved streams cost the receiver's LevelDB
                          merges, see bench/README.md)
+  --snapshot-timeout-ms N   a snapshot stream's frame must drain within N ms; a stream sent in full is
+                         not sent again for N ms while its follower installs it, unless the follower
+                         says it gave it up (default 10000)
   --peer-listen H:P      listen for peers here instead of on this node's --peers entry (the entry is
                          then only where the others dial it, e.g. through a fault-injecting proxy)
   --cluster-id ID        refuse peers of another cluster (default "kv")
@@ -106,6 +111,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
                          node in the lower of their two versions, so a cluster can be upgraded or
                          rolled back one node at a time
   --fault-slow-wal-ms N  TESTS ONLY: every WAL append waits N ms first (a slow disk)
+  --fault-drop-snapshot-chunk
+                         TESTS ONLY: the first snapshot stream received loses its chunk 1 on the way
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
                          (local-lin-reads: linearizable reads served by any replica without ReadIndex;
                          unguarded-lost-state: a replica that starts empty votes at once;
@@ -118,7 +125,7 @@ function parseArgs(argv: string[]): Map<string, string> {
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
     const eq = a.indexOf('=');
     if (eq > 0) out.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (a === '--lease') out.set('lease', 'true');
+    else if (a === '--lease' || a === '--fault-drop-snapshot-chunk') out.set(a.slice(2), 'true');
     else {
       const v = argv[i + 1];
       if (v === undefined) throw new Error(`${a} needs a value`);
@@ -190,7 +197,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     walSegmentBytes: int(a.get('wal-segment-bytes'), 64 << 20, '--wal-segment-bytes', 4096),
     walMaxSegments: int(a.get('wal-max-segments'), 4, '--wal-max-segments', 2),
     snapshotChunkBytes: 1 << 20,
-    snapshotTimeoutMs: 10_000,
+    snapshotTimeoutMs: int(a.get('snapshot-timeout-ms'), 10_000, '--snapshot-timeout-ms', 100),
     snapshotStreamsPerPeer: int(a.get('snapshot-streams-per-peer'), 1, '--snapshot-streams-per-peer', 1),
     requestTimeoutMs: 5_000,
     maxInFlight: int(a.get('max-in-flight'), 4096, '--max-in-flight'),
@@ -198,6 +205,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     logLevel: a.get('log-level') ?? env['KV_LOG_LEVEL'] ?? 'info',
     plantBug: null,
     faultSlowWalMs: int(a.get('fault-slow-wal-ms'), 0, '--fault-slow-wal-ms', 0),
+    faultDropSnapshotChunk: a.get('fault-drop-snapshot-chunk') === 'true',
     peerProtocol: int(a.get('peer-protocol'), PEER_PROTOCOL, '--peer-protocol', 1),
     slowPersistMs: int(a.get('slow-persist-ms'), 200, '--slow-persist-ms', 1),
     readCacheMb: int(a.get('read-cache-mb'), 32, '--read-cache-mb', 0),

@@ -22,7 +22,7 @@ import { NodeMetrics } from './metrics.ts';
 import { RateLimitedWarn } from './rate-limited-warn.ts';
 import { SnapshotLedger } from './snapshot-ledger.ts';
 import { KeyedGate } from './stream-gate.ts';
-import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, streamSnapshot, type Iter } from './snapshots.ts';
+import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, newStreamId, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 import { monoNowMs } from './clock.ts';
 
@@ -87,6 +87,10 @@ export class KvNode {
   private stopping = false;
   private ready = false;
   private readonly snapLedger: SnapshotLedger;
+  /** --fault-drop-snapshot-chunk: done once. */
+  private droppedSnapshotChunk = false;
+  /** Our snapshot streams running (started, not yet ended), by stream id: a refusal from their follower stops them. */
+  private readonly streamsOut = new Map<string, { shard: number; to: number; refused: { why: string | null } }>();
   private snapshotReceiver!: SnapshotReceiver;
   private pendingSnapshotSends: Array<{ shard: number; to: number; msg: Message }> = [];
   /** Snapshot streams running per follower (--snapshot-streams-per-peer); the others wait their turn. */
@@ -199,6 +203,10 @@ export class KvNode {
       this.store.addReplica(boot);
     }
     this.snapshotReceiver = new SnapshotReceiver(this.db, this.store, this.log, this.metrics, () => this.wake());
+    // A sender of an older release would drop the connection on a frame it does not know.
+    this.snapshotReceiver.onRefuse = (to, shard, id, why) => {
+      if (this.transport.protocolOf(to) >= 3) this.transport.send(to, ['sx', shard, id, why]);
+    };
     this.snapshotReceiver.protocol = cfg.peerProtocol;
     this.snapshotReceiver.sweep(mine.map((s) => ({ shard: s.id, gen: this.store.generation(s.id) })));
     const peers = new Map(this.map.nodes.map((n) => [n.id, n.peerAddr] as [number, string]));
@@ -294,8 +302,20 @@ export class KvNode {
         return;
       }
       case 'sc':
+        if (this.cfg.faultDropSnapshotChunk && !this.droppedSnapshotChunk && f[5] === 1) {
+          this.droppedSnapshotChunk = true;
+          this.log.warn({ shard: f[1], stream: f[2] }, 'TESTS ONLY (--fault-drop-snapshot-chunk): snapshot chunk 1 dropped');
+          return;
+        }
+        return this.snapshotReceiver.onFrame(from, f);
       case 'sd':
         return this.snapshotReceiver.onFrame(from, f);
+      case 'sx': {
+        const [, shard, id, why] = f;
+        if (!Number.isSafeInteger(shard) || typeof id !== 'string' || typeof why !== 'string') throw new Error('bad snapshot refusal frame');
+        this.onRefused(from, shard, id, why.slice(0, 200));
+        return;
+      }
       default:
         throw new Error(`unknown frame ${String(f[0])}`);
     }
@@ -555,6 +575,24 @@ export class KvNode {
    * needed a snapshot too. The entries after the cut stay until the budget
    * rules compact them (maybeCompact), held while the stream runs or settles.
    */
+  /**
+   * The follower `from` gave up our stream `id` (an `sx` frame): a running one stops before its next
+   * frame (and fails: the core is told); one sent in full and settling is forgotten and the core told
+   * now, so it streams again at once instead of after the settle time (snapshotTimeoutMs).
+   */
+  private onRefused(from: number, shard: number, id: string, why: string): void {
+    const out = this.streamsOut.get(id);
+    if (out !== undefined) {
+      if (out.to === from && out.shard === shard) out.refused.why = why;
+      return;
+    }
+    if (!this.snapLedger.refused(shard, from, id)) return;
+    this.log.warn({ shard, peer: from, stream: id, why }, 'snapshot stream refused by the follower after it was sent: streaming again');
+    this.metrics.snapshots.inc({ direction: 'sent', result: 'refused' });
+    this.store.reportSnapshot(shard, from, false);
+    this.wake();
+  }
+
   private startSnapshotSends(): void {
     const sends = this.pendingSnapshotSends;
     this.pendingSnapshotSends = [];
@@ -565,7 +603,10 @@ export class KvNode {
         this.store.reportSnapshot(shard, to, false);
         continue;
       }
-      this.snapLedger.started(shard, to, snapshot.meta.index);
+      const id = newStreamId(this.cfg.id, shard, snapshot.meta.index);
+      const refused = { why: null as string | null };
+      this.snapLedger.started(shard, to, snapshot.meta.index, id);
+      this.streamsOut.set(id, { shard, to, refused });
       const gen = this.store.generation(shard);
       // Opened now, with no round in flight: each iterator reads a LevelDB snapshot of exactly the cut.
       // The streams go through the gate, and wait there with their iterators open and their shard's
@@ -576,14 +617,18 @@ export class KvNode {
       });
       this.streamGate.run(to, () => streamSnapshot({
         transport: this.transport, shard, to, msg, snapshot, iters, chunkBytes: this.cfg.snapshotChunkBytes,
-        timeoutMs: this.cfg.snapshotTimeoutMs, fromNode: this.cfg.id, log: this.log,
+        timeoutMs: this.cfg.snapshotTimeoutMs, id, refused, log: this.log,
       })).then(
         () => {
+          this.streamsOut.delete(id);
           this.metrics.snapshots.inc({ direction: 'sent', result: 'ok' });
           this.snapLedger.finished(shard, to, true);
+          // Refused while its last frame went out: as if refused once settling (onRefused).
+          if (refused.why !== null) this.onRefused(to, shard, id, refused.why);
         },
         (e: unknown) => {
-          this.metrics.snapshots.inc({ direction: 'sent', result: 'error' });
+          this.streamsOut.delete(id);
+          this.metrics.snapshots.inc({ direction: 'sent', result: refused.why !== null ? 'refused' : 'error' });
           this.log.warn({ shard, peer: to, err: (e as Error).message }, 'snapshot stream failed');
           this.snapLedger.finished(shard, to, false);
           this.store.reportSnapshot(shard, to, false);

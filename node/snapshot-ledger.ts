@@ -10,10 +10,11 @@
  *
  * A failed stream is forgotten at once (the core retries); a settled one
  * after settleMs, so a snapshot the follower never installed is streamed
- * again then.
+ * again then — or at once when the follower says it gave the stream up
+ * (refused: peer protocol 3).
  */
 export class SnapshotLedger {
-  private readonly streams = new Map<string, { shard: number; index: number; settledAt: number | null }>();
+  private readonly streams = new Map<string, { shard: number; index: number; id: string; settledAt: number | null }>();
 
   constructor(private readonly settleMs: number, private readonly now: () => number = () => performance.now()) {}
 
@@ -21,7 +22,7 @@ export class SnapshotLedger {
     return `${shard}/${to}`;
   }
 
-  private live(k: string): { shard: number; index: number; settledAt: number | null } | undefined {
+  private live(k: string): { shard: number; index: number; id: string; settledAt: number | null } | undefined {
     const e = this.streams.get(k);
     if (e !== undefined && e.settledAt !== null && this.now() - e.settledAt >= this.settleMs) {
       this.streams.delete(k);
@@ -35,8 +36,19 @@ export class SnapshotLedger {
     return this.live(this.key(shard, to)) === undefined;
   }
 
-  started(shard: number, to: number, index: number): void {
-    this.streams.set(this.key(shard, to), { shard, index, settledAt: null });
+  started(shard: number, to: number, index: number, id = ''): void {
+    this.streams.set(this.key(shard, to), { shard, index, id, settledAt: null });
+  }
+
+  /**
+   * The follower gave up stream `id` (a chunk lost on the way, too many streams at once, a failed
+   * write): forget it if it is the one running or settling for (shard, to). Whether it was.
+   */
+  refused(shard: number, to: number, id: string): boolean {
+    const k = this.key(shard, to);
+    if (id === '' || this.live(k)?.id !== id) return false;
+    this.streams.delete(k);
+    return true;
   }
 
   finished(shard: number, to: number, ok: boolean): void {

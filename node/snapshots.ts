@@ -27,11 +27,24 @@ export interface Iter {
   it: { nextv(n: number): Promise<Array<[Uint8Array, Uint8Array]>>; close(): Promise<void> };
 }
 
+/** A stream's id: unique per sender (its node, the shard, the snapshot's index and a random part). */
+export function newStreamId(fromNode: number, shard: number, index: number): string {
+  return `${fromNode}:${shard}:${index}:${Math.random().toString(36).slice(2, 10)}`;
+}
+
+/**
+ * Stream one snapshot. `refused.why` is set when the follower says it gave the stream up (an `sx`
+ * frame, see SnapshotReceiver.onRefuse): the stream stops before its next frame, failing.
+ */
 export async function streamSnapshot(o: {
   transport: Transport; shard: number; to: number; msg: Message; snapshot: Snapshot; iters: Iter[];
-  chunkBytes: number; timeoutMs: number; fromNode: number; log: Logger;
+  chunkBytes: number; timeoutMs: number; id: string; refused: { why: string | null }; log: Logger;
 }): Promise<void> {
-  const id = `${o.fromNode}:${o.shard}:${o.snapshot.meta.index}:${Math.random().toString(36).slice(2, 10)}`;
+  const id = o.id;
+  const send = async (f: Frame): Promise<void> => {
+    if (o.refused.why !== null) throw new Error(`the follower gave the stream up: ${o.refused.why}`);
+    await o.transport.sendWithBackpressure(o.to, f, o.timeoutMs);
+  };
   const t0 = performance.now();
   const startedAt = Date.now();
   let bytes = 0;
@@ -43,7 +56,7 @@ export async function streamSnapshot(o: {
       const flush = async (): Promise<void> => {
         const n = chunk.count;
         const body = chunk.take();
-        await o.transport.sendWithBackpressure(o.to, ['sc', o.shard, id, kind, body, seq++], o.timeoutMs);
+        await send(['sc', o.shard, id, kind, body, seq++]);
         bytes += body.length;
         records += n;
       };
@@ -55,7 +68,7 @@ export async function streamSnapshot(o: {
       if (chunk.count > 0) await flush();
     }
     const msg: Message = { ...o.msg, snapshot: o.snapshot };
-    await o.transport.sendWithBackpressure(o.to, ['sd', o.shard, id, toWireMessage(msg, o.transport.protocolOf(o.to)), seq], o.timeoutMs);
+    await send(['sd', o.shard, id, toWireMessage(msg, o.transport.protocolOf(o.to)), seq]);
     const secs = (performance.now() - t0) / 1000;
     o.log.info({ shard: o.shard, peer: o.to, index: o.snapshot.meta.index, records, bytes, startedAt, mbPerSec: +(bytes / 1e6 / Math.max(secs, 1e-6)).toFixed(1) }, 'snapshot sent');
   } finally {
@@ -114,6 +127,13 @@ const CLEAR_SLICE = 2_000;
 export class SnapshotReceiver {
   /** The peer protocol this node speaks (see shard/raft-codec.ts). */
   protocol = PEER_PROTOCOL;
+  /**
+   * Told when a stream is refused or given up here for its own fault or the receiver's (a chunk lost,
+   * a count that does not match, too many at once, a write that failed; not when its sender started
+   * another): the runtime tells the sender (`sx`, peer protocol 3), whose leader then streams again at
+   * once instead of waiting out its snapshot timeout with this replica behind.
+   */
+  onRefuse: (to: number, shard: number, id: string, why: string) => void = () => {};
   /** Streams coming in, per shard, by sender and stream id: each in its own generation. */
   private readonly incoming = new Map<number, Map<string, Incoming>>();
   /** Streams given up (shard, sender, id), the latest GIVEN_UP_REMEMBERED: their late frames are dropped. */
@@ -189,6 +209,7 @@ export class SnapshotReceiver {
         this.forget(shard, key);
         this.log.warn({ shard, from, stream: id, seq, count }, 'snapshot stream refused: its first chunk never came here');
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
+        this.onRefuse(from, shard, id, 'its first chunk never came');
         return undefined;
       }
       // A sender streams one snapshot of a shard at a time: its unfinished earlier one is dead. Streams
@@ -198,7 +219,7 @@ export class SnapshotReceiver {
       let unfinished = 0;
       for (const [k, o] of others) {
         if (o.done) continue;
-        if (o.from === from) this.giveUp(shard, k, o, 'its sender started another');
+        if (o.from === from) this.giveUp(shard, k, o, 'its sender started another', false);
         else unfinished++;
       }
       for (const [k, o] of others) {
@@ -281,18 +302,20 @@ export class SnapshotReceiver {
         this.metrics.snapshots.inc({ direction: 'received', result: 'error' });
         this.log.warn({ shard, err: (e as Error).message }, 'snapshot receive failed');
         this.clearLater(shard, st.gen);
+        this.onRefuse(from, shard, id, `receiving it failed: ${(e as Error).message}`);
       },
     );
     return undefined;
   }
 
-  /** Stop taking a stream: its later frames are dropped, and its generation cleared once its writes are done. */
-  private giveUp(shard: number, key: string, s: Incoming, why: string): void {
+  /** Stop taking a stream: its later frames are dropped, and its generation cleared once its writes are done. Its sender is told unless `tell` is false. */
+  private giveUp(shard: number, key: string, s: Incoming, why: string, tell = true): void {
     this.remove(shard, key, s);
     this.forget(shard, key);
     this.log.info({ shard, from: s.from, stream: s.id, gen: s.gen, why }, 'snapshot stream given up');
     this.metrics.snapshots.inc({ direction: 'received', result: 'given_up' });
     this.clearLater(shard, s.gen, s.chain);
+    if (tell) this.onRefuse(s.from, shard, s.id, why);
   }
 
   /** Take a stream out of `incoming` (if a later one has not taken its place), and its shard once it has none. */

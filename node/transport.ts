@@ -20,6 +20,8 @@ export type Frame =
   // sender of an older release (the receiver then cannot tell a stream that lost chunks).
   | ['sc', shard: number, snapId: string, kind: 'd' | 'i', records: Uint8Array, seq?: number]
   | ['sd', shard: number, snapId: string, msg: unknown, chunks?: number]
+  /** The receiver gave up stream snapId of that shard (peer protocol 3): its sender stops it and streams again. */
+  | ['sx', shard: number, snapId: string, why: string]
   /** Node-level heartbeat, one per node pair per tick, whatever the shard count. */
   | ['p', incarnation: string];
 

@@ -54,10 +54,12 @@ const COUNTS = [0, 1, 2, 3, 4, 5, 7, 9, 10] as const;
 /**
  * Versions of the peer protocol (announced in the transport's hello):
  *   1  messages of 12 elements (nodes before the leader-contact probes);
- *   2  14 elements: probe and probeDelta appended.
+ *   2  14 elements: probe and probeDelta appended;
+ *   3  messages as 2; a snapshot receiver may answer a stream it gave up with an `sx` frame
+ *      (node/transport.ts), which a node of 2 or below would take for a bad frame.
  * A node sends each peer the lower of the two versions, and reads both.
  */
-export const PEER_PROTOCOL = 2;
+export const PEER_PROTOCOL = 3;
 
 export function toWireMessage(m: Message, protocol: number = PEER_PROTOCOL): WireMessage | WireMessageV1 {
   const entries = m.entries.map(toWireEntry);

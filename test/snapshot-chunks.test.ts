@@ -421,8 +421,45 @@ test('a LevelDB write that fails on a staged chunk fails its stream (not handed 
   // Its write fails before the next frame comes: wait for it to settle (the backlog is then empty).
   for (let i = 0; rx.backlogBytes() > 0 && i < 1000; i++) await new Promise((r) => setTimeout(r, 5));
   t.is(rx.backlogBytes(), 0);
+  const told: string[] = [];
+  rx.onRefuse = (to, shard, id, why) => told.push(`${to}/${shard}/${id}: ${why}`);
   rx.onFrame(1, sd('S', 1, 1));
   await rx.idle();
   t.is(handed.length, 0);
   t.deepEqual(unhandled.map((e) => (e as Error).message), []);
+  t.deepEqual(told, ['1/7/S: receiving it failed: IO error: disk full'], 'its sender is told, so it streams again at once');
+});
+
+test('the sender of a stream given up or refused here is told (it streams again at once), except when it started another itself', async (t) => {
+  const { rx, handed } = await withReceiver(t);
+  const told: string[] = [];
+  rx.onRefuse = (to, shard, id, why) => told.push(`${to}/${shard}/${id}: ${why}`);
+  const a = pack(tagged('a', 300, 50), 2000);
+  t.true(a.length >= 3);
+  // a chunk lost on the way
+  rx.onFrame(1, sc('gap', a[0] as Buffer, 0));
+  rx.onFrame(1, sc('gap', a[2] as Buffer, 2));
+  // a done frame counting chunks that never came
+  rx.onFrame(3, sc('short', a[0] as Buffer, 0));
+  rx.onFrame(3, sd('short', 3, a.length));
+  // a stream whose first chunk never came here
+  rx.onFrame(4, sc('late', a[1] as Buffer, 1));
+  // a sender that starts another: its own choice, nothing to tell
+  rx.onFrame(5, sc('first', a[0] as Buffer, 0));
+  rx.onFrame(5, sc('second', a[0] as Buffer, 0));
+  // too many at once: with 'second' unfinished, three more senders push the oldest out
+  for (const from of [6, 8, 9]) rx.onFrame(from, sc(`x${from}`, a[0] as Buffer, 0));
+  await rx.idle();
+  t.deepEqual(told, [
+    '1/7/gap: chunk 2 came where 1 was due',
+    `3/7/short: it sent ${a.length} chunks, 1 came`,
+    '4/7/late: its first chunk never came',
+    '5/7/second: too many streams of the shard at once',
+  ]);
+  // late frames of a stream given up are dropped, and not told again
+  rx.onFrame(1, sc('gap', a[3] as Buffer, 3));
+  rx.onFrame(1, sd('gap', 1, a.length));
+  await rx.idle();
+  t.is(told.length, 4);
+  t.is(handed.length, 0);
 });

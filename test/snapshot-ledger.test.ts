@@ -31,3 +31,29 @@ test('one stream per shard and follower: none while one runs or settles; a faile
   t.true(l.mayStart(1, 2), 'failed: forgotten at once');
   t.is(l.heldIndex(1), null);
 });
+
+test('a stream the follower refused is forgotten, running or settling, so the core can have another at once; another stream\'s refusal changes nothing', (t) => {
+  let now = 0;
+  const l = new SnapshotLedger(10_000, () => now);
+  l.started(1, 2, 50, 'A');
+  t.false(l.refused(1, 2, 'B'), 'not this stream');
+  t.false(l.refused(1, 3, 'A'), 'not this follower');
+  t.false(l.refused(2, 2, 'A'), 'not this shard');
+  t.false(l.mayStart(1, 2));
+  t.true(l.refused(1, 2, 'A'), 'running');
+  t.true(l.mayStart(1, 2));
+  t.is(l.heldIndex(1), null);
+  l.started(1, 2, 60, 'C');
+  l.finished(1, 2, true);
+  now = 100;
+  t.false(l.mayStart(1, 2), 'settling');
+  t.true(l.refused(1, 2, 'C'), 'settling');
+  t.true(l.mayStart(1, 2));
+  t.false(l.refused(1, 2, 'C'), 'once only');
+  l.started(1, 2, 70, 'D');
+  l.finished(1, 2, true);
+  now = 20_000;
+  t.false(l.refused(1, 2, 'D'), 'settled long ago: nothing left to forget');
+  l.started(1, 2, 80);
+  t.false(l.refused(1, 2, ''), 'a stream without an id is never matched');
+});
