@@ -559,6 +559,26 @@ export class KvNode {
   }
 
   /**
+   * The follower `from` gave up our stream `id` (an `sx` frame): a running one stops before its next
+   * frame (and fails: the core is told); one sent in full and settling is forgotten and the core told
+   * now, so it streams again soon (the ledger's backoff: 250 ms, doubling while refusals go on) instead
+   * of after the settle time (snapshotTimeoutMs). An `sx` lost on the way (the link down, its queue
+   * full) is not sent again: the settle time still bounds the wait.
+   */
+  private onRefused(from: number, shard: number, id: string, why: string): void {
+    const out = this.streamsOut.get(id);
+    if (out !== undefined) {
+      if (out.to === from && out.shard === shard) out.refused.why = why;
+      return;
+    }
+    if (!this.snapLedger.refused(shard, from, id)) return;
+    this.log.warn({ shard, peer: from, stream: id, why }, 'snapshot stream refused by the follower after it was sent: streaming again');
+    this.metrics.snapshots.inc({ direction: 'sent', result: 'refused' });
+    this.store.reportSnapshot(shard, from, false);
+    this.wake();
+  }
+
+  /**
    * With no batch pending: take a consistent cut of each shard to stream, then
    * stream it in the background. One stream per shard and follower: while one
    * runs or settles (see SnapshotLedger), the core's repeated asks are
@@ -575,24 +595,6 @@ export class KvNode {
    * needed a snapshot too. The entries after the cut stay until the budget
    * rules compact them (maybeCompact), held while the stream runs or settles.
    */
-  /**
-   * The follower `from` gave up our stream `id` (an `sx` frame): a running one stops before its next
-   * frame (and fails: the core is told); one sent in full and settling is forgotten and the core told
-   * now, so it streams again at once instead of after the settle time (snapshotTimeoutMs).
-   */
-  private onRefused(from: number, shard: number, id: string, why: string): void {
-    const out = this.streamsOut.get(id);
-    if (out !== undefined) {
-      if (out.to === from && out.shard === shard) out.refused.why = why;
-      return;
-    }
-    if (!this.snapLedger.refused(shard, from, id)) return;
-    this.log.warn({ shard, peer: from, stream: id, why }, 'snapshot stream refused by the follower after it was sent: streaming again');
-    this.metrics.snapshots.inc({ direction: 'sent', result: 'refused' });
-    this.store.reportSnapshot(shard, from, false);
-    this.wake();
-  }
-
   private startSnapshotSends(): void {
     const sends = this.pendingSnapshotSends;
     this.pendingSnapshotSends = [];
@@ -621,16 +623,18 @@ export class KvNode {
       })).then(
         () => {
           this.streamsOut.delete(id);
-          this.metrics.snapshots.inc({ direction: 'sent', result: 'ok' });
-          this.snapLedger.finished(shard, to, true);
-          // Refused while its last frame went out: as if refused once settling (onRefused).
+          this.snapLedger.finished(shard, to, true, id);
+          // Refused while its last frame went out: as if refused once settling (onRefused counts it).
           if (refused.why !== null) this.onRefused(to, shard, id, refused.why);
+          else this.metrics.snapshots.inc({ direction: 'sent', result: 'ok' });
         },
         (e: unknown) => {
           this.streamsOut.delete(id);
           this.metrics.snapshots.inc({ direction: 'sent', result: refused.why !== null ? 'refused' : 'error' });
           this.log.warn({ shard, peer: to, err: (e as Error).message }, 'snapshot stream failed');
-          this.snapLedger.finished(shard, to, false);
+          // Refused: the next stream waits out the ledger's backoff (a follower that refuses every one).
+          if (refused.why !== null) this.snapLedger.refused(shard, to, id);
+          else this.snapLedger.finished(shard, to, false, id);
           this.store.reportSnapshot(shard, to, false);
         },
       ).finally(() => this.wake());

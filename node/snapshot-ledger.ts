@@ -10,11 +10,17 @@
  *
  * A failed stream is forgotten at once (the core retries); a settled one
  * after settleMs, so a snapshot the follower never installed is streamed
- * again then — or at once when the follower says it gave the stream up
- * (refused: peer protocol 3).
+ * again then — or soon when the follower says it gave the stream up
+ * (refused: peer protocol 3): after 250 ms, doubling while refusals keep
+ * coming (a follower whose disk fails every stream's writes), up to settleMs.
  */
+const FIRST_BACKOFF_MS = 250;
+
 export class SnapshotLedger {
   private readonly streams = new Map<string, { shard: number; index: number; id: string; settledAt: number | null }>();
+
+  /** Per (shard, follower): refusals in a row, and no new stream before `until`. */
+  private readonly backoff = new Map<string, { n: number; until: number }>();
 
   constructor(private readonly settleMs: number, private readonly now: () => number = () => performance.now()) {}
 
@@ -33,7 +39,8 @@ export class SnapshotLedger {
 
   /** Whether a stream of `shard` to `to` may start now (none running or settling). */
   mayStart(shard: number, to: number): boolean {
-    return this.live(this.key(shard, to)) === undefined;
+    const k = this.key(shard, to);
+    return this.live(k) === undefined && !((this.backoff.get(k)?.until ?? 0) > this.now());
   }
 
   started(shard: number, to: number, index: number, id = ''): void {
@@ -48,13 +55,18 @@ export class SnapshotLedger {
     const k = this.key(shard, to);
     if (id === '' || this.live(k)?.id !== id) return false;
     this.streams.delete(k);
+    const now = this.now();
+    const b = this.backoff.get(k);
+    const n = b !== undefined && now - b.until < this.settleMs ? b.n + 1 : 1;
+    this.backoff.set(k, { n, until: now + Math.min(this.settleMs, FIRST_BACKOFF_MS * 2 ** Math.min(n - 1, 20)) });
     return true;
   }
 
-  finished(shard: number, to: number, ok: boolean): void {
+  /** Stream `id` (when given: only if it is still the one recorded) ended: sent in full (ok), or failed. */
+  finished(shard: number, to: number, ok: boolean, id?: string): void {
     const k = this.key(shard, to);
     const e = this.streams.get(k);
-    if (e === undefined) return;
+    if (e === undefined || (id !== undefined && e.id !== id)) return;
     if (ok) e.settledAt = this.now();
     else this.streams.delete(k);
   }

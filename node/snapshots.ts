@@ -266,6 +266,11 @@ export class SnapshotReceiver {
         throw e;
       }).finally(() => this.written(n));
       handled(st.chain);
+      // A write that failed fails the stream: give it up now (its sender is told and stops), not after
+      // the rest of it came only to be thrown away. Once: a stream given up is no longer in `incoming`.
+      st.chain.catch((e: unknown) => {
+        if (!st.done && this.incoming.get(shard)?.get(key) === st) this.giveUp(shard, key, st, `writing it failed: ${(e as Error).message}`);
+      });
       if (this.backlog <= this.limits.highBytes) return undefined;
       return new Promise<void>((resolve) => this.drained.push(resolve));
     }

@@ -55,4 +55,18 @@ test('staleness: an answer that says it is at most s ms behind must hold every w
   t.is(check([read('a', 10, 450, 460, { stalenessMs: 10 })]).length, 1);
   // off (clock faults): not judged
   t.deepEqual(check([read('a', 10, 500, 510, { stalenessMs: 100 })], false), []);
+  // passed over one by one (a read during a clock fault), the others still judged
+  const skipEarly = (r: StaleRead): boolean => r.start < 600;
+  t.deepEqual(checkStaleReadsAcrossKeys([read('a', 10, 500, 510, { stalenessMs: 100, node: 2 })], versions(), acked, { checkStaleness: true, skipStaleness: skipEarly }), []);
+  t.is(checkStaleReadsAcrossKeys([read('a', 10, 700, 710, { stalenessMs: 100, node: 2 })], versions(), acked, { checkStaleness: true, skipStaleness: skipEarly }).length, 1);
+});
+
+test('each rule lists its own problems: many of one kind do not hide the other', (t) => {
+  const reads = [read('b', 40, 500, 510)];
+  for (let i = 0; i < 8; i++) reads.push(read('a', 10, 520 + 10 * i, 525 + 10 * i));
+  reads.push(read('a', 10, 700, 710, { stalenessMs: 100 }));
+  const p = checkStaleReadsAcrossKeys(reads, versions(), acked, { checkStaleness: true, limit: 3 });
+  t.is(p.filter((x) => x.includes('went back across keys')).length, 3);
+  t.is(p.filter((x) => x.includes('said it was at most')).length, 1);
+  t.true(p.some((x) => x.startsWith('… 6 more cross-key problems')));
 });

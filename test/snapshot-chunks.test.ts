@@ -417,17 +417,18 @@ test('a LevelDB write that fails on a staged chunk fails its stream (not handed 
   const on = (e: unknown): void => { unhandled.push(e); };
   process.on('unhandledRejection', on);
   t.teardown(() => { process.off('unhandledRejection', on); });
+  const told: string[] = [];
+  rx.onRefuse = (to, shard, id, why) => told.push(`${to}/${shard}/${id}: ${why}`);
   rx.onFrame(1, sc('S', pack(tagged('s', 3, 10))[0] as Buffer, 0));
   // Its write fails before the next frame comes: wait for it to settle (the backlog is then empty).
   for (let i = 0; rx.backlogBytes() > 0 && i < 1000; i++) await new Promise((r) => setTimeout(r, 5));
   t.is(rx.backlogBytes(), 0);
-  const told: string[] = [];
-  rx.onRefuse = (to, shard, id, why) => told.push(`${to}/${shard}/${id}: ${why}`);
+  await new Promise((r) => setImmediate(r));
+  t.deepEqual(told, ['1/7/S: writing it failed: IO error: disk full'], 'given up at the failed write, and its sender told (it stops)');
   rx.onFrame(1, sd('S', 1, 1));
   await rx.idle();
   t.is(handed.length, 0);
   t.deepEqual(unhandled.map((e) => (e as Error).message), []);
-  t.deepEqual(told, ['1/7/S: receiving it failed: IO error: disk full'], 'its sender is told, so it streams again at once');
 });
 
 test('the sender of a stream given up or refused here is told (it streams again at once), except when it started another itself', async (t) => {

@@ -32,7 +32,7 @@ test('one stream per shard and follower: none while one runs or settles; a faile
   t.is(l.heldIndex(1), null);
 });
 
-test('a stream the follower refused is forgotten, running or settling, so the core can have another at once; another stream\'s refusal changes nothing', (t) => {
+test('a stream the follower refused is forgotten, running or settling, and the next waits a backoff that doubles while refusals go on; another stream\'s refusal changes nothing', (t) => {
   let now = 0;
   const l = new SnapshotLedger(10_000, () => now);
   l.started(1, 2, 50, 'A');
@@ -41,19 +41,39 @@ test('a stream the follower refused is forgotten, running or settling, so the co
   t.false(l.refused(2, 2, 'A'), 'not this shard');
   t.false(l.mayStart(1, 2));
   t.true(l.refused(1, 2, 'A'), 'running');
-  t.true(l.mayStart(1, 2));
-  t.is(l.heldIndex(1), null);
+  t.is(l.heldIndex(1), null, 'a refused stream holds no log');
+  t.false(l.mayStart(1, 2), 'backing off');
+  t.true(l.mayStart(1, 3), 'another follower is not held back');
+  now = 250;
+  t.true(l.mayStart(1, 2), 'after 250 ms');
   l.started(1, 2, 60, 'C');
-  l.finished(1, 2, true);
-  now = 100;
+  l.finished(1, 2, true, 'C');
+  now = 300;
   t.false(l.mayStart(1, 2), 'settling');
   t.true(l.refused(1, 2, 'C'), 'settling');
-  t.true(l.mayStart(1, 2));
   t.false(l.refused(1, 2, 'C'), 'once only');
-  l.started(1, 2, 70, 'D');
-  l.finished(1, 2, true);
-  now = 20_000;
-  t.false(l.refused(1, 2, 'D'), 'settled long ago: nothing left to forget');
-  l.started(1, 2, 80);
+  now = 799;
+  t.false(l.mayStart(1, 2), 'a second refusal in a row: 500 ms');
+  now = 800;
+  t.true(l.mayStart(1, 2));
+  for (let i = 0; i < 8; i++) {
+    l.started(1, 2, 70, `D${i}`);
+    t.true(l.refused(1, 2, `D${i}`));
+    now += 10_000;
+    t.true(l.mayStart(1, 2), 'never more than the settle time');
+    now -= 1;
+    l.started(1, 2, 70, `E${i}`);
+    t.true(l.refused(1, 2, `E${i}`));
+    t.false(l.mayStart(1, 2));
+  }
+  now += 40_000;
+  l.started(1, 2, 80, 'F');
+  t.true(l.refused(1, 2, 'F'));
+  now += 250;
+  t.true(l.mayStart(1, 2), 'a refusal long after the last one starts again at 250 ms');
+  l.started(1, 2, 90, 'G');
+  l.finished(1, 2, true, 'other');
+  t.false(l.mayStart(1, 2), 'the end of another stream does not end this one');
+  l.started(1, 2, 95);
   t.false(l.refused(1, 2, ''), 'a stream without an id is never matched');
 });

@@ -47,7 +47,7 @@ const r = await runFaultTest({
   seconds: int('duration', 600),
   nemesis,
   clients: int('clients', 8),
-  keys: int('keys', 4),
+  keys: int('keys', 8),
   keyEpochSeconds: int('epoch', 30),
   maxConcurrentFaults: nodes === 5 ? 2 : 1,
   args: ['--shards', '4', '--tick-ms', '50', ...(flags.get('node-args') ?? '').split(' ').filter((x) => x !== '')],

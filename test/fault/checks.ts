@@ -94,26 +94,38 @@ export interface AckedPut {
  * version of each key some answer showed). Absent answers are not judged (deletes' indices are unknown).
  * Timing is the client's monotonic clock against the server's durations (one machine); `slackMs`
  * covers the rounding of X-Staleness-Ms. A clock fault (libfaketime rates) breaks the bounded-drift
- * assumption the staleness figure rests on, so runs with it pass checkStaleness=false.
+ * assumption the staleness figure rests on: reads during one (and its aftermath) are passed over by
+ * `skipStaleness`.
  */
 export function checkStaleReadsAcrossKeys(
   reads: StaleRead[],
   versions: Map<string, Map<number, number>>,
   acked: AckedPut[],
-  opts: { checkStaleness: boolean; slackMs?: number; limit?: number },
+  opts: { checkStaleness: boolean; skipStaleness?: (r: StaleRead) => boolean; slackMs?: number; limit?: number },
 ): string[] {
-  const out: string[] = [];
   const limit = opts.limit ?? 5;
   const slack = opts.slackMs ?? 2;
-  let bad = 0;
-  const report = (m: string) => {
-    if (bad++ < limit) out.push(m);
+  // Each rule lists its own first `limit` problems: one rule's many must not hide the other's.
+  const found = { crossKey: [] as string[], staleness: [] as string[] };
+  const bad = { crossKey: 0, staleness: 0 };
+  const report = (rule: 'crossKey' | 'staleness', m: string) => {
+    if (bad[rule]++ < limit) found[rule].push(m);
   };
+  // each key's known versions, ascending
+  const sorted = new Map([...versions].map(([k, m]) => [k, [...m.keys()].sort((a, b) => a - b)]));
   /** the lowest known version of `key` above `v` and at most `upTo`, or null */
   const missed = (key: string, v: number, upTo: number): number | null => {
-    let found: number | null = null;
-    for (const w of versions.get(key)?.keys() ?? []) if (w > v && w <= upTo && (found === null || w < found)) found = w;
-    return found;
+    const vs = sorted.get(key);
+    if (vs === undefined) return null;
+    let lo = 0;
+    let hi = vs.length; // first index with a version above v
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((vs[mid] as number) <= v) lo = mid + 1;
+      else hi = mid;
+    }
+    const w = vs[lo];
+    return w !== undefined && w <= upTo ? w : null;
   };
   // acknowledged puts per shard by acknowledgement time, with the running highest version
   const ackedBy = new Map<number, { ends: number[]; maxVersion: number[] }>();
@@ -149,16 +161,18 @@ export function checkStaleReadsAcrossKeys(
       if (r.version === null || r.value === null) continue;
       if (shown !== null) {
         const w = missed(r.key, r.version, shown.version as number);
-        if (w !== null) report(`stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} at version ${r.version}, missing its write at index ${w}`);
+        if (w !== null) report('crossKey', `stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} at version ${r.version}, missing its write at index ${w}`);
       }
-      if (opts.checkStaleness && r.stalenessMs !== undefined && r.stalenessMs !== null) {
+      if (opts.checkStaleness && r.stalenessMs !== undefined && r.stalenessMs !== null && opts.skipStaleness?.(r) !== true) {
         const upTo = ackedBefore(r.shard as number, r.start - r.stalenessMs - slack);
         const w = missed(r.key, r.version, upTo);
-        if (w !== null) report(`stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered version ${r.version}, missing its write at index ${w} (the shard had acknowledged index ${upTo} by then)`);
+        if (w !== null) report('staleness', `stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered version ${r.version}, missing its write at index ${w} (the shard had acknowledged index ${upTo} by then)`);
       }
     }
   }
-  if (bad > limit) out.push(`… ${bad - limit} more cross-key or staleness problems`);
+  const out = [...found.crossKey, ...found.staleness];
+  if (bad.crossKey > limit) out.push(`… ${bad.crossKey - limit} more cross-key problems`);
+  if (bad.staleness > limit) out.push(`… ${bad.staleness - limit} more staleness problems`);
   return out;
 }
 

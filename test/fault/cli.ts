@@ -1,7 +1,7 @@
 /**
  * Jepsen-style fault run against a real local cluster:
  *
- *   npm run fault -- --seed 7 --nodes 3 --nemesis kill,pause --seconds 20 [--clients 8] [--keys 4] [--faults 1]
+ *   npm run fault -- --seed 7 --nodes 3 --nemesis kill,pause --seconds 20 [--clients 8] [--keys 8] [--faults 1]
  *   npm run fault -- --seed 7 --plant stale-reads      # planted client bug: must be caught (exit 1)
  *   npm run fault -- --check .sim-failures/fault-7.json # re-check a saved history
  *
@@ -67,7 +67,7 @@ const r = await runFaultTest({
   seconds: int('seconds', 20),
   nemesis: nemesis as Nemesis[],
   clients: int('clients', 8),
-  keys: int('keys', 4),
+  keys: int('keys', 8),
   maxConcurrentFaults: int('faults', 1),
   maxStates: int('max-states', 2_000_000),
   args: ['--shards', '4', '--tick-ms', '50', ...(flags.get('node-args') ?? '').split(' ').filter((x) => x !== '')],
