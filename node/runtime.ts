@@ -203,6 +203,7 @@ export class KvNode {
       this.store.addReplica(boot);
     }
     this.snapshotReceiver = new SnapshotReceiver(this.db, this.store, this.log, this.metrics, () => this.wake());
+    this.snapshotReceiver.idleGiveUpMs = Math.max(60_000, 6 * this.cfg.snapshotTimeoutMs);
     // A sender of an older release would drop the connection on a frame it does not know.
     this.snapshotReceiver.onRefuse = (to, shard, id, why) => {
       if (this.transport.protocolOf(to) >= 3) this.transport.send(to, ['sx', shard, id, why]);
@@ -813,6 +814,7 @@ export class KvNode {
     if (this.fatal === null) this.submit();
     while (this.writing !== null) await this.writing;
     await this.transport?.close();
+    this.snapshotReceiver?.close();
     await this.snapshotReceiver?.idle();
     await this.wal?.close();
     await this.db?.close();

@@ -85,6 +85,8 @@ interface Incoming {
   done: boolean;
   /** The chunk number due next (chunks came in order from 0). */
   next: number;
+  /** When (Date.now()) its last frame came. */
+  lastFrameAt: number;
 }
 
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
@@ -113,7 +115,7 @@ export const DEFAULT_RECEIVE_BACKLOG: ReceiveBacklog = { highBytes: 16 << 20, lo
  * a delete per record, in the same LevelDB and on the same two thread-pool threads as the WAL appends
  * and the streams' writes; during a catch-up of many shards it ran beside the streams still coming.
  * Bounded, so that a sender that keeps streaming, or one that went away mid-stream (its stream stays in
- * `incoming` until its sender starts another or too many come at once), does not keep dead generations
+ * `incoming` until its sender starts another, too many come at once, or it is idle for idleGiveUpMs), does not keep dead generations
  * on disk for long.
  */
 export interface ClearDefer { quietMs: number; maxMs: number }
@@ -156,6 +158,14 @@ export class SnapshotReceiver {
    */
   private readonly givenGen = new Map<number, number>();
   private background: Promise<unknown> = Promise.resolve();
+  /**
+   * An unfinished stream that sent nothing for this long is given up (its sender told), and the part of
+   * it written so far cleared: a sender that died or lost its leadership mid-stream left it, and
+   * nothing else ends it unless a stream of the same shard comes. The runtime sets it from the
+   * snapshot timeout (a live sender's frame drains within that, or its stream fails).
+   */
+  idleGiveUpMs = 60_000;
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly db: Db, private readonly store: Store, private readonly log: Logger,
@@ -231,13 +241,15 @@ export class SnapshotReceiver {
       const gen = Math.max(this.store.generation(shard), this.givenGen.get(shard) ?? 0) + 1;
       this.givenGen.set(shard, gen);
       // Its generation may hold what a crash left there: cleared before its first write.
-      s = { id, from, gen, done: false, next: 0, chain: this.clearGeneration(shard, gen) };
+      s = { id, from, gen, done: false, next: 0, lastFrameAt: Date.now(), chain: this.clearGeneration(shard, gen) };
       handled(s.chain);
       let streams = this.incoming.get(shard);
       if (streams === undefined) this.incoming.set(shard, (streams = new Map()));
       streams.set(key, s);
+      this.watchIdle();
     }
     const st = s;
+    st.lastFrameAt = Date.now();
     // Its done frame came: it is being handed over (its generation is no longer ours to give up or
     // write into). A correct sender sends nothing after it: the connection goes (Transport's fail()).
     if (st.done) throw new Error(`snapshot frame after its stream's done frame (shard ${shard}, stream ${id})`);
@@ -321,6 +333,26 @@ export class SnapshotReceiver {
     this.metrics.snapshots.inc({ direction: 'received', result: 'given_up' });
     this.clearLater(shard, s.gen, s.chain);
     if (tell) this.onRefuse(s.from, shard, s.id, why);
+  }
+
+  /** While streams come in: every quarter of idleGiveUpMs, give up those that sent nothing for idleGiveUpMs. */
+  private watchIdle(): void {
+    if (this.idleTimer !== null) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      this.giveUpIdle(Date.now());
+      if (this.incoming.size > 0) this.watchIdle();
+    }, Math.max(10, Math.floor(this.idleGiveUpMs / 4)));
+    this.idleTimer.unref();
+  }
+
+  /** Give up every unfinished stream whose last frame came idleGiveUpMs or more before `now`. */
+  giveUpIdle(now: number): void {
+    for (const [shard, streams] of [...this.incoming]) {
+      for (const [key, st] of [...streams]) {
+        if (!st.done && now - st.lastFrameAt >= this.idleGiveUpMs) this.giveUp(shard, key, st, `no frame for ${Math.round((now - st.lastFrameAt) / 1000)} s`);
+      }
+    }
   }
 
   /** Take a stream out of `incoming` (if a later one has not taken its place), and its shard once it has none. */
@@ -437,6 +469,12 @@ export class SnapshotReceiver {
   }
 
   /** Every stream's writes done, and every generation replaced so far cleared (the clears are not deferred past this). */
+  /** Stop the idle watch (a node closing). */
+  close(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+
   async idle(): Promise<void> {
     await Promise.allSettled([...this.incoming.values()].flatMap((m) => [...m.values()].map((s) => s.chain)));
     this.maybeClear(true);

@@ -464,3 +464,35 @@ test('the sender of a stream given up or refused here is told (it streams again 
   t.is(told.length, 4);
   t.is(handed.length, 0);
 });
+
+test('an unfinished stream that sent nothing for idleGiveUpMs is given up (its sender told) and what it wrote is cleared; a stream still sending is kept', async (t) => {
+  const { db, rx, handed } = await withReceiver(t);
+  t.teardown(() => rx.close());
+  const told: string[] = [];
+  rx.onRefuse = (to, shard, id, why) => told.push(`${to}/${shard}/${id}: ${why}`);
+  rx.idleGiveUpMs = 60_000;
+  const a = pack(tagged('a', 300, 50), 2000);
+  rx.onFrame(1, sc('dead', a[0] as Buffer, 0));
+  const tDead = Date.now();
+  rx.onFrame(3, sc('live', a[0] as Buffer, 0));
+  await rx.idle();
+  t.true((await keysOf(db, 5)).length > 0, 'the dead stream wrote its first chunk');
+  rx.giveUpIdle(tDead + 30_000);
+  t.deepEqual(told, [], 'not idle long enough');
+  // The live stream's next frame comes at least 20 ms after the dead one's last (timestamps in ms).
+  while (Date.now() < tDead + 20) await new Promise((r) => setTimeout(r, 5));
+  const tLive = Date.now();
+  rx.onFrame(3, sc('live', a[1] as Buffer, 1));
+  // 59,990 ms after the live stream's last frame: over 60 s after the dead one's
+  rx.giveUpIdle(tLive + 59_990);
+  t.is(told.length, 1);
+  t.regex(told[0] as string, /^1\/7\/dead: no frame for 60 s$/);
+  await rx.idle();
+  t.deepEqual(await keysOf(db, 5), [], 'what it wrote is cleared');
+  // the live stream goes on and is handed over
+  a.slice(2).forEach((c, i) => rx.onFrame(3, sc('live', c, i + 2)));
+  rx.onFrame(3, sd('live', 3, a.length));
+  await rx.idle();
+  t.is(handed.length, 1);
+  t.is(handed[0]?.[1].from, 3);
+});
