@@ -58,6 +58,59 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
 }
 
 /**
+ * A stored record's version and value, read straight from its bytes for the single-key read path (a
+ * view of the value, no decoder state, no array). The forms msgpackr writes for [version, t, value]
+ * (a 3-array; an unsigned version; nil or a number as t; a bin value); anything else, or a
+ * length that does not end where the bytes do, goes to decodeRecord.
+ */
+const u32be = (b: Uint8Array, at: number): number =>
+  (((b[at] as number) << 24) >>> 0) + (((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number));
+
+export function readRecord(b: Uint8Array): { version: number; value: Uint8Array } {
+  const n = b.length;
+  if (n < 4 || b[0] !== 0x93) return decodeRecord(b);
+  let at = 1;
+  let version: number;
+  const v0 = b[at] as number;
+  if (v0 <= 0x7f) {
+    version = v0;
+    at += 1;
+  } else if (v0 === 0xcc && n > 2) {
+    version = b[2] as number;
+    at = 3;
+  } else if (v0 === 0xcd && n > 3) {
+    version = ((b[2] as number) << 8) | (b[3] as number);
+    at = 4;
+  } else if (v0 === 0xce && n > 5) {
+    version = u32be(b, 2);
+    at = 6;
+  } else if (v0 === 0xcf && n > 9) {
+    version = u32be(b, 2) * 0x1_0000_0000 + u32be(b, 6);
+    at = 10;
+  } else return decodeRecord(b);
+  // t: skipped (nil, a fixint, or a sized number)
+  const t0 = b[at] as number;
+  const tw = t0 === 0xc0 || t0 <= 0x7f || t0 >= 0xe0 ? 1 : t0 === 0xcc || t0 === 0xd0 ? 2 : t0 === 0xcd || t0 === 0xd1 ? 3
+    : t0 === 0xce || t0 === 0xd2 || t0 === 0xca ? 5 : t0 === 0xcf || t0 === 0xd3 || t0 === 0xcb ? 9 : 0;
+  if (tw === 0) return decodeRecord(b);
+  at += tw;
+  const b0 = b[at];
+  let len: number;
+  if (b0 === 0xc4 && at + 2 <= n) {
+    len = b[at + 1] as number;
+    at += 2;
+  } else if (b0 === 0xc5 && at + 3 <= n) {
+    len = ((b[at + 1] as number) << 8) | (b[at + 2] as number);
+    at += 3;
+  } else if (b0 === 0xc6 && at + 5 <= n) {
+    len = u32be(b, at + 1);
+    at += 5;
+  } else return decodeRecord(b);
+  if (at + len !== n || !Number.isSafeInteger(version)) return decodeRecord(b);
+  return { version, value: b.subarray(at, n) };
+}
+
+/**
  * The KV state machine of one shard. Deterministic: every replica applying
  * the same entries reaches the same state and the same results. A record's
  * version is the Raft index of its last write, so versions grow and are never

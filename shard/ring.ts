@@ -25,7 +25,8 @@ export class HashRing {
    * Partition key -> shard, for the request path: a hit skips encoding the key, hashing it and the
    * search (≈ 1.5 µs a request). The ring never changes, so neither does an answer.
    */
-  private readonly memo = new Map<string, number>();
+  private readonly memo = new Map<string, Map<number, number>>();
+  private memoSize = 0;
 
   constructor(shards: readonly number[], readonly params: RingParams, private readonly hash: Hash32) {
     const pts: Array<{ p: number; s: number }> = [];
@@ -51,12 +52,19 @@ export class HashRing {
   }
 
   shardFor(tenant: string, bucket: number): number {
-    const pk = partitionKeyString(tenant, bucket);
-    let s = this.memo.get(pk);
+    // By tenant, then bucket: no partition-key string is built for a key asked before.
+    let byBucket = this.memo.get(tenant);
+    let s = byBucket?.get(bucket);
     if (s === undefined) {
-      s = this.shardForHash(this.hash(utf8.encode(pk)) >>> 0);
-      if (this.memo.size >= MEMO_MAX) this.memo.clear();
-      this.memo.set(pk, s);
+      s = this.shardForHash(this.hash(utf8.encode(partitionKeyString(tenant, bucket))) >>> 0);
+      if (this.memoSize >= MEMO_MAX) {
+        this.memo.clear();
+        this.memoSize = 0;
+        byBucket = undefined;
+      }
+      if (byBucket === undefined) this.memo.set(tenant, (byBucket = new Map()));
+      byBucket.set(bucket, s);
+      this.memoSize++;
     }
     return s;
   }
