@@ -176,6 +176,35 @@ export function checkStaleReadsAcrossKeys(
   return out;
 }
 
+/** What the stale-read checks of a run look at: saved beside a failed run's history, re-checked by `--check`. */
+export interface StaleEvidence {
+  reads: StaleRead[];
+  /** when each value's write was invoked (values are unique) */
+  writeStart: Array<[number, number]>;
+  /** per key, the (version, value) pairs learned from answers other than stale reads */
+  pairs: Array<[string, Array<[number, number]>]>;
+  acked: AckedPut[];
+  /** clock faults (from, to incl. their aftermath): reads then are not judged by their staleness figure */
+  clockWindows: Array<[number, number]>;
+}
+
+/** Every stale-read rule over a run's evidence (checkStaleReads, then checkStaleReadsAcrossKeys). */
+export function checkStaleEvidence(e: StaleEvidence): string[] {
+  const pairs = new Map(e.pairs.map(([k, l]) => [k, new Map(l)]));
+  const out = checkStaleReads(e.reads, new Map(e.writeStart), pairs);
+  // Every version an answer showed, stale ones included (one value per version is checked above).
+  const versions = new Map([...pairs].map(([k, m]) => [k, new Map(m)]));
+  for (const s of e.reads) {
+    if (s.version === null || s.value === null) continue;
+    let m = versions.get(s.key);
+    if (m === undefined) versions.set(s.key, (m = new Map()));
+    m.set(s.version, s.value);
+  }
+  const inClockFault = (r: StaleRead): boolean => e.clockWindows.some(([from, to]) => r.end >= from && r.start <= to);
+  out.push(...checkStaleReadsAcrossKeys(e.reads, versions, e.acked, { checkStaleness: true, skipStaleness: inClockFault }));
+  return out;
+}
+
 function groupBy<T, K>(xs: T[], key: (x: T) => K): Map<K, T[]> {
   const m = new Map<K, T[]>();
   for (const x of xs) {

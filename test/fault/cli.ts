@@ -8,9 +8,10 @@
  * Prints a summary (ops by outcome, faults, checker verdict and time); exits 1 on failure, after
  * writing the history to .sim-failures/fault-<seed>.txt and printing the replay command.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { checkLinearizable } from '../lincheck/checker.ts';
+import { checkStaleEvidence, type StaleEvidence } from './checks.ts';
 import { NEMESES, historyFromJson, runFaultTest, type Nemesis, type Plant } from './run.ts';
 
 function usage(msg?: string): never {
@@ -49,7 +50,16 @@ if (checkFile !== undefined) {
   const ms = Math.round(performance.now() - t0);
   if (v.ok === true) console.log(`linearizable (${history.length} ops, ${ms} ms)`);
   else console.log(`${v.ok === false ? 'NOT linearizable' : 'unknown'} (${history.length} ops, ${ms} ms)\n${v.message}`);
-  process.exit(v.ok === true ? 0 : 1);
+  // the stale reads, when saved beside it (fault-<seed>.stale.json)
+  const staleFile = checkFile.replace(/\.json$/, '.stale.json');
+  let staleOk = true;
+  if (staleFile !== checkFile && existsSync(staleFile)) {
+    const e = JSON.parse(readFileSync(staleFile, 'utf8')) as StaleEvidence;
+    const problems = checkStaleEvidence(e);
+    staleOk = problems.length === 0;
+    console.log(staleOk ? `stale reads: ok (${e.reads.length})` : `stale reads: ${problems.length} problem lines of ${e.reads.length} reads\n${problems.join('\n')}`);
+  }
+  process.exit(v.ok === true && staleOk ? 0 : 1);
 }
 
 const seed = int('seed', Math.floor(Math.random() * 1e6));

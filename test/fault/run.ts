@@ -31,7 +31,7 @@ import { performance } from 'node:perf_hooks';
 import type { ExecutionContext } from 'ava';
 import { TestCluster } from '../integration/harness.ts';
 import { checkLinearizable, formatHistory, type CheckResult, type RegisterOp } from '../lincheck/checker.ts';
-import { awaitConvergence, checkStaleReads, checkStaleReadsAcrossKeys, type AckedPut, type StaleRead } from './checks.ts';
+import { awaitConvergence, checkStaleEvidence, type AckedPut, type StaleEvidence, type StaleRead } from './checks.ts';
 import { ClockControl } from './clock.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -749,13 +749,13 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
 
   if (opts.plant === 'corrupt-reads') corruptOneRead(history, problems);
 
-  // stale reads: the weaker promise (see checks.ts)
-  const staleProblems = checkStaleReads(stale, writeStart, pairs);
-  // across keys of a shard, and against the staleness each answer stated (not during clock faults: checks.ts)
-  const versions = new Map([...pairs].map(([k, m]) => [k, new Map(m)]));
-  for (const s of stale) if (s.version !== null && s.value !== null) (versions.get(s.key) ?? versions.set(s.key, new Map()).get(s.key))?.set(s.version, s.value);
-  const inClockFault = (r: StaleRead): boolean => clockWindows.some(([from, to]) => r.end >= from && r.start <= to);
-  staleProblems.push(...checkStaleReadsAcrossKeys(stale, versions, ackedPuts, { checkStaleness: true, skipStaleness: inClockFault }));
+  // stale reads: the weaker promise, per key, across the keys of a shard, and against the staleness each
+  // answer stated (not during clock faults): checks.ts
+  const evidence: StaleEvidence = {
+    reads: stale, writeStart: [...writeStart], pairs: [...pairs].map(([k, m]) => [k, [...m]]), acked: ackedPuts,
+    clockWindows: clockWindows.map(([from, to]) => [from, Number.isFinite(to) ? to : Number.MAX_VALUE]),
+  };
+  const staleProblems = checkStaleEvidence(evidence);
   const staleBad = staleProblems.length;
   problems.push(...staleProblems);
 
@@ -774,6 +774,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
     failureFile = join(dir, `fault-${opts.seed}${opts.plant ? `-${opts.plant}` : ''}.txt`);
     const offending = verdict.ok === false ? `\n\nhistory of the offending key ${verdict.key}:\n${formatHistory(verdict.ops)}\n` : '';
     writeFileSync(failureFile.replace(/\.txt$/, '.json'), historyToJson(history));
+    writeFileSync(failureFile.replace(/\.txt$/, '.stale.json'), JSON.stringify(evidence));
     writeFileSync(failureFile, `replay: ${replay}\n\n${problems.join('\n')}\n\nfaults:\n${faults.join('\n')}${offending}\n\nfull history:\n${formatHistory(history)}\n`);
   }
   const opsPerSec = Math.round((loadOps / durationMs) * 1000);
