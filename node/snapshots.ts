@@ -85,7 +85,7 @@ interface Incoming {
   done: boolean;
   /** The chunk number due next (chunks came in order from 0). */
   next: number;
-  /** When (Date.now()) its last frame came. */
+  /** When (performance.now(): a wall-clock step must not age it) its last frame came. */
   lastFrameAt: number;
 }
 
@@ -241,7 +241,7 @@ export class SnapshotReceiver {
       const gen = Math.max(this.store.generation(shard), this.givenGen.get(shard) ?? 0) + 1;
       this.givenGen.set(shard, gen);
       // Its generation may hold what a crash left there: cleared before its first write.
-      s = { id, from, gen, done: false, next: 0, lastFrameAt: Date.now(), chain: this.clearGeneration(shard, gen) };
+      s = { id, from, gen, done: false, next: 0, lastFrameAt: performance.now(), chain: this.clearGeneration(shard, gen) };
       handled(s.chain);
       let streams = this.incoming.get(shard);
       if (streams === undefined) this.incoming.set(shard, (streams = new Map()));
@@ -249,7 +249,7 @@ export class SnapshotReceiver {
       this.watchIdle();
     }
     const st = s;
-    st.lastFrameAt = Date.now();
+    st.lastFrameAt = performance.now();
     // Its done frame came: it is being handed over (its generation is no longer ours to give up or
     // write into). A correct sender sends nothing after it: the connection goes (Transport's fail()).
     if (st.done) throw new Error(`snapshot frame after its stream's done frame (shard ${shard}, stream ${id})`);
@@ -340,13 +340,13 @@ export class SnapshotReceiver {
     if (this.idleTimer !== null) return;
     this.idleTimer = setTimeout(() => {
       this.idleTimer = null;
-      this.giveUpIdle(Date.now());
+      this.giveUpIdle(performance.now());
       if (this.incoming.size > 0) this.watchIdle();
     }, Math.max(10, Math.floor(this.idleGiveUpMs / 4)));
     this.idleTimer.unref();
   }
 
-  /** Give up every unfinished stream whose last frame came idleGiveUpMs or more before `now`. */
+  /** Give up every unfinished stream whose last frame came idleGiveUpMs or more before `now` (performance.now()). */
   giveUpIdle(now: number): void {
     for (const [shard, streams] of [...this.incoming]) {
       for (const [key, st] of [...streams]) {
@@ -468,13 +468,13 @@ export class SnapshotReceiver {
     await writeBatch(this.db, cuts.map(({ shard, snapshot }) => ({ type: 'put', key: snapMetaKey(shard), value: encodeSnapshot(snapshot) })), true);
   }
 
-  /** Every stream's writes done, and every generation replaced so far cleared (the clears are not deferred past this). */
   /** Stop the idle watch (a node closing). */
   close(): void {
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
     this.idleTimer = null;
   }
 
+  /** Every stream's writes done, and every generation replaced so far cleared (the clears are not deferred past this). */
   async idle(): Promise<void> {
     await Promise.allSettled([...this.incoming.values()].flatMap((m) => [...m.values()].map((s) => s.chain)));
     this.maybeClear(true);

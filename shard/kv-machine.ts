@@ -60,7 +60,7 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
 /**
  * A stored record's version and value, read straight from its bytes for the single-key read path (a
  * view of the value, no decoder state, no array). The forms msgpackr writes for [version, t, value]
- * (a 3-array; an unsigned version; nil or a number as t; a bin value); anything else, or a
+ * (a 3-array; a version below 2^32; nil or a number as t; a bin value); anything else, or a
  * length that does not end where the bytes do, goes to decodeRecord.
  */
 const u32be = (b: Uint8Array, at: number): number =>
@@ -84,10 +84,7 @@ export function readRecord(b: Uint8Array): { version: number; value: Uint8Array 
   } else if (v0 === 0xce && n > 5) {
     version = u32be(b, 2);
     at = 6;
-  } else if (v0 === 0xcf && n > 9) {
-    version = u32be(b, 2) * 0x1_0000_0000 + u32be(b, 6);
-    at = 10;
-  } else return decodeRecord(b);
+  } else return decodeRecord(b); // msgpackr writes 2^32 and above as float64 (0xcb): its decoder reads those
   // t: skipped (nil, a fixint, or a sized number)
   const t0 = b[at] as number;
   const tw = t0 === 0xc0 || t0 <= 0x7f || t0 >= 0xe0 ? 1 : t0 === 0xcc || t0 === 0xd0 ? 2 : t0 === 0xcd || t0 === 0xd1 ? 3

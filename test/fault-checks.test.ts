@@ -3,7 +3,7 @@
  * replica may answer (old, but never older than what it has shown or said), and what it may not.
  */
 import test from 'ava';
-import { checkStaleReadsAcrossKeys, type AckedPut, type StaleRead } from './fault/checks.ts';
+import { checkStaleEvidence, checkStaleReadsAcrossKeys, evidenceFromJson, evidenceToJson, type AckedPut, type StaleRead } from './fault/checks.ts';
 
 /** Key a written at indexes 10 (value 1) and 30 (value 3); key b at 20 (value 2) and 40 (value 4); all in shard 0. */
 const versions = (): Map<string, Map<number, number>> => new Map([
@@ -69,4 +69,19 @@ test('each rule lists its own problems: many of one kind do not hide the other',
   t.is(p.filter((x) => x.includes('went back across keys')).length, 3);
   t.is(p.filter((x) => x.includes('said it was at most')).length, 1);
   t.true(p.some((x) => x.startsWith('… 6 more cross-key problems')));
+});
+
+test('saved evidence re-checks as the live run did: garbage values (NaN, Infinity) and open clock windows survive JSON', (t) => {
+  const e = {
+    reads: [read('a', 10, 500, 510, { value: Number.NaN }), read('b', 20, 520, 530, { value: Number.POSITIVE_INFINITY }), read('a', 10, 2_000, 2_010, { stalenessMs: 100 })],
+    writeStart: [[1, 50], [2, 150], [3, 250], [4, 350]] as Array<[number, number]>,
+    pairs: [...versions()].map(([k, m]) => [k, [...m]]) as Array<[string, Array<[number, number]>]>,
+    acked,
+    clockWindows: [[1_900, Number.POSITIVE_INFINITY]] as Array<[number, number]>,
+  };
+  const live = checkStaleEvidence(e);
+  t.is(live.filter((p) => p.includes('which no write sent')).length, 2, 'both garbage values are caught');
+  t.false(live.some((p) => p.includes('said it was at most')), 'the read inside the open clock window is not judged by its staleness');
+  const back = evidenceFromJson(evidenceToJson(e));
+  t.deepEqual(checkStaleEvidence(back), live);
 });

@@ -188,6 +188,21 @@ export interface StaleEvidence {
   clockWindows: Array<[number, number]>;
 }
 
+/**
+ * Evidence as JSON that keeps what JSON cannot: a read's NaN or Infinity (a garbage body read as a
+ * number) must come back as such, or the re-check would take it for an absent answer and pass it.
+ */
+export function evidenceToJson(e: StaleEvidence): string {
+  return JSON.stringify(e, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? { nonFinite: String(v) } : v));
+}
+
+export function evidenceFromJson(text: string): StaleEvidence {
+  return JSON.parse(text, (_k, v: unknown) => {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 1 && typeof (v as { nonFinite?: unknown }).nonFinite === 'string') return Number((v as { nonFinite: string }).nonFinite);
+    return v;
+  }) as StaleEvidence;
+}
+
 /** Every stale-read rule over a run's evidence (checkStaleReads, then checkStaleReadsAcrossKeys). */
 export function checkStaleEvidence(e: StaleEvidence): string[] {
   const pairs = new Map(e.pairs.map(([k, l]) => [k, new Map(l)]));
@@ -200,7 +215,8 @@ export function checkStaleEvidence(e: StaleEvidence): string[] {
     if (m === undefined) versions.set(s.key, (m = new Map()));
     m.set(s.version, s.value);
   }
-  const inClockFault = (r: StaleRead): boolean => e.clockWindows.some(([from, to]) => r.end >= from && r.start <= to);
+  // A window still open (no end) runs to the end of the run.
+  const inClockFault = (r: StaleRead): boolean => e.clockWindows.some(([from, to]) => r.end >= from && (to === null || Number.isNaN(to) || r.start <= to));
   out.push(...checkStaleReadsAcrossKeys(e.reads, versions, e.acked, { checkStaleness: true, skipStaleness: inClockFault }));
   return out;
 }

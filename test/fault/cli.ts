@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { checkLinearizable } from '../lincheck/checker.ts';
-import { checkStaleEvidence, type StaleEvidence } from './checks.ts';
+import { checkStaleEvidence, evidenceFromJson } from './checks.ts';
 import { NEMESES, historyFromJson, runFaultTest, type Nemesis, type Plant } from './run.ts';
 
 function usage(msg?: string): never {
@@ -53,8 +53,9 @@ if (checkFile !== undefined) {
   // the stale reads, when saved beside it (fault-<seed>.stale.json)
   const staleFile = checkFile.replace(/\.json$/, '.stale.json');
   let staleOk = true;
-  if (staleFile !== checkFile && existsSync(staleFile)) {
-    const e = JSON.parse(readFileSync(staleFile, 'utf8')) as StaleEvidence;
+  if (staleFile === checkFile || !existsSync(staleFile)) console.log(`stale reads: no evidence beside it (${staleFile})`);
+  else {
+    const e = evidenceFromJson(readFileSync(staleFile, 'utf8'));
     const problems = checkStaleEvidence(e);
     staleOk = problems.length === 0;
     console.log(staleOk ? `stale reads: ok (${e.reads.length})` : `stale reads: ${problems.length} problem lines of ${e.reads.length} reads\n${problems.join('\n')}`);

@@ -31,7 +31,7 @@ import { performance } from 'node:perf_hooks';
 import type { ExecutionContext } from 'ava';
 import { TestCluster } from '../integration/harness.ts';
 import { checkLinearizable, formatHistory, type CheckResult, type RegisterOp } from '../lincheck/checker.ts';
-import { awaitConvergence, checkStaleEvidence, type AckedPut, type StaleEvidence, type StaleRead } from './checks.ts';
+import { awaitConvergence, checkStaleEvidence, evidenceToJson, type AckedPut, type StaleEvidence, type StaleRead } from './checks.ts';
 import { ClockControl } from './clock.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -753,7 +753,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   // answer stated (not during clock faults): checks.ts
   const evidence: StaleEvidence = {
     reads: stale, writeStart: [...writeStart], pairs: [...pairs].map(([k, m]) => [k, [...m]]), acked: ackedPuts,
-    clockWindows: clockWindows.map(([from, to]) => [from, Number.isFinite(to) ? to : Number.MAX_VALUE]),
+    clockWindows,
   };
   const staleProblems = checkStaleEvidence(evidence);
   const staleBad = staleProblems.length;
@@ -774,7 +774,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
     failureFile = join(dir, `fault-${opts.seed}${opts.plant ? `-${opts.plant}` : ''}.txt`);
     const offending = verdict.ok === false ? `\n\nhistory of the offending key ${verdict.key}:\n${formatHistory(verdict.ops)}\n` : '';
     writeFileSync(failureFile.replace(/\.txt$/, '.json'), historyToJson(history));
-    writeFileSync(failureFile.replace(/\.txt$/, '.stale.json'), JSON.stringify(evidence));
+    writeFileSync(failureFile.replace(/\.txt$/, '.stale.json'), evidenceToJson(evidence));
     writeFileSync(failureFile, `replay: ${replay}\n\n${problems.join('\n')}\n\nfaults:\n${faults.join('\n')}${offending}\n\nfull history:\n${formatHistory(history)}\n`);
   }
   const opsPerSec = Math.round((loadOps / durationMs) * 1000);
