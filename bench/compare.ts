@@ -23,6 +23,7 @@ import { PALETTE, barChart, esc, lineChart, page, table } from './html.ts';
 import { errorSummary, finishMachine, fmtMs, fmtRate, gitInfo, machineInfo } from './report.ts';
 import { preloadLimitMs, runSession } from './session.ts';
 import { TARGETS, type TargetKind } from './targets/target.ts';
+import { judgeTargets, targetsMarkdown } from './issue-targets.ts';
 import { WORKLOADS, defaultDistribution, type Consistency, type WorkloadName } from './workload.ts';
 
 const HELP = `usage: npm run bench:compare -- [flags]
@@ -292,6 +293,14 @@ async function main(): Promise<void> {
     }
     L.push('');
   }
+  const targetLines = judgeTargets(a.workloads.map((w) => {
+    const pick = (t: TargetKind) => {
+      const c = cell(w.name, t);
+      return c === undefined ? undefined : { opsPerSec: c.opsPerSec, p99Ms: c.latency.p99Ms };
+    };
+    return { workload: w, store: pick('store'), etcd: pick('etcd'), ceiling: pick('ceiling') };
+  }));
+  L.push(...targetsMarkdown(targetLines));
   const m = finishMachine(machine);
   L.push(`- ops/s ratios above 1× favour the store; p99 ratios below 1× do. CPU columns are % of one core (of ${m.cores * 100}%) over the measured ` +
     'windows: server = the target\'s processes (µs/op: their CPU per successful op, below 1× in the ratio favours the store), loadgen = this process (same cores), other = every other process on the machine (a shared machine: ' +
@@ -315,6 +324,7 @@ async function main(): Promise<void> {
     git,
     results: cells.map(({ percentiles: _p, ...c }) => c),
     ratios: ratioRows,
+    targets: targetLines,
     phases: records,
   };
 

@@ -92,6 +92,9 @@ test.serial('bench:compare: store and ceiling side by side, with ratios', async 
   t.deepEqual(j.ratios.map((x: { workload: string }) => x.workload), ['write', 'read stale', 'read stale one node']);
   for (const x of j.ratios) t.true(x.storeOverCeilingOps > 0);
   t.regex(r.out, /\| workload \| store ops\/s \| etcd ops\/s \| ceiling ops\/s \|/);
+  // the targets that a store-and-ceiling run can judge, each with its figure
+  t.deepEqual(j.targets.map((x: { target: string }) => x.target.split(':')[0]), ['write', 'read stale', 'read stale one node']);
+  t.regex(r.out, /^\| write: writes\/s ≥ 0\.5× the HTTP ceiling \| [\d.]+× \| (yes|\*\*no\*\*) \|$/m);
 });
 
 test.serial('bench:ab: this tree against its own HEAD, one pair', async (t) => {
