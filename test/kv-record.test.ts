@@ -6,18 +6,7 @@
 import test from 'ava';
 import { pack } from '../shard/codec.ts';
 import { decodeRecord, encodeRecord, readRecord } from '../shard/kv-machine.ts';
-
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let z = a;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from './fault/run.ts';
 
 // From 2^32 on msgpackr writes a float64, which readRecord leaves to decodeRecord (the fallback is checked too).
 const VERSIONS = [0, 1, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 7, Number.MAX_SAFE_INTEGER];
