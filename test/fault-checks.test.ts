@@ -85,3 +85,30 @@ test('saved evidence re-checks as the live run did: garbage values (NaN, Infinit
   const back = evidenceFromJson(evidenceToJson(e));
   t.deepEqual(checkStaleEvidence(back), live);
 });
+
+test('absent answers: judged against the latest acknowledged put under the bound, unless a delete may have come after it', (t) => {
+  // a@10 sent at 50, a@30 sent at 250 (acknowledged at 100 and 300); b@40 acknowledged at 400
+  const puts: AckedPut[] = [
+    { key: 'a', shard: 0, version: 10, start: 50, end: 100 },
+    { key: 'b', shard: 0, version: 20, start: 150, end: 200 },
+    { key: 'a', shard: 0, version: 30, start: 250, end: 300 },
+    { key: 'b', shard: 0, version: 40, start: 350, end: 400 },
+  ];
+  const afterB40 = (o: Partial<StaleRead> = {}): StaleRead[] => [read('b', 40, 500, 510), read('a', null, 520, 530, o)];
+  const judge = (reads: StaleRead[], deletes: Array<{ key: string; start: number; end: number }> | undefined): string[] =>
+    checkStaleReadsAcrossKeys(reads, versions(), puts, { checkStaleness: true, ...(deletes === undefined ? {} : { deletes }) });
+  const across = judge(afterB40(), []);
+  t.is(across.length, 1);
+  t.regex(across[0] as string, /answered a absent, though its put at index 30 was acknowledged and no delete of it came after/);
+  t.deepEqual(judge(afterB40(), [{ key: 'a', start: 350, end: 360 }]), [], 'a delete sent after the put: may explain it');
+  t.deepEqual(judge(afterB40(), [{ key: 'a', start: 510, end: Number.POSITIVE_INFINITY }]), [], 'a delete of unknown outcome sent before the read ended');
+  t.is(judge(afterB40(), [{ key: 'a', start: 100, end: 200 }]).length, 1, 'a delete acknowledged before the put was sent came before it');
+  t.is(judge(afterB40(), [{ key: 'a', start: 600, end: 610 }]).length, 1, 'a delete sent after the read ended');
+  t.is(judge(afterB40(), [{ key: 'b', start: 350, end: 360 }]).length, 1, 'a delete of another key');
+  t.deepEqual(judge(afterB40(), undefined), [], 'without the deletes: not judged');
+  // staleness: absent 100 ms behind at 500 must hold a@30 (acknowledged at 300)
+  const stale = judge([read('a', null, 500, 510, { stalenessMs: 100 })], []);
+  t.is(stale.length, 1);
+  t.regex(stale[0] as string, /said it was at most 100 ms behind, but answered absent, though its put at index 30/);
+  t.deepEqual(judge([read('a', null, 500, 510, { stalenessMs: 450 })], []), [], 'before any put was acknowledged');
+});

@@ -78,9 +78,14 @@ export interface AckedPut {
   key: string;
   shard: number;
   version: number;
+  /** when the client sent it (absent in evidence saved before it was recorded: then not used for absent answers) */
+  start?: number;
   /** when the client had the acknowledgement */
   end: number;
 }
+
+/** A delete that may have been applied: acknowledged (end), or of unknown outcome (end Infinity). */
+export interface MaybeDelete { key: string; start: number; end: number }
 
 /**
  * What a replica's stale reads promise across keys of one shard. A version is the Raft index of the
@@ -91,7 +96,10 @@ export interface AckedPut {
  *  - **staleness** (`X-Staleness-Ms` s, unless `checkStaleness` is false): R held every write of S
  *    acknowledged before the read started less s, so it must not miss a write of k acknowledged then.
  * "Miss" is answering k at a version below a known write of k at or under that index (`versions`: every
- * version of each key some answer showed). Absent answers are not judged (deletes' indices are unknown).
+ * version of each key some answer showed). An absent answer (404) misses the latest acknowledged put of
+ * k at or under that index unless some delete of k may have come after that put in the log (it was
+ * sent before the read ended, and not acknowledged before the put was sent): a delete's own index is
+ * unknown (its answer carries the version it deleted), so this is judged only when no such delete exists.
  * Timing is the client's monotonic clock against the server's durations (one machine); `slackMs`
  * covers the rounding of X-Staleness-Ms. A clock fault (libfaketime rates) breaks the bounded-drift
  * assumption the staleness figure rests on: reads during one (and its aftermath) are passed over by
@@ -101,7 +109,7 @@ export function checkStaleReadsAcrossKeys(
   reads: StaleRead[],
   versions: Map<string, Map<number, number>>,
   acked: AckedPut[],
-  opts: { checkStaleness: boolean; skipStaleness?: (r: StaleRead) => boolean; slackMs?: number; limit?: number },
+  opts: { checkStaleness: boolean; skipStaleness?: (r: StaleRead) => boolean; slackMs?: number; limit?: number; deletes?: MaybeDelete[] },
 ): string[] {
   const limit = opts.limit ?? 5;
   const slack = opts.slackMs ?? 2;
@@ -147,6 +155,19 @@ export function checkStaleReadsAcrossKeys(
     }
     return lo === 0 ? 0 : (g.maxVersion[lo - 1] as number);
   };
+  // Absent answers: each key's acknowledged puts (with their send time) by version, and its deletes.
+  const putsOf = new Map<string, AckedPut[]>();
+  for (const [k, l] of groupBy(acked.filter((a) => a.start !== undefined), (a) => a.key)) putsOf.set(k, l.sort((a, b) => a.version - b.version));
+  const deletesOf = groupBy(opts.deletes ?? [], (d) => d.key);
+  /** The latest acknowledged put of r's key at or under upTo, when no delete may have come after it (else null). */
+  const heldThoughAbsent = (r: StaleRead, upTo: number): AckedPut | null => {
+    if (opts.deletes === undefined) return null;
+    let w: AckedPut | null = null;
+    for (const a of putsOf.get(r.key) ?? []) if (a.version <= upTo) w = a;
+    if (w === null) return null;
+    const ws = w.start as number;
+    return (deletesOf.get(r.key) ?? []).some((d) => d.start < r.end && d.end >= ws) ? null : w;
+  };
   const withShard = reads.filter((s) => s.shard !== undefined && s.shard !== null);
   for (const [, l] of groupBy(withShard, (s) => `${s.node}/${s.shard}`)) {
     const byEnd = l.filter((s) => s.version !== null && s.value !== null).sort((a, b) => a.end - b.end);
@@ -158,7 +179,20 @@ export function checkStaleReadsAcrossKeys(
         const e = byEnd[j++] as StaleRead;
         if (shown === null || (e.version as number) > (shown.version as number)) shown = e;
       }
-      if (r.version === null || r.value === null) continue;
+      if (r.version === null || r.value === null) {
+        // absent (or unversioned): judged against its latest acknowledged put, when no delete can explain it
+        if (r.value !== null) continue;
+        if (shown !== null) {
+          const w = heldThoughAbsent(r, shown.version as number);
+          if (w !== null) report('crossKey', `stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} absent, though its put at index ${w.version} was acknowledged and no delete of it came after`);
+        }
+        if (opts.checkStaleness && r.stalenessMs !== undefined && r.stalenessMs !== null && opts.skipStaleness?.(r) !== true) {
+          const upTo = ackedBefore(r.shard as number, r.start - r.stalenessMs - slack);
+          const w = heldThoughAbsent(r, upTo);
+          if (w !== null) report('staleness', `stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered absent, though its put at index ${w.version} was acknowledged by then and no delete of it came after`);
+        }
+        continue;
+      }
       if (shown !== null) {
         const w = missed(r.key, r.version, shown.version as number);
         if (w !== null) report('crossKey', `stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} at version ${r.version}, missing its write at index ${w}`);
@@ -184,6 +218,8 @@ export interface StaleEvidence {
   /** per key, the (version, value) pairs learned from answers other than stale reads */
   pairs: Array<[string, Array<[number, number]>]>;
   acked: AckedPut[];
+  /** deletes that may have been applied (absent from evidence saved before they were recorded) */
+  deletes?: MaybeDelete[];
   /** clock faults (from, to incl. their aftermath): reads then are not judged by their staleness figure */
   clockWindows: Array<[number, number]>;
 }
@@ -217,7 +253,7 @@ export function checkStaleEvidence(e: StaleEvidence): string[] {
   }
   // A window still open (no end) runs to the end of the run.
   const inClockFault = (r: StaleRead): boolean => e.clockWindows.some(([from, to]) => r.end >= from && (to === null || Number.isNaN(to) || r.start <= to));
-  out.push(...checkStaleReadsAcrossKeys(e.reads, versions, e.acked, { checkStaleness: true, skipStaleness: inClockFault }));
+  out.push(...checkStaleReadsAcrossKeys(e.reads, versions, e.acked, { checkStaleness: true, skipStaleness: inClockFault, ...(e.deletes === undefined ? {} : { deletes: e.deletes }) }));
   return out;
 }
 

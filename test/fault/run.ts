@@ -31,7 +31,7 @@ import { performance } from 'node:perf_hooks';
 import type { ExecutionContext } from 'ava';
 import { TestCluster } from '../integration/harness.ts';
 import { checkLinearizable, formatHistory, type CheckResult, type RegisterOp } from '../lincheck/checker.ts';
-import { awaitConvergence, checkStaleEvidence, evidenceToJson, type AckedPut, type StaleEvidence, type StaleRead } from './checks.ts';
+import { awaitConvergence, checkStaleEvidence, evidenceToJson, type AckedPut, type MaybeDelete, type StaleEvidence, type StaleRead } from './checks.ts';
 import { ClockControl } from './clock.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -258,6 +258,8 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   const writeStart = new Map<number, number>();
   /** acknowledged puts and CASes that applied: version (the Raft index), shard, when acknowledged */
   const ackedPuts: AckedPut[] = [];
+  /** deletes that may have been applied (ok, or of unknown outcome: end Infinity) */
+  const maybeDeletes: MaybeDelete[] = [];
   const hotShards = new Set<number>();
   /** when clock faults ran (plus their aftermath): stale reads then are not judged by their staleness figure */
   const clockWindows: Array<[number, number]> = [];
@@ -336,7 +338,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
             const j = JSON.parse(rep.body) as { version: number; shard: number };
             hotShards.add(j.shard);
             learn(key, j.version, value, label);
-            ackedPuts.push({ key, shard: j.shard, version: j.version, end: op.end });
+            ackedPuts.push({ key, shard: j.shard, version: j.version, start: op.start, end: op.end });
           } else {
             code(rep.status, rep.body);
             if (errorOf(rep.body).outcome === 'not_applied') {
@@ -370,6 +372,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
         } catch {
           code('network');
         }
+        if (op.status !== 'fail') maybeDeletes.push({ key, start, end: op.end });
         record(op);
       } else if (x < 0.55) {
         // compare-and-set against the latest (version, value) we know
@@ -390,7 +393,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
             const j = JSON.parse(rep.body) as { version: number; shard: number };
             hotShards.add(j.shard);
             learn(key, j.version, value, label);
-            ackedPuts.push({ key, shard: j.shard, version: j.version, end: op.end });
+            ackedPuts.push({ key, shard: j.shard, version: j.version, start: op.start, end: op.end });
           } else if (rep.status === 409 && err.code === 'version_mismatch') {
             // executed, compare failed: current version ≠ ifVersion ⇔ current value ≠ expect (unique values;
             // version 0 ⇔ absent ⇔ null)
@@ -752,7 +755,7 @@ async function run(opts: FaultOptions, fakeT: ExecutionContext): Promise<FaultRe
   // stale reads: the weaker promise, per key, across the keys of a shard, and against the staleness each
   // answer stated (not during clock faults): checks.ts
   const evidence: StaleEvidence = {
-    reads: stale, writeStart: [...writeStart], pairs: [...pairs].map(([k, m]) => [k, [...m]]), acked: ackedPuts,
+    reads: stale, writeStart: [...writeStart], pairs: [...pairs].map(([k, m]) => [k, [...m]]), acked: ackedPuts, deletes: maybeDeletes,
     clockWindows,
   };
   const staleProblems = checkStaleEvidence(evidence);
