@@ -50,7 +50,8 @@ export interface NodeConfig {
    * own replica, leader or not, without ReadIndex or lease; `unguarded-lost-state` lets a replica that
    * starts without its state vote at once (RaftConfig.recoverLostState off); `stale-read-cache` keeps
    * read-cache entries when a batch that overwrote them lands (node/read-cache.ts), on the stale-read
-   * path only (linearizable reads skip the cache then).
+   * path only (linearizable reads skip the cache then); `stale-empty-generation` makes stale single-key
+   * reads look in the generation above the live one (empty: 404), as a botched snapshot switch would.
    */
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
@@ -65,7 +66,7 @@ export interface NodeConfig {
   readCacheMb: number;
 }
 
-export type PlantedServerBug = 'local-lin-reads' | 'unguarded-lost-state' | 'stale-read-cache';
+export type PlantedServerBug = 'local-lin-reads' | 'unguarded-lost-state' | 'stale-read-cache' | 'stale-empty-generation';
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
 
@@ -116,7 +117,9 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --plant-bug NAME       TESTS ONLY: plant a known bug so the fault suite can show it catches it
                          (local-lin-reads: linearizable reads served by any replica without ReadIndex;
                          unguarded-lost-state: a replica that starts empty votes at once;
-                         stale-read-cache: stale reads' cache keeps values that were overwritten)`;
+                         stale-read-cache: stale reads' cache keeps values that were overwritten;
+                         stale-empty-generation: stale reads of single keys look in the next,
+                         empty generation: every one answers 404)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -213,8 +216,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
   if (cfg.peerProtocol > PEER_PROTOCOL) throw new Error(`--peer-protocol must be 1..${PEER_PROTOCOL}, got ${cfg.peerProtocol}`);
   const plant = a.get('plant-bug');
   if (plant !== undefined) {
-    if (plant !== 'local-lin-reads' && plant !== 'unguarded-lost-state' && plant !== 'stale-read-cache') {
-      throw new Error(`--plant-bug must be local-lin-reads, unguarded-lost-state or stale-read-cache, got ${plant}`);
+    if (plant !== 'local-lin-reads' && plant !== 'unguarded-lost-state' && plant !== 'stale-read-cache' && plant !== 'stale-empty-generation') {
+      throw new Error(`--plant-bug must be local-lin-reads, unguarded-lost-state, stale-read-cache or stale-empty-generation, got ${plant}`);
     }
     cfg.plantBug = plant;
     if (plant === 'unguarded-lost-state') cfg.raft.recoverLostState = false;

@@ -391,7 +391,8 @@ export function buildApp(node: KvNode, log: Logger) {
    * restart. Linearizable reads may use the overlay: after a crash they wait for a new ReadIndex.
    */
   function serveRecord(reply: FastifyReply, shard: number, bucket: number, tenant: string, key: string, keyBytes: Uint8Array, consistency: Consistency): void {
-    const k = dataKey(shard, node.store.generation(shard), tenant, bucket, keyBytes);
+    const planted = consistency === 'stale' && cfg.plantBug === 'stale-empty-generation' ? 1 : 0;
+    const k = dataKey(shard, node.store.generation(shard) + planted, tenant, bucket, keyBytes);
     const raw = consistency === 'stale' ? node.readLanded(k) : node.readState(k);
     reply.header('x-shard', String(shard)).header('x-consistency', consistency).header('x-served-by', String(cfg.id));
     if (raw === undefined) throw new ApiError(404, 'not_found', `${tenant}/${key} does not exist`);

@@ -98,3 +98,11 @@ test.serial('teeth: stale reads through a cache that keeps overwritten values (-
   t.true(r.problems.some((p) => p.includes('went back across keys')), 'the cross-key rule caught it');
   t.true(r.problems.some((p) => p.includes('said it was at most')), 'the staleness rule caught it');
 });
+
+test.serial('teeth: stale reads that look in an empty generation (--plant-bug stale-empty-generation: every one answers 404) are caught by the absent-answer rule', async (t) => {
+  const r = await runFaultTest({ t, nodes: 3, seconds: 8, seed: 13, nemesis: ['pause'], clients: 8, plant: 'stale-empty-generation', writeFailure: false, restartAll: false });
+  t.log(r.summary);
+  t.false(r.ok);
+  t.is(r.verdict.ok, true, 'the linearizable history is fine: the stale-read checks caught it');
+  t.true(r.problems.some((p) => p.includes('answered absent')), 'an absent answer that no delete explains');
+});

@@ -16,7 +16,7 @@ import { NEMESES, historyFromJson, runFaultTest, type Nemesis, type Plant } from
 
 function usage(msg?: string): never {
   if (msg) console.error(msg);
-  console.error('usage: npm run fault -- [--seed N] [--nodes 3|5] [--seconds S] [--nemesis kill,kill-leader,pause,pause-leader,partition,isolate-leader,bridge,delay,flap,combined,clock|none] [--clients C] [--keys K] [--faults F (at once, ≤ minority)] [--node-args "--lease ..."] [--max-states N] [--restart-all yes|no] [--clock-rate R] [--plant stale-reads|corrupt-reads|local-lin-reads|stale-read-cache] | --check FILE.json');
+  console.error('usage: npm run fault -- [--seed N] [--nodes 3|5] [--seconds S] [--nemesis kill,kill-leader,pause,pause-leader,partition,isolate-leader,bridge,delay,flap,combined,clock|none] [--clients C] [--keys K] [--faults F (at once, ≤ minority)] [--node-args "--lease ..."] [--max-states N] [--restart-all yes|no] [--clock-rate R] [--plant stale-reads|corrupt-reads|local-lin-reads|stale-read-cache|stale-empty-generation] | --check FILE.json');
   process.exit(2);
 }
 
@@ -70,7 +70,7 @@ const nemRaw = flags.get('nemesis') ?? 'kill,kill-leader,pause,pause-leader';
 const nemesis = nemRaw === 'none' ? [] : nemRaw.split(',').map((s) => s.trim()).filter((s) => s !== '');
 for (const x of nemesis) if (!(NEMESES as readonly string[]).includes(x)) usage(`unknown nemesis ${x}`);
 const plant = flags.get('plant');
-if (plant !== undefined && plant !== 'stale-reads' && plant !== 'corrupt-reads' && plant !== 'local-lin-reads' && plant !== 'stale-read-cache') usage(`unknown plant ${plant}`);
+if (plant !== undefined && plant !== 'stale-reads' && plant !== 'corrupt-reads' && plant !== 'local-lin-reads' && plant !== 'stale-read-cache' && plant !== 'stale-empty-generation') usage(`unknown plant ${plant}`);
 
 const r = await runFaultTest({
   seed,

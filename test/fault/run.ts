@@ -55,10 +55,11 @@ const NETWORK: readonly Nemesis[] = ['partition', 'isolate-leader', 'bridge', 'd
  * - `local-lin-reads`: every node serves linearizable reads from its own replica, without ReadIndex.
  * - `stale-read-cache`: stale reads come through a cache that keeps overwritten values (each key's
  *   stale reads stop at the first value a node read); linearizable reads stay right.
+ * - `stale-empty-generation`: stale reads look in an empty generation (every one answers 404).
  */
-export type Plant = 'stale-reads' | 'corrupt-reads' | 'local-lin-reads' | 'stale-read-cache';
+export type Plant = 'stale-reads' | 'corrupt-reads' | 'local-lin-reads' | 'stale-read-cache' | 'stale-empty-generation';
 /** Plants that are bugs in the server (node flag `--plant-bug`), not in the test's client. */
-const SERVER_PLANTS: readonly Plant[] = ['local-lin-reads', 'stale-read-cache'];
+const SERVER_PLANTS: readonly Plant[] = ['local-lin-reads', 'stale-read-cache', 'stale-empty-generation'];
 
 export interface FaultOptions {
   nodes: 3 | 5;
