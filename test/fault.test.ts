@@ -7,7 +7,7 @@
  * Clock faults (libfaketime) slow the leader's clock while it is isolated: safe with ReadIndex, caught with --lease.
  * Replay a run: `npm run fault -- --seed S --nodes N --nemesis a,b --seconds X`.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { checkLinearizable } from './lincheck/checker.ts';
 import { faketimeLibrary } from './fault/clock.ts';
 import { corruptOneRead, runFaultTest } from './fault/run.ts';
@@ -86,23 +86,23 @@ test.serial('teeth: a server that serves linearizable reads from any replica wit
   t.is(r.verdict.ok, false, 'the checker must report a violation (not unknown, not ok)');
 });
 
+/** A server plant only the stale-read checks can see: the run fails, its linearizable history passes, and each rule in `caughtBy` (a phrase of its problem lines) reports it. */
+async function caughtByStaleChecks(t: ExecutionContext, plant: 'stale-read-cache' | 'stale-empty-generation', seed: number, caughtBy: Array<[phrase: string, rule: string]>): Promise<void> {
+  const r = await runFaultTest({ t, nodes: 3, seconds: 8, seed, nemesis: ['pause'], clients: 8, plant, writeFailure: false, restartAll: false });
+  t.log(r.summary);
+  t.false(r.ok);
+  t.is(r.verdict.ok, true, 'the linearizable history is fine: the stale-read checks caught it');
+  for (const [phrase, rule] of caughtBy) t.true(r.problems.some((p) => p.includes(phrase)), rule);
+}
+
 test.serial('teeth: stale reads through a cache that keeps overwritten values (--plant-bug stale-read-cache) are caught by the stale-read checks alone', async (t) => {
   // Linearizable reads stay right under this plant: only the rules on stale reads can see it. Each
   // node's stale reads of a key stop at the first value it read, so a later read of the other key of
   // the pair (same shard) misses writes below an index that node has shown, and answers stay old
   // while saying they are a few ms behind.
-  const r = await runFaultTest({ t, nodes: 3, seconds: 8, seed: 12, nemesis: ['pause'], clients: 8, plant: 'stale-read-cache', writeFailure: false, restartAll: false });
-  t.log(r.summary);
-  t.false(r.ok);
-  t.is(r.verdict.ok, true, 'the linearizable history is fine: the stale-read checks caught it');
-  t.true(r.problems.some((p) => p.includes('went back across keys')), 'the cross-key rule caught it');
-  t.true(r.problems.some((p) => p.includes('said it was at most')), 'the staleness rule caught it');
+  await caughtByStaleChecks(t, 'stale-read-cache', 12, [['went back across keys', 'the cross-key rule caught it'], ['said it was at most', 'the staleness rule caught it']]);
 });
 
 test.serial('teeth: stale reads that look in an empty generation (--plant-bug stale-empty-generation: every one answers 404) are caught by the absent-answer rule', async (t) => {
-  const r = await runFaultTest({ t, nodes: 3, seconds: 8, seed: 13, nemesis: ['pause'], clients: 8, plant: 'stale-empty-generation', writeFailure: false, restartAll: false });
-  t.log(r.summary);
-  t.false(r.ok);
-  t.is(r.verdict.ok, true, 'the linearizable history is fine: the stale-read checks caught it');
-  t.true(r.problems.some((p) => p.includes('answered absent')), 'an absent answer that no delete explains');
+  await caughtByStaleChecks(t, 'stale-empty-generation', 13, [['answered absent', 'an absent answer that no delete explains']]);
 });

@@ -46,28 +46,13 @@ export function checkStaleReads(
     if (known !== undefined && known !== s.value) report(`stale read ${s.label} of ${s.key} returned ${s.value} at version ${s.version}, which holds ${known}`);
   }
   // monotonic per (replica, key): versions of 200 answers never go back for reads that follow each other
-  const groups = new Map<string, StaleRead[]>();
-  for (const s of reads) {
-    if (s.version === null || s.value === null) continue;
-    const g = `${s.node}/${s.key}`;
-    let l = groups.get(g);
-    if (l === undefined) groups.set(g, (l = []));
-    l.push(s);
-  }
-  for (const l of groups.values()) {
-    const byEnd = [...l].sort((a, b) => a.end - b.end);
-    const byStart = [...l].sort((a, b) => a.start - b.start);
-    let j = 0;
-    let max: StaleRead | null = null;
-    for (const r of byStart) {
-      while (j < byEnd.length && (byEnd[j] as StaleRead).end < r.start) {
-        const e = byEnd[j++] as StaleRead;
-        if (max === null || (e.version as number) > (max.version as number)) max = e;
-      }
+  const versioned = reads.filter((s) => s.version !== null && s.value !== null);
+  for (const l of groupBy(versioned, (s) => `${s.node}/${s.key}`).values()) {
+    afterHighest(l, l, (r, max) => {
       if (max !== null && (r.version as number) < (max.version as number)) {
         report(`stale reads of ${r.key} on n${r.node} went back: ${max.label} saw version ${max.version}, then ${r.label} (started after it ended) saw ${r.version}`);
       }
-    }
+    });
   }
   if (bad > limit) out.push(`… ${bad - limit} more stale-read problems`);
   return out;
@@ -169,40 +154,29 @@ export function checkStaleReadsAcrossKeys(
     return (deletesOf.get(r.key) ?? []).some((d) => d.start < r.end && d.end >= ws) ? null : w;
   };
   const withShard = reads.filter((s) => s.shard !== undefined && s.shard !== null);
-  for (const [, l] of groupBy(withShard, (s) => `${s.node}/${s.shard}`)) {
-    const byEnd = l.filter((s) => s.version !== null && s.value !== null).sort((a, b) => a.end - b.end);
-    const byStart = [...l].sort((a, b) => a.start - b.start);
-    let j = 0;
-    let shown: StaleRead | null = null;
-    for (const r of byStart) {
-      while (j < byEnd.length && (byEnd[j] as StaleRead).end < r.start) {
-        const e = byEnd[j++] as StaleRead;
-        if (shown === null || (e.version as number) > (shown.version as number)) shown = e;
-      }
-      if (r.version === null || r.value === null) {
-        // absent (or unversioned): judged against its latest acknowledged put, when no delete can explain it
-        if (r.value !== null) continue;
-        if (shown !== null) {
-          const w = heldThoughAbsent(r, shown.version as number);
-          if (w !== null) report('crossKey', `stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} absent, though its put at index ${w.version} was acknowledged and no delete of it came after`);
-        }
-        if (opts.checkStaleness && r.stalenessMs !== undefined && r.stalenessMs !== null && opts.skipStaleness?.(r) !== true) {
-          const upTo = ackedBefore(r.shard as number, r.start - r.stalenessMs - slack);
+  for (const l of groupBy(withShard, (s) => `${s.node}/${s.shard}`).values()) {
+    afterHighest(l.filter((s) => s.version !== null && s.value !== null), l, (r, shown) => {
+      if (r.value !== null && r.version === null) return; // a value without a version: nothing to compare
+      const answered = r.value === null ? 'absent' : `version ${r.version}`;
+      /** What r misses of its key at or under upTo, as the end of a problem line (null: nothing). */
+      const miss = (upTo: number): string | null => {
+        if (r.value === null) {
           const w = heldThoughAbsent(r, upTo);
-          if (w !== null) report('staleness', `stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered absent, though its put at index ${w.version} was acknowledged by then and no delete of it came after`);
+          return w === null ? null : `, though its put at index ${w.version} was acknowledged and no delete of it came after`;
         }
-        continue;
-      }
+        const w = missed(r.key, r.version as number, upTo);
+        return w === null ? null : `, missing its write at index ${w}`;
+      };
       if (shown !== null) {
-        const w = missed(r.key, r.version, shown.version as number);
-        if (w !== null) report('crossKey', `stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} at version ${r.version}, missing its write at index ${w}`);
+        const m = miss(shown.version as number);
+        if (m !== null) report('crossKey', `stale reads of shard ${r.shard} on n${r.node} went back across keys: ${shown.label} showed ${shown.key} at index ${shown.version}, then ${r.label} (started after it ended) answered ${r.key} ${r.value === null ? '' : 'at '}${answered}${m}`);
       }
       if (opts.checkStaleness && r.stalenessMs !== undefined && r.stalenessMs !== null && opts.skipStaleness?.(r) !== true) {
         const upTo = ackedBefore(r.shard as number, r.start - r.stalenessMs - slack);
-        const w = missed(r.key, r.version, upTo);
-        if (w !== null) report('staleness', `stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered version ${r.version}, missing its write at index ${w} (the shard had acknowledged index ${upTo} by then)`);
+        const m = miss(upTo);
+        if (m !== null) report('staleness', `stale read ${r.label} of ${r.key} (shard ${r.shard}, n${r.node}) said it was at most ${r.stalenessMs} ms behind, but answered ${answered}${m} (the shard had acknowledged index ${upTo} by then)`);
       }
-    }
+    });
   }
   const out = [...found.crossKey, ...found.staleness];
   if (bad.crossKey > limit) out.push(`… ${bad.crossKey - limit} more cross-key problems`);
@@ -255,6 +229,24 @@ export function checkStaleEvidence(e: StaleEvidence): string[] {
   const inClockFault = (r: StaleRead): boolean => e.clockWindows.some(([from, to]) => r.end >= from && (to === null || Number.isNaN(to) || r.start <= to));
   out.push(...checkStaleReadsAcrossKeys(e.reads, versions, e.acked, { checkStaleness: true, skipStaleness: inClockFault, ...(e.deletes === undefined ? {} : { deletes: e.deletes }) }));
   return out;
+}
+
+/**
+ * For each read of `reads` in the order they started: `fn(read, highest)`, with the highest-version read
+ * of `shown` that ended before it started (null: none yet). A replica's state only moves forward, so
+ * what it showed by then bounds what it may answer.
+ */
+function afterHighest(shown: StaleRead[], reads: StaleRead[], fn: (r: StaleRead, highest: StaleRead | null) => void): void {
+  const byEnd = [...shown].sort((a, b) => a.end - b.end);
+  let j = 0;
+  let max: StaleRead | null = null;
+  for (const r of [...reads].sort((a, b) => a.start - b.start)) {
+    while (j < byEnd.length && (byEnd[j] as StaleRead).end < r.start) {
+      const e = byEnd[j++] as StaleRead;
+      if (max === null || (e.version as number) > (max.version as number)) max = e;
+    }
+    fn(r, max);
+  }
 }
 
 function groupBy<T, K>(xs: T[], key: (x: T) => K): Map<K, T[]> {
