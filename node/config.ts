@@ -51,7 +51,9 @@ export interface NodeConfig {
    * starts without its state vote at once (RaftConfig.recoverLostState off); `stale-read-cache` keeps
    * read-cache entries when a batch that overwrote them lands (node/read-cache.ts), on the stale-read
    * path only (linearizable reads skip the cache then); `stale-empty-generation` makes stale single-key
-   * reads look in the generation above the live one (empty: 404), as a botched snapshot switch would.
+   * reads look in the generation above the live one (empty: 404), as a botched snapshot switch would;
+   * `wal-no-dsync` opens WAL segments without O_DSYNC, so an append returns before its data is durable
+   * (a power cut loses acknowledged writes: test/integration/power-cut.test.ts).
    */
   plantBug: PlantedServerBug | null;
   /** TESTS ONLY: every WAL append waits this long first (a slow disk, end to end). */
@@ -66,7 +68,8 @@ export interface NodeConfig {
   readCacheMb: number;
 }
 
-export type PlantedServerBug = 'local-lin-reads' | 'unguarded-lost-state' | 'stale-read-cache' | 'stale-empty-generation';
+export const PLANTED_SERVER_BUGS = ['local-lin-reads', 'unguarded-lost-state', 'stale-read-cache', 'stale-empty-generation', 'wal-no-dsync'] as const;
+export type PlantedServerBug = (typeof PLANTED_SERVER_BUGS)[number];
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
 
@@ -119,7 +122,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
                          unguarded-lost-state: a replica that starts empty votes at once;
                          stale-read-cache: stale reads' cache keeps values that were overwritten;
                          stale-empty-generation: stale reads of single keys look in the next,
-                         empty generation: every one answers 404)`;
+                         empty generation: every one answers 404;
+                         wal-no-dsync: WAL appends return before they are durable)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -216,10 +220,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
   if (cfg.peerProtocol > PEER_PROTOCOL) throw new Error(`--peer-protocol must be 1..${PEER_PROTOCOL}, got ${cfg.peerProtocol}`);
   const plant = a.get('plant-bug');
   if (plant !== undefined) {
-    if (plant !== 'local-lin-reads' && plant !== 'unguarded-lost-state' && plant !== 'stale-read-cache' && plant !== 'stale-empty-generation') {
-      throw new Error(`--plant-bug must be local-lin-reads, unguarded-lost-state, stale-read-cache or stale-empty-generation, got ${plant}`);
-    }
-    cfg.plantBug = plant;
+    const known = PLANTED_SERVER_BUGS.find((b) => b === plant);
+    if (known === undefined) throw new Error(`--plant-bug must be one of ${PLANTED_SERVER_BUGS.join(', ')}; got ${plant}`);
+    cfg.plantBug = known;
     if (plant === 'unguarded-lost-state') cfg.raft.recoverLostState = false;
   }
   cfg.idempotencyGcIntervalMs = Math.min(5_000, Math.max(100, Math.floor(cfg.idempotencyRetentionMs / 2)));

@@ -173,7 +173,7 @@ export class KvNode {
     };
     const opened = await Wal.open({
       dir: join(cfg.dataDir, 'wal'), segmentBytes: cfg.walSegmentBytes, header: () => encodeHeader(this.walHard),
-      onWarn: (msg, err) => this.log.warn({ err }, msg),
+      onWarn: (msg, err) => this.log.warn({ err }, msg), plantNoDsync: cfg.plantBug === 'wal-no-dsync',
     }, (segment, payload) => fold.add(payload, (shard, max) => note(segment, shard, max)));
     this.wal = opened.wal;
     for (const [segment, m] of maxima) for (const [shard, max] of m) this.wal.noteEntries(segment, shard, max);

@@ -38,6 +38,8 @@ export interface WalOptions {
   header: () => Uint8Array;
   /** Background errors (a spare segment that could not be made; the next roll fails with it). */
   onWarn?: (msg: string, err: unknown) => void;
+  /** PLANTED BUG (`--plant-bug wal-no-dsync`, tests only): segments opened without O_DSYNC, appends not durable. */
+  plantNoDsync?: boolean;
 }
 
 export interface WalRecord {
@@ -59,6 +61,7 @@ const HDR = 8;
  * thread-pool round trip instead of two (bench/fsync.ts: wal-dsync vs wal-2ops).
  */
 const APPEND_FLAGS = constants.O_RDWR | constants.O_DSYNC;
+const appendFlags = (o: WalOptions): number => (o.plantNoDsync === true ? constants.O_RDWR : APPEND_FLAGS);
 const ZERO_CHUNK = 1 << 20;
 
 const segName = (seq: number): string => `${String(seq).padStart(8, '0')}.seg`;
@@ -285,12 +288,12 @@ export class Wal {
     const last = w.segments[w.segments.length - 1];
     if (last !== undefined && lastEmpty) {
       // Never written: zeros under its final name (made as .tmp, renamed once synced).
-      w.fh = await open(last.path, APPEND_FLAGS);
+      w.fh = await open(last.path, appendFlags(o));
     } else {
       const seq = (last?.seq ?? 0) + 1;
       const path = await createSegment(o.dir, seq, o.segmentBytes);
       w.segments.push({ seq, path, maxima: new Map() });
-      w.fh = await open(path, APPEND_FLAGS);
+      w.fh = await open(path, appendFlags(o));
       w.size = o.segmentBytes;
     }
     w.offset = 0;
@@ -369,7 +372,7 @@ export class Wal {
       next = { seq, path: await createSegment(this.o.dir, seq, size), size };
     }
     this.segments.push({ seq: next.seq, path: next.path, maxima: new Map() });
-    this.fh = await open(next.path, APPEND_FLAGS);
+    this.fh = await open(next.path, appendFlags(this.o));
     this.size = next.size;
     this.offset = 0;
     this.headerDurable = false;

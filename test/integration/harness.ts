@@ -231,18 +231,22 @@ export class TestCluster {
 
   async waitReady(i: number, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    let exited: number | null = null;
     while (Date.now() < deadline) {
       try {
         const r = await fetch(`${this.url(i)}/ready`, { signal: AbortSignal.timeout(1000) });
         if (r.status === 200) return;
       } catch { /* not up yet */ }
+      // A node that exited (a fatal error at start) will not become ready: say so now, not at the deadline.
+      exited = this.procs.get(i)?.exitCode ?? null;
+      if (exited !== null) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     let tail = '';
     try {
       tail = this.logOf(i).split('\n').slice(-15).join('\n');
     } catch { /* no log yet */ }
-    throw new Error(`node ${i} not ready within ${timeoutMs} ms; its log ends:\n${tail}`);
+    throw new Error(`node ${i} ${exited === null ? `not ready within ${timeoutMs} ms` : `exited (code ${exited}) before it was ready`}; its log ends:\n${tail}`);
   }
 
   async kill(i: number): Promise<void> {
