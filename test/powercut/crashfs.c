@@ -2,23 +2,33 @@
  * crashfs: a FUSE passthrough file system that forgets unsynced data when it
  * exits, as a power cut would. Tests only (test/powercut/).
  *
- *   crashfs BACKING_DIR MOUNTPOINT -f -s [-o auto_unmount]
+ *   [CRASHFS_SEED=N] crashfs BACKING_DIR MOUNTPOINT -f -s [-o auto_unmount]
  *
  * Every write reaches BACKING_DIR at once (the kernel sends each write
  * through: no writeback cache), but for each file crashfs remembers what the
  * writes since its last fsync/fdatasync overwrote (the old bytes, and the
  * file's size before the first of them). A write through a descriptor opened
- * O_DSYNC or O_SYNC is durable when it returns (that write only, not the
- * file's other unsynced writes). A truncate is undone
- * like a write. When crashfs exits (SIGTERM, or an unmount) it puts every file
- * back as it was at its last sync: old bytes written back newest first, then
- * the size cut to what it was. Mount it again and the directory looks as the
- * disk would after power came back, in the worst case for file data.
+ * O_DSYNC or O_SYNC is durable when it returns: that write only, not the
+ * file's other unsynced writes (the FUSE_FSYNC the kernel sends right after
+ * such a write is taken as part of it, not as an fsync of the whole file). A
+ * truncate is undone like a write. When crashfs exits (SIGTERM, or an unmount)
+ * it puts every file back as a power cut could have left it, then prints what
+ * it did ("crashfs: power cut: ...", with the files' paths):
+ *
+ *   - CRASHFS_SEED unset or 0: everything back to its last sync (old bytes
+ *     written back newest first, then the size cut to what it was);
+ *   - CRASHFS_SEED=N (N > 0): a file that grew keeps a random part of what
+ *     was appended since its last sync (a prefix, cut at any byte: a record
+ *     may be torn), and each unsynced overwrite is undone or kept at random
+ *     (write-back in any order). Seeded by N: the same run of writes gives
+ *     the same cut.
  *
  * What it does not model: metadata. Creating, renaming and deleting files
  * are durable at once (as if every directory were synced), so a missing
  * directory fsync goes unnoticed; a file created and never synced comes back
- * empty, not missing. Nor does it reorder or tear writes within a sync.
+ * empty, not missing. Appended data is kept as a prefix (as ext4's ordered
+ * mode and XFS keep an appended file): a hole of zeros in the middle of an
+ * appended run, which other file systems can leave, is not made.
  */
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
@@ -32,6 +42,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -40,6 +52,8 @@
 static int basefd = -1;
 /* Per backing descriptor: its writes are durable on return (opened O_DSYNC/O_SYNC). */
 static unsigned char syncfd[MAX_FD];
+/* Per backing descriptor: an O_DSYNC write was made and the kernel's FUSE_FSYNC for it is still to come. */
+static unsigned char dsync_fsync_due[MAX_FD];
 
 struct undo {
   off_t off;
@@ -124,7 +138,7 @@ static int remember(int fd, off_t off, size_t len) {
     free(u);
     return -EIO;
   }
-  ssize_t got = pread(fd, u->old, keep, off);
+  ssize_t got = pread(d->fd, u->old, keep, off); /* our own read-write descriptor: the caller's may be write-only */
   if (got < 0) {
     int e = errno;
     free(u->old);
@@ -239,6 +253,7 @@ static int track(int fd, int is_sync) {
     return -EMFILE;
   }
   syncfd[fd] = (unsigned char)is_sync;
+  dsync_fsync_due[fd] = 0;
   return 0;
 }
 
@@ -287,7 +302,10 @@ static int cfs_write(const char *path, const char *buf, size_t size, off_t off, 
   }
   ssize_t n = pwrite(fd, buf, size, off);
   if (n < 0) return -errno;
-  if (syncfd[fd]) dsynced(fd, off + n); /* O_DSYNC: this write is durable (not the file's other unsynced ones) */
+  if (syncfd[fd]) {
+    dsynced(fd, off + n); /* O_DSYNC: this write is durable (not the file's other unsynced ones) */
+    dsync_fsync_due[fd] = 1;
+  }
   return (int)n;
 }
 
@@ -311,7 +329,15 @@ static int cfs_release(const char *path, struct fuse_file_info *fi) {
 static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   (void)path;
   (void)datasync; /* metadata is durable at once here, so fsync and fdatasync are the same */
-  synced((int)fi->fh);
+  int fd = (int)fi->fh;
+  if (dsync_fsync_due[fd]) {
+    /* The kernel syncs an O_DSYNC write by sending FUSE_FSYNC after it: that covers the write's range
+     * only (already taken as durable), not the file's other unsynced writes. (An fsync() the program
+     * itself makes right after such a write is taken the same way: our node makes none.) */
+    dsync_fsync_due[fd] = 0;
+    return 0;
+  }
+  synced(fd);
   return 0;
 }
 
@@ -384,24 +410,53 @@ static const struct fuse_operations ops = {
     .fsyncdir = cfs_fsyncdir,
 };
 
-/* The power cut: every file back to its last sync. */
-static void lose_unsynced(void) {
-  unsigned long long files = 0, bytes = 0, cut = 0;
+static unsigned long long rng_state;
+
+/* xorshift64*: a seeded, repeatable choice for each file and write. */
+static unsigned long long rnd(void) {
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 2685821657736338717ULL;
+}
+
+/* The power cut: every file back to its last sync, or (seeded) to one of the states it could be in. */
+static void lose_unsynced(unsigned long long seed) {
+  unsigned long long files = 0, bytes = 0, cut = 0, kept = 0;
+  rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
+  char names[4096] = "";
+  size_t used = 0;
   for (struct dirty *d = dirty_files; d != NULL; d = d->next) {
     files++;
     for (struct undo *u = d->last; u != NULL; u = u->prev) {
+      if (seed != 0 && rnd() % 2 == 0) {
+        kept += u->len; /* this overwrite reached the disk before the power went */
+        continue;
+      }
       if (pwrite(d->fd, u->old, u->len, u->off) != (ssize_t)u->len) fprintf(stderr, "crashfs: undo write failed: %s\n", strerror(errno));
       bytes += u->len;
     }
     struct stat st;
-    if (fstat(d->fd, &st) == 0 && st.st_size != d->orig_size) {
-      cut += (unsigned long long)(st.st_size > d->orig_size ? st.st_size - d->orig_size : 0);
+    if (fstat(d->fd, &st) == 0 && st.st_size > d->orig_size) {
+      off_t grown = st.st_size - d->orig_size;
+      off_t keep = seed == 0 ? 0 : (off_t)(rnd() % (unsigned long long)(grown + 1));
+      cut += (unsigned long long)(grown - keep);
+      kept += (unsigned long long)keep;
+      if (ftruncate(d->fd, d->orig_size + keep) < 0) fprintf(stderr, "crashfs: undo truncate failed: %s\n", strerror(errno));
+    } else if (fstat(d->fd, &st) == 0 && st.st_size < d->orig_size) {
       if (ftruncate(d->fd, d->orig_size) < 0) fprintf(stderr, "crashfs: undo truncate failed: %s\n", strerror(errno));
     }
     fsync(d->fd);
+    char proc[64], path[PATH_MAX];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", d->fd);
+    ssize_t n = readlink(proc, path, sizeof path - 1);
+    if (n > 0 && used + (size_t)n + 2 < sizeof names) {
+      path[n] = '\0';
+      used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", used == 0 ? "" : " ", path);
+    }
   }
-  fprintf(stderr, "crashfs: power cut: %llu files put back to their last sync (%llu bytes rewritten, %llu bytes cut); %llu syncs, %llu undo records in all\n",
-          files, bytes, cut, syncs_total, undo_records_total);
+  fprintf(stderr, "crashfs: power cut: %llu files put back (%llu bytes rewritten, %llu bytes cut, %llu unsynced bytes kept, seed %llu); %llu syncs, %llu undo records in all; files: %s\n",
+          files, bytes, cut, kept, seed, syncs_total, undo_records_total, names);
   (void)undo_bytes_total;
 }
 
@@ -415,8 +470,12 @@ int main(int argc, char *argv[]) {
     fprintf(stderr, "crashfs: %s: %s\n", argv[1], strerror(errno));
     return 2;
   }
+  const char *seed = getenv("CRASHFS_SEED");
+  /* Die with the process that started us (a test runner killed before its teardown): no mount left
+   * behind (auto_unmount's helper unmounts once we are gone). */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
   argv[1] = argv[0];
   int rc = fuse_main(argc - 1, argv + 1, &ops, NULL);
-  lose_unsynced();
+  lose_unsynced(seed == NULL ? 0 : strtoull(seed, NULL, 10));
   return rc;
 }

@@ -69,15 +69,23 @@ export class CrashDisk {
     mkdirSync(d.mountPoint);
     t.teardown(async () => {
       await d.unmount(true);
-      rmSync(root, { recursive: true, force: true });
+      // A mount that would not go: leave its directory rather than walk into it.
+      if (!mounted(d.mountPoint)) rmSync(root, { recursive: true, force: true });
     });
     await d.mount();
     return d;
   }
 
-  async mount(): Promise<void> {
+  /**
+   * Mount (again). `seed` decides what the next cut leaves: 0, everything back to its last sync; above
+   * 0, a random prefix of each file's unsynced appends kept and each unsynced overwrite kept or undone
+   * at random (test/powercut/crashfs.c).
+   */
+  async mount(seed = 0): Promise<void> {
     if (this.proc !== null) throw new Error('crashfs already mounted');
-    const p = spawn(crashFsBinary(), [this.backing, this.mountPoint, '-f', '-s', '-o', 'auto_unmount'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(crashFsBinary(), [this.backing, this.mountPoint, '-f', '-s', '-o', 'auto_unmount'], {
+      stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CRASHFS_SEED: String(seed) },
+    });
     this.stderr = '';
     p.stderr?.setEncoding('utf8');
     p.stderr?.on('data', (s: string) => { this.stderr += s; });
@@ -115,9 +123,9 @@ export class CrashDisk {
   }
 }
 
-/** Files put back by a power cut, from crashfs's summary line. */
-export function filesPutBack(summary: string): number {
-  const m = /power cut: (\d+) files/.exec(summary);
+/** Paths (in the backing directory) of the files a power cut put back, from crashfs's summary line. */
+export function filesPutBack(summary: string): string[] {
+  const m = /; files: (.*)$/.exec(summary);
   if (m === null) throw new Error(`not a crashfs summary: ${summary}`);
-  return Number(m[1]);
+  return (m[1] as string).split(' ').filter(Boolean);
 }
