@@ -17,12 +17,13 @@ import { DISTRIBUTIONS, WORKLOADS, defaultDistribution, type Consistency, type D
 
 const HELP = `usage: npm run bench -- [flags]
 
-  --target store|etcd|ceiling|ceiling3   what to load (default store)
+  --target store|etcd|ceiling|ceiling3|floor   what to load (default store)
       store    shardkv over HTTP: --endpoints of a running cluster, or a throwaway cluster started with
                ./cluster.sh in a temp dir on free ports (--nodes, --shards, --replicas)
       etcd     a local etcd cluster (/usr/bin/etcd, --nodes members, fsync on) via its JSON gateway
       ceiling  a trivial in-memory fastify server (bench/ceiling-server.ts): the HTTP ceiling here
       ceiling3 the same server as three processes (= --target ceiling --ceiling-procs 3)
+      floor    ceiling3 whose PUTs are durable on two of the three before they are answered
   --endpoints URL[,URL...]      store only: use this running cluster (nothing is started or stopped)
   --workload write|read|a|b|c|scan   (default write)
       write write only | read read only | a YCSB A 50/50 read/update | b YCSB B 95/5 | c YCSB C 100% read
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
         keys: a.keys, valueBytes: a.valueBytes, tenants: a.tenants, buckets: a.buckets, scanLimit: a.scanLimit,
         ...(a.rate === undefined ? { concurrency: a.concurrency } : { rate: a.rate, maxOutstanding: a.maxOutstanding }),
         warmupS: a.warmupS, durationS: a.durationS, seed: a.seed, timeoutMs: a.timeoutMs,
-        connections: a.connections ?? a.concurrency, nodes: a.endpoints?.length ?? (a.target === 'ceiling' ? a.ceilingProcs : a.target === 'ceiling3' ? 3 : a.nodes),
+        connections: a.connections ?? a.concurrency, nodes: a.endpoints?.length ?? (a.target === 'ceiling' ? a.ceilingProcs : a.target === 'ceiling3' || a.target === 'floor' ? 3 : a.nodes),
         ...(a.target === 'store' && a.endpoints === undefined ? { shards: a.shards, replicas: a.replicas } : {}),
         ...(a.endpoints !== undefined ? { endpoints: a.endpoints } : {}),
         ...(a.target === 'store' ? { storeClient: a.storeClient } : {}),

@@ -12,8 +12,13 @@
  *
  *   node --import tsx bench/ceiling-server.ts --port 17301 [--bucket-ms 3600000]
  * Prints "listening <url>" when ready; SIGTERM closes it.
+ *
+ * With `--replicate --id I --peers 1=PORT,2=PORT,3=PORT --dir D` (the `floor` target) a PUT is
+ * answered only once its record is durable on this process and one peer (bench/floor-log.ts): the
+ * least a replicated write with fsync on a majority costs here.
  */
 import Fastify from 'fastify';
+import { FloorLog } from './floor-log.ts';
 
 interface Rec { value: Buffer; t: number | null; version: number }
 
@@ -27,6 +32,16 @@ function arg(name: string, dflt: number): number {
 
 const port = arg('--port', 17301);
 const bucketMs = arg('--bucket-ms', 3_600_000);
+const strArg = (name: string): string | undefined => {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? undefined : process.argv[i + 1];
+};
+const floor = process.argv.includes('--replicate')
+  ? await FloorLog.start(arg('--id', 1), new Map((strArg('--peers') ?? '').split(',').map((p) => {
+    const [id, peerPort] = p.split('=').map(Number);
+    return [id as number, peerPort as number];
+  })), strArg('--dir') ?? '.')
+  : null;
 
 /** partition ("tenant\0bucket") -> key -> record */
 const data = new Map<string, Map<string, Rec>>();
@@ -46,6 +61,15 @@ app.put<{ Params: { tenant: string; key: string }; Querystring: { t?: string } }
   if (part === undefined) data.set(pk, (part = new Map()));
   const body = req.body;
   const value = Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : '');
+  if (floor !== null) {
+    const key = Buffer.from(`${pk}\u0000${req.params.key}`);
+    const record = Buffer.allocUnsafe(6 + key.length + value.length);
+    record.writeUInt16LE(key.length, 0);
+    record.writeUInt32LE(value.length, 2);
+    key.copy(record, 6);
+    value.copy(record, 6 + key.length);
+    await floor.write(record);
+  }
   part.set(req.params.key, { value, t, version: ++version });
   return { version, shard: 0 };
 });

@@ -29,7 +29,9 @@ import { WORKLOADS, defaultDistribution, type Consistency, type WorkloadName } f
 const HELP = `usage: npm run bench:compare -- [flags]
 
   --targets LIST       targets in the order they alternate (default store,etcd,ceiling,ceiling3;
-                       ceiling3 = the ceiling server as three processes, shaped like the cluster)
+                       ceiling3 = the ceiling server as three processes, shaped like the cluster;
+                       also floor = ceiling3 whose writes are durable on two of the three before
+                       they are answered: the least a replicated write costs here)
   --workloads LIST     workloads, each WORKLOAD[-lin|-stale|-stale-one] with WORKLOAD in ${WORKLOADS.join('|')}
                        (default write,read-lin,read-stale; -lin is the default consistency of reads;
                        -stale-one: stale reads all to the first node or member, as clients reading
@@ -66,7 +68,7 @@ function parseWorkload(tok: string): WorkloadSpec {
 function parseArgs(argv: string[]): CompareArgs {
   const a: CompareArgs = {
     ...defaultCommonArgs(),
-    targets: [...TARGETS],
+    targets: TARGETS.filter((t) => t !== 'floor'),
     workloads: ['write', 'read-lin', 'read-stale'].map(parseWorkload),
     rounds: 2,
     pauseS: 1,
@@ -271,21 +273,25 @@ async function main(): Promise<void> {
   const ratioRows: Array<Record<string, unknown>> = [];
   if (a.targets.includes('store') && (a.targets.includes('etcd') || a.targets.includes('ceiling'))) {
     const c3 = a.targets.includes('ceiling3');
-    L.push(`| workload | store ops/s | etcd ops/s | ceiling ops/s |${c3 ? ' ceiling3 ops/s |' : ''} store/etcd ops/s | store/ceiling ops/s |${c3 ? ' store/ceiling3 ops/s |' : ''} store/etcd p99 | store/ceiling p99 | store/etcd server CPU per op |`);
-    L.push(`| --- | ---: | ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: |${c3 ? ' ---: |' : ''} ---: | ---: | ---: |`);
+    const fl = a.targets.includes('floor');
+    L.push(`| workload | store ops/s | etcd ops/s | ceiling ops/s |${c3 ? ' ceiling3 ops/s |' : ''}${fl ? ' floor ops/s |' : ''} store/etcd ops/s | store/ceiling ops/s |${c3 ? ' store/ceiling3 ops/s |' : ''}${fl ? ' store/floor ops/s | floor/etcd ops/s |' : ''} store/etcd p99 | store/ceiling p99 | store/etcd server CPU per op |`);
+    L.push(`| --- | ---: | ---: | ---: |${c3 ? ' ---: |' : ''}${fl ? ' ---: |' : ''} ---: | ---: |${c3 ? ' ---: |' : ''}${fl ? ' ---: | ---: |' : ''} ---: | ---: | ---: |`);
     for (const w of a.workloads) {
       const s = cell(w.name, 'store');
       const e = cell(w.name, 'etcd');
       const c = cell(w.name, 'ceiling');
       const k3 = cell(w.name, 'ceiling3');
+      const fc = cell(w.name, 'floor');
       const f = (x: Cell | undefined): string => (x === undefined ? 'n/a' : fmtRate(x.opsPerSec));
-      L.push(`| ${w.name} | ${f(s)} | ${f(e)} | ${f(c)} |${c3 ? ` ${f(k3)} |` : ''} ${ratio(s?.opsPerSec, e?.opsPerSec)} | ${ratio(s?.opsPerSec, c?.opsPerSec)} |${c3 ? ` ${ratio(s?.opsPerSec, k3?.opsPerSec)} |` : ''} ` +
+      L.push(`| ${w.name} | ${f(s)} | ${f(e)} | ${f(c)} |${c3 ? ` ${f(k3)} |` : ''}${fl ? ` ${f(fc)} |` : ''} ${ratio(s?.opsPerSec, e?.opsPerSec)} | ${ratio(s?.opsPerSec, c?.opsPerSec)} |${c3 ? ` ${ratio(s?.opsPerSec, k3?.opsPerSec)} |` : ''}` +
+        `${fl ? ` ${ratio(s?.opsPerSec, fc?.opsPerSec)} | ${ratio(fc?.opsPerSec, e?.opsPerSec)} |` : ''} ` +
         `${ratio(s?.latency.p99Ms, e?.latency.p99Ms)} | ${ratio(s?.latency.p99Ms, c?.latency.p99Ms)} | ${ratio(s?.serverCpuUsPerOp, e?.serverCpuUsPerOp)} |`);
       ratioRows.push({
         workload: w.name,
         storeOverEtcdOps: ratioNum(s?.opsPerSec, e?.opsPerSec),
         storeOverCeilingOps: ratioNum(s?.opsPerSec, c?.opsPerSec),
         ...(c3 ? { storeOverCeiling3Ops: ratioNum(s?.opsPerSec, k3?.opsPerSec) } : {}),
+        ...(fl ? { storeOverFloorOps: ratioNum(s?.opsPerSec, fc?.opsPerSec), floorOverEtcdOps: ratioNum(fc?.opsPerSec, e?.opsPerSec) } : {}),
         storeOverEtcdP99: ratioNum(s?.latency.p99Ms, e?.latency.p99Ms),
         storeOverCeilingP99: ratioNum(s?.latency.p99Ms, c?.latency.p99Ms),
         storeOverEtcdCpuPerOp: ratioNum(s?.serverCpuUsPerOp, e?.serverCpuUsPerOp),

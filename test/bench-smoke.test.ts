@@ -78,6 +78,15 @@ test.serial('bench: an open-loop scan run against the ceiling server', async (t)
   t.is(j.result.errors, 0, JSON.stringify(j.result.errorCodes));
 });
 
+test.serial('bench: YCSB A against the floor target (three processes, writes durable on two)', async (t) => {
+  const r = await run(t, 'bench/bench.ts', ['--target', 'floor', '--workload', 'a', '--duration', '1', '--warmup', '0.5',
+    '--keys', '300', '--concurrency', '8', '--quiet'], 60_000);
+  t.is(r.code, 0, r.err.slice(-2000));
+  const j = lastJson(r.out);
+  t.is(j.result.errors, 0, JSON.stringify(j.result.errorCodes));
+  for (const op of ['write', 'read']) t.true(j.result.perOp[op].ok > 0, op);
+});
+
 test.serial('bench:compare: store and ceiling side by side, with ratios', async (t) => {
   const r = await run(t, 'bench/compare.ts', ['--targets', 'store,ceiling', '--workloads', 'write,read-stale,read-stale-one', '--rounds', '1', '--duration', '1',
     '--warmup', '0.5', '--keys', '300', '--concurrency', '4', '--quiet'], 180_000);

@@ -25,14 +25,23 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-export async function openCeilingTarget(o: TargetOptions, kind: 'ceiling' | 'ceiling3' = 'ceiling'): Promise<Target> {
-  const procs = o.ceilingProcs ?? 1;
+/**
+ * `floor` (kind 'floor'): three such processes that answer a PUT only once its record is durable on the
+ * process and one peer (`--replicate`, bench/floor-log.ts): the ceiling plus the least a replicated,
+ * fsync'd write needs.
+ */
+export async function openCeilingTarget(o: TargetOptions, kind: 'ceiling' | 'ceiling3' | 'floor' = 'ceiling'): Promise<Target> {
+  const procs = kind === 'floor' ? 3 : o.ceilingProcs ?? 1;
   const ports: number[] = [];
   for (let i = 0; i < procs; i++) ports.push(await findFreePorts(1, (ports.at(-1) ?? CEILING_BASE_PORT - 1) + 1));
+  const peerPorts: number[] = [];
+  if (kind === 'floor') for (let i = 0; i < procs; i++) peerPorts.push(await findFreePorts(1, (peerPorts.at(-1) ?? (ports.at(-1) as number) + 100) + 1));
+  const peers = peerPorts.map((p, i) => `${i + 1}=${p}`).join(',');
   const urls = ports.map((port) => `http://127.0.0.1:${port}`);
-  const children = ports.map((port) => {
+  const children = ports.map((port, i) => {
     const logFile = join(o.workDir, `ceiling-${port}.log`);
-    const args = ['--import', 'tsx', join(ROOT, 'bench', 'ceiling-server.ts'), '--port', String(port), '--bucket-ms', String(o.keyspace.bucketMs)];
+    const args = ['--import', 'tsx', join(ROOT, 'bench', 'ceiling-server.ts'), '--port', String(port), '--bucket-ms', String(o.keyspace.bucketMs),
+      ...(kind === 'floor' ? ['--replicate', '--id', String(i + 1), '--peers', peers, '--dir', join(o.workDir, `floor-${port}`)] : [])];
     const child = spawnLogged(process.execPath, args, { ...process.env }, logFile);
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not start the ceiling server (see ${logFile})`);
@@ -75,7 +84,9 @@ export async function openCeilingTarget(o: TargetOptions, kind: 'ceiling' | 'cei
         started: `node --import tsx bench/ceiling-server.ts --port ${ports.join('|')}`,
         startMs: Math.round(startMs),
         routing: procs === 1 ? 'one process, one endpoint' : `${procs} processes, a partition on one of them by hash`,
-        what: 'fastify + an in-memory Map: no consensus, no disk, no forwarding',
+        what: kind === 'floor'
+          ? 'fastify + an in-memory Map; a PUT answered once durable (O_DSYNC append) here and on one of two peers: no terms, elections, log in memory or state on disk'
+          : 'fastify + an in-memory Map: no consensus, no disk, no forwarding',
       },
       put: (ref, value) => h.put(ref, value),
       get: (ref, c) => h.get(ref, c),

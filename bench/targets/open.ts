@@ -10,5 +10,6 @@ export function openTarget(kind: TargetKind, o: TargetOptions): Promise<Target> 
     case 'etcd': return openEtcdTarget(o);
     case 'ceiling': return openCeilingTarget(o);
     case 'ceiling3': return openCeilingTarget({ ...o, ceilingProcs: 3 }, 'ceiling3');
+    case 'floor': return openCeilingTarget(o, 'floor');
   }
 }

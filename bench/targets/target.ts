@@ -5,8 +5,11 @@
  */
 import type { Consistency, KeyRef, Keyspace } from '../workload.ts';
 
-/** ceiling3: the ceiling server as three processes (a partition on one of them), shaped like a 3-node cluster. */
-export const TARGETS = ['store', 'etcd', 'ceiling', 'ceiling3'] as const;
+/**
+ * ceiling3: the ceiling server as three processes (a partition on one of them), shaped like a 3-node cluster.
+ * floor: ceiling3 whose PUTs are durable on two of the three before they are answered (bench/floor-log.ts).
+ */
+export const TARGETS = ['store', 'etcd', 'ceiling', 'ceiling3', 'floor'] as const;
 export type TargetKind = (typeof TARGETS)[number];
 
 export interface OpResult {
