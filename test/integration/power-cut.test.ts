@@ -1,8 +1,10 @@
 /**
  * Power cuts: every node's data directory on its own crashfs disk (test/powercut/), which forgets all
  * data not synced when it goes down. All three nodes lose power at once, mid-write, three times;
- * each time no acknowledged write may be missing after they come back. With the WAL's O_DSYNC taken away
- * (`--plant-bug wal-no-dsync`) the same cut must lose acknowledged writes: the test has teeth.
+ * each time no acknowledged write may be missing after they come back. Then a cut while a replica catches
+ * up by snapshot: nothing acknowledged lost, and the replica converges. With the WAL's O_DSYNC taken away
+ * (`--plant-bug wal-no-dsync`) the first scenario's cut must lose acknowledged writes, and the convergence
+ * check must see a replica planted to read an empty generation: the checks have teeth.
  */
 import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
