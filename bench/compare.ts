@@ -308,7 +308,7 @@ async function main(): Promise<void> {
   }));
   L.push(...targetsMarkdown(targetLines));
   const m = finishMachine(machine);
-  L.push(`- ops/s ratios above 1× favour the store; p99 ratios below 1× do. CPU columns are % of one core (of ${m.cores * 100}%) over the measured ` +
+  L.push(`- ops/s ratios above 1× favour the store (floor/etcd compares the floor with etcd: what any design of that kind could reach here); p99 ratios below 1× do. CPU columns are % of one core (of ${m.cores * 100}%) over the measured ` +
     'windows: server = the target\'s processes (µs/op: their CPU per successful op, below 1× in the ratio favours the store), loadgen = this process (same cores), other = every other process on the machine (a shared machine: ' +
     'where "other" is large, every number of that row is lower than the machine can do).');
   L.push(`- machine: ${m.cores} cores (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, data dirs in ${m.tmpDir} (${m.tmpFs}); load average ${m.loadavgStart.join(' ')} at start, ` +
