@@ -58,6 +58,12 @@ async function writeUntil(c: TestCluster, keys: KeyState[][], stop: () => boolea
   return acked;
 }
 
+/** Wait (bounded by timeoutMs, polling every 20 ms) until the keys' writes acknowledged so far, in all, reach n. */
+async function untilAcked(keys: KeyState[][], n: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (keys.flat().reduce((sum, k) => sum + k.acked + 1, 0) < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
+
 /**
  * Kill every node at once, cut every disk's power, bring disks and nodes back. Returns crashfs's
  * summaries. `nextSeed`: how the disks' next cut will go (0: back to the last sync; else seeded).
@@ -101,17 +107,15 @@ async function startOnCrashDisks(t: ExecutionContext, extra: string[]): Promise<
  * check. `nextSeed` is for the cut after this one.
  */
 async function cycle(t: ExecutionContext, c: TestCluster, disks: CrashDisk[], keys: KeyState[][], minAcked: number, nextSeed = 0): Promise<{ lost: string[]; leveldbCuts: number }> {
-  let acked = 0;
   let stop = false;
-  const deadline = Date.now() + 60_000;
-  const writing = writeUntil(c, keys, () => stop).then((n) => { acked = n; });
+  const writing = writeUntil(c, keys, () => stop);
   // Cut once enough writes are in, with the writers still going.
-  while (keys.flat().reduce((s, k) => s + k.acked + 1, 0) < minAcked && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await untilAcked(keys, minAcked, 60_000);
   let compactions = 0;
   for (let i = 1; i <= c.n; i++) compactions += await metricOf(c, i, /kv_raft_log_compactions_total\{reason="log"[^}]*\} (\d+)/);
   stop = true; // no new writes; those in flight meet the cut
   const summaries = await powerCut(c, disks, nextSeed);
-  await writing;
+  const acked = await writing;
   t.log(`${acked} writes acknowledged before the cut; ${compactions} log compactions since the last start; ${summaries.join(' | ')}`);
   // The cut must have had something to take: writes acknowledged, and (counted by the caller) disks
   // with unsynced LevelDB log data (state batches are written without sync; a compaction just before
@@ -154,9 +158,8 @@ powerTest('power cut while a replica catches up by snapshot: nothing acknowledge
   const keys = keysOf().slice(0, 8);
   await c.kill(3);
   let stop = false;
-  const deadline = Date.now() + 60_000;
   const before = writeUntil(c, keys, () => stop, [1, 2], 4000);
-  while (keys.flat().reduce((n, k) => n + k.acked + 1, 0) < 800 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await untilAcked(keys, 800, 60_000);
   // Node 3 back; the writes go on; the power goes at a random moment of its catch-up (it is ready as soon as
   // its own log is loaded, before any snapshot came).
   c.spawn(3);
@@ -216,8 +219,7 @@ test.serial('teeth: the convergence check sees a replica that does not hold the 
   const keys = keysOf().slice(0, 2);
   let stop = false;
   const writing = writeUntil(c, keys, () => stop, [1, 2]);
-  const deadline = Date.now() + 30_000;
-  while (keys.flat().reduce((n, k) => n + k.acked + 1, 0) < 50 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await untilAcked(keys, 50, 30_000);
   stop = true;
   await writing;
   const differ = await replicaDiffers(c, 3, keys, 2_000);

@@ -72,7 +72,7 @@ struct dirty {
 };
 
 static struct dirty *dirty_files;
-static unsigned long long undo_bytes_total, undo_records_total, syncs_total;
+static unsigned long long undo_records_total, syncs_total;
 
 static const char *rel(const char *path) {
   return path[1] == '\0' ? "." : path + 1;
@@ -149,7 +149,6 @@ static int remember(int fd, off_t off, size_t len) {
   u->len = (size_t)got;
   u->prev = d->last;
   d->last = u;
-  undo_bytes_total += (unsigned long long)got;
   undo_records_total++;
   return 0;
 }
@@ -437,14 +436,13 @@ static void lose_unsynced(unsigned long long seed) {
       bytes += u->len;
     }
     struct stat st;
-    if (fstat(d->fd, &st) == 0 && st.st_size > d->orig_size) {
-      off_t grown = st.st_size - d->orig_size;
-      off_t keep = seed == 0 ? 0 : (off_t)(rnd() % (unsigned long long)(grown + 1));
+    if (fstat(d->fd, &st) == 0 && st.st_size != d->orig_size) {
+      /* Grown: cut back (seeded: keep a random prefix of what was appended). Shrunk: back to the size. */
+      off_t grown = st.st_size > d->orig_size ? st.st_size - d->orig_size : 0;
+      off_t keep = seed == 0 || grown == 0 ? 0 : (off_t)(rnd() % (unsigned long long)(grown + 1));
       cut += (unsigned long long)(grown - keep);
       kept += (unsigned long long)keep;
       if (ftruncate(d->fd, d->orig_size + keep) < 0) fprintf(stderr, "crashfs: undo truncate failed: %s\n", strerror(errno));
-    } else if (fstat(d->fd, &st) == 0 && st.st_size < d->orig_size) {
-      if (ftruncate(d->fd, d->orig_size) < 0) fprintf(stderr, "crashfs: undo truncate failed: %s\n", strerror(errno));
     }
     fsync(d->fd);
     char proc[64], path[PATH_MAX];
@@ -457,7 +455,6 @@ static void lose_unsynced(unsigned long long seed) {
   }
   fprintf(stderr, "crashfs: power cut: %llu files put back (%llu bytes rewritten, %llu bytes cut, %llu unsynced bytes kept, seed %llu); %llu syncs, %llu undo records in all; files: %s\n",
           files, bytes, cut, kept, seed, syncs_total, undo_records_total, names);
-  (void)undo_bytes_total;
 }
 
 int main(int argc, char *argv[]) {

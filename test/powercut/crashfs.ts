@@ -57,8 +57,6 @@ async function until(what: string, ok: () => boolean, timeoutMs: number): Promis
 export class CrashDisk {
   private proc: ChildProcess | null = null;
   private stderr = '';
-  /** Power cuts so far, with crashfs's summary of each. */
-  readonly cuts: string[] = [];
   private constructor(readonly backing: string, readonly mountPoint: string) {}
 
   /** A new, empty disk, mounted; unmounted and removed in the test's teardown. */
@@ -101,25 +99,27 @@ export class CrashDisk {
    * every file back to its last sync. Returns its summary line. Then mount() again.
    */
   async cut(): Promise<string> {
-    await this.unmount(false);
+    const status = await this.unmount(false);
     const line = this.stderr.split('\n').find((l) => l.startsWith('crashfs: power cut:'));
-    if (line === undefined) throw new Error(`crashfs did not report its power cut: ${this.stderr}`);
-    this.cuts.push(line);
+    if (line === undefined) throw new Error(`crashfs did not report its power cut (it ended with ${status}): ${this.stderr}`);
     return line;
   }
 
-  private async unmount(force: boolean): Promise<void> {
+  /** Stop crashfs (its power cut); returns how it ended. */
+  private async unmount(force: boolean): Promise<string> {
     const p = this.proc;
     if (p !== null && p.exitCode === null && p.signalCode === null) {
-      const exited = new Promise((r) => p.once('exit', r));
+      // 'close', not 'exit': only then has everything it wrote to stderr (the summary) been read.
+      const closed = new Promise((r) => p.once('close', r));
       p.kill(force ? 'SIGKILL' : 'SIGTERM');
       const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
-      await exited;
+      await closed;
       clearTimeout(timer);
     }
     this.proc = null;
     if (mounted(this.mountPoint)) spawnSync('fusermount3', ['-uz', this.mountPoint]);
     if (!force && mounted(this.mountPoint)) throw new Error(`crashfs: ${this.mountPoint} still mounted`);
+    return p === null ? 'no process' : `exit code ${p.exitCode}, signal ${p.signalCode}`;
   }
 }
 
