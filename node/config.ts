@@ -68,7 +68,7 @@ export interface NodeConfig {
   readCacheMb: number;
 }
 
-export const PLANTED_SERVER_BUGS = ['local-lin-reads', 'unguarded-lost-state', 'stale-read-cache', 'stale-empty-generation', 'wal-no-dsync'] as const;
+export const PLANTED_SERVER_BUGS = ['local-lin-reads', 'unguarded-lost-state', 'stale-read-cache', 'stale-empty-generation', 'wal-no-dsync', 'wal-corrupt-as-torn'] as const;
 export type PlantedServerBug = (typeof PLANTED_SERVER_BUGS)[number];
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
@@ -123,7 +123,9 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
                          stale-read-cache: stale reads' cache keeps values that were overwritten;
                          stale-empty-generation: stale reads of single keys look in the next,
                          empty generation: every one answers 404;
-                         wal-no-dsync: WAL appends return before they are durable)`;
+                         wal-no-dsync: WAL appends return before they are durable;
+                         wal-corrupt-as-torn: a damaged WAL record is taken for a torn tail,
+                         and replay drops it and the rest of its segment)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();

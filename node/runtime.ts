@@ -174,6 +174,7 @@ export class KvNode {
     const opened = await Wal.open({
       dir: join(cfg.dataDir, 'wal'), segmentBytes: cfg.walSegmentBytes, header: () => encodeHeader(this.walHard),
       onWarn: (msg, err) => this.log.warn({ err }, msg), plantNoDsync: cfg.plantBug === 'wal-no-dsync',
+      plantCorruptAsTorn: cfg.plantBug === 'wal-corrupt-as-torn',
     }, (segment, payload) => fold.add(payload, (shard, max) => note(segment, shard, max)));
     this.wal = opened.wal;
     for (const [segment, m] of maxima) for (const [shard, max] of m) this.wal.noteEntries(segment, shard, max);
@@ -191,7 +192,7 @@ export class KvNode {
         if (last !== undefined) max.set(it.shard, last.index);
       }
       const rec = encodeBatch(legacy);
-      await this.wal.append([rec], max);
+      await this.wal.append(rec, max);
       for (const s of mine) await dropLegacyLog(this.db, s.id);
       fold.add(rec);
       this.log.info({ shards: legacy.length }, 'WAL: imported the Raft log and hard state from LevelDB (earlier format)');
@@ -451,7 +452,7 @@ export class KvNode {
     }
     const t0 = performance.now();
     if (this.cfg.faultSlowWalMs > 0) await new Promise((r) => setTimeout(r, this.cfg.faultSlowWalMs));
-    await this.wal.append([encodeBatch(items)], max);
+    await this.wal.append(encodeBatch(items), max);
     this.metrics.roundDuration.observe({ phase: 'wal' }, (performance.now() - t0) / 1000);
     for (const it of items) if (it.hardState !== null) this.walHard.set(it.shard, it.hardState);
   }

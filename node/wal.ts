@@ -18,11 +18,17 @@ import { crc32 } from 'node:zlib';
  * the owner supplies (its current hard state of every shard), so a segment
  * is never needed for anything but the entries it holds.
  *
- * Replay reads segments in order; within a segment it stops at the first
- * zero length, out-of-bounds length or bad CRC (a torn tail). Appends after
- * an open always go to a fresh segment (one that never held data), so bytes
- * after a torn tail are never followed by anything that replays. Segments are
- * never reused: a deleted segment's file is gone, a new one is zeroed anew.
+ * Each append is one write of one record (two at a segment's start: its
+ * header, then the record). Replay reads segments in order; within a segment
+ * it stops at the first zero length (the end of the data) or at the first
+ * record that fails its check (a bad CRC, a length past the segment's end).
+ * That record is judged (judgeBad): a write cut short by a crash (a torn tail:
+ * it was never acknowledged, replay of the segment ends there) or damage to
+ * bytes once written whole (corruption: open() fails, the node does not start
+ * on a log that lost acknowledged records). Appends after an open always go to
+ * a fresh segment (one that never held data), so bytes after a torn tail are
+ * never followed by anything that replays. Segments are never reused: a
+ * deleted segment's file is gone, a new one is zeroed anew.
  *
  * A segment may be deleted once every entry in it, for every shard, is at or
  * below that shard's compaction index (made durable elsewhere first), the
@@ -40,6 +46,8 @@ export interface WalOptions {
   onWarn?: (msg: string, err: unknown) => void;
   /** PLANTED BUG (`--plant-bug wal-no-dsync`, tests only): segments opened without O_DSYNC, appends not durable. */
   plantNoDsync?: boolean;
+  /** PLANTED BUG (`--plant-bug wal-corrupt-as-torn`, tests only): every record that fails its check is taken for a torn tail. */
+  plantCorruptAsTorn?: boolean;
 }
 
 export interface WalRecord {
@@ -139,33 +147,100 @@ export function encodeRecords(records: Uint8Array[]): Buffer {
   return buf;
 }
 
-type Step = { kind: 'record'; payload: Buffer; next: number } | { kind: 'end'; torn: boolean } | { kind: 'short'; need: number };
+type Step = { kind: 'record'; payload: Buffer; next: number } | { kind: 'end' } | { kind: 'bad' } | { kind: 'short'; need: number };
 
 /**
  * The record at `off` of buf, whose bytes are a segment's from `base` on: a valid record, the end of the
- * data (a zero length; torn if its CRC is not zero too, or if the record runs past the segment's
- * `segmentSize` bytes or fails its CRC), or `short`: buf must hold `need` bytes from off first.
+ * data (a zero length and CRC), `bad` (a record that fails its check: a zero length with a CRC, a length
+ * past the segment's `segmentSize` bytes, or a bad CRC: see judgeBad), or `short`: buf must hold `need`
+ * bytes from off first.
  */
 function parseOne(buf: Buffer, off: number, base: number, segmentSize: number): Step {
-  if (base + off + HDR > segmentSize) return { kind: 'end', torn: false };
+  if (base + off + HDR > segmentSize) return { kind: 'end' };
   if (off + HDR > buf.length) return { kind: 'short', need: HDR };
   const len = buf.readUInt32LE(off);
   const crc = buf.readUInt32LE(off + 4);
-  if (len === 0) return { kind: 'end', torn: crc !== 0 };
-  if (base + off + HDR + len > segmentSize) return { kind: 'end', torn: true };
+  if (len === 0) return crc === 0 ? { kind: 'end' } : { kind: 'bad' };
+  if (base + off + HDR + len > segmentSize) return { kind: 'bad' };
   if (off + HDR + len > buf.length) return { kind: 'short', need: HDR + len };
   const payload = buf.subarray(off + HDR, off + HDR + len);
-  if (crc32(payload) !== crc) return { kind: 'end', torn: true };
+  if (crc32(payload) !== crc) return { kind: 'bad' };
   return { kind: 'record', payload, next: off + HDR + len };
 }
 
-/** Parse the records of one segment's bytes: the valid prefix, and whether it ended in something torn (not zeros). */
-export function parseSegment(buf: Buffer): { records: Buffer[]; torn: boolean; end: number } {
+/** The disk's unit of atomic writes: a write cut short by a power loss kept some of its sectors, not others. */
+const SECTOR = 512;
+/** No record this node writes ends in this many zero bytes (its msgpack payload ends with a small integer or nil). */
+const TORN_ZEROS = 8;
+
+function zeros(buf: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * A record that fails its check, at file offset `at` of its segment; `tail` is the segment's bytes from
+ * there to its end. Returns null for a **torn** write (a crash cut the segment's last write short: it
+ * was never acknowledged, so replay may end there), else why it is **corruption** (bytes of a record
+ * written whole were changed later; replaying on without it would drop acknowledged records).
+ *
+ * Torn, only if all of these hold:
+ *  - no single flipped bit of its length makes its payload match its CRC (a damaged length);
+ *  - no valid record follows it, except the one that a segment's first write carries after the header
+ *    (a write is the segment's last: nothing is ever written after it, and appends after a restart go
+ *    to a fresh segment);
+ *  - part of it is missing, as the sectors of an unfinished write that never reached the disk are:
+ *    still zeros (segments are preallocated with zeros). That is: its length is zero (with a CRC), or
+ *    its last 8 bytes (to the segment's end, for a length past it) are zeros, or a 512-byte sector that
+ *    begins inside it is all zeros.
+ * Known limits: a record damaged in its length by more than one bit, or whose damaged payload ends in
+ * zeros, passes for torn if it is its segment's last; a torn write whose only lost sector held fewer
+ * than 8 of its bytes (none of them its length) passes for corrupt, and the node refuses to start.
+ */
+export function judgeBad(tail: Buffer, at: number): string | null {
+  const len = tail.readUInt32LE(0);
+  const crc = tail.readUInt32LE(4);
+  for (let k = 0; k < 32; k++) {
+    const l = (len ^ (1 << k)) >>> 0;
+    if (l > 0 && HDR + l <= tail.length && crc32(tail.subarray(HDR, HDR + l)) === crc) return `its length has bit ${k} flipped (${len}; the payload matches its CRC at ${l})`;
+  }
+  const end = HDR + len;
+  if (len > 0 && end <= tail.length) {
+    let after = 0;
+    for (let off = end; ;) {
+      const st = parseOne(tail, off, 0, tail.length);
+      if (st.kind !== 'record') break;
+      after++;
+      off = st.next;
+    }
+    if (after > (at === 0 ? 1 : 0)) return `${after} valid record(s) follow it, so it was not the last write`;
+  }
+  const e = Math.min(tail.length, end);
+  if (len === 0) return null;
+  if (e > HDR && zeros(tail, Math.max(HDR, e - TORN_ZEROS), e)) return null;
+  for (let s = Math.ceil(at / SECTOR) * SECTOR - at; s < e; s += SECTOR) if (zeros(tail, s, Math.min(tail.length, s + SECTOR))) return null;
+  return len !== 0 && end > tail.length ? 'its length runs past the segment and no part of it is missing' : 'its CRC does not match and no part of it is missing: bytes written whole were changed';
+}
+
+/** Where a segment's records end: `torn` if at a torn write, `corrupt` (why) if at a damaged record. */
+export interface SegmentEnd {
+  torn: boolean;
+  corrupt: string | null;
+  /** File offset where the valid records end. */
+  end: number;
+}
+
+const judged = (why: string | null, end: number, asTorn: boolean): SegmentEnd =>
+  why === null || asTorn ? { torn: true, corrupt: null, end } : { torn: false, corrupt: why, end };
+
+/** Parse the records of one segment's bytes: the valid prefix, and how it ended. */
+export function parseSegment(buf: Buffer, opts: { corruptAsTorn?: boolean } = {}): SegmentEnd & { records: Buffer[] } {
   const records: Buffer[] = [];
   let off = 0;
   for (;;) {
     const st = parseOne(buf, off, 0, buf.length);
-    if (st.kind !== 'record') return { records, torn: st.kind === 'end' && st.torn, end: off };
+    if (st.kind === 'bad') return { records, ...judged(judgeBad(buf.subarray(off), off), off, opts.corruptAsTorn === true) };
+    if (st.kind !== 'record') return { records, torn: false, corrupt: null, end: off };
     records.push(st.payload);
     off = st.next;
   }
@@ -177,10 +252,11 @@ const READ_CHUNK = 1 << 20;
  * Read one segment's records in order, a chunk at a time: each payload goes to onRecord as a view valid
  * only during the call (copy what must stay). Reads no further than the end of the data, so a
  * segment's preallocated zeros are not read, and never holds more than a chunk or the largest record
- * (a node used to read every segment whole, 64 MiB each, and keep them all until its logs were loaded).
+ * (a node used to read every segment whole, 64 MiB each, and keep them all until its logs were loaded);
+ * a record that fails its check is judged with the rest of the segment read (judgeBad).
  * `empty`: no record and every byte zero (a segment never written, which may be reused).
  */
-export async function readSegment(path: string, onRecord: (payload: Buffer) => void): Promise<{ records: number; torn: boolean; end: number; empty: boolean; size: number }> {
+export async function readSegment(path: string, onRecord: (payload: Buffer) => void, opts: { corruptAsTorn?: boolean } = {}): Promise<SegmentEnd & { records: number; empty: boolean; size: number }> {
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
@@ -208,14 +284,18 @@ export async function readSegment(path: string, onRecord: (payload: Buffer) => v
     for (;;) {
       const st = parseOne(buf, off, base, size);
       if (st.kind === 'short') {
-        if (!(await fill(st.need))) return { records, torn: true, end: base + off, empty: false, size };
+        if (!(await fill(st.need))) return { records, torn: false, corrupt: `the file ended at ${base + buf.length} bytes while ${size} were expected`, end: base + off, empty: false, size };
         continue;
+      }
+      if (st.kind === 'bad') {
+        await fill(size - base - off);
+        return { records, ...judged(judgeBad(buf.subarray(off), base + off), base + off, opts.corruptAsTorn === true), empty: false, size };
       }
       if (st.kind === 'end') {
         const end = base + off;
-        if (records > 0 || st.torn) return { records, torn: st.torn, end, empty: false, size };
+        if (records > 0) return { records, torn: false, corrupt: null, end, empty: false, size };
         // No record: reusable only if every byte is zero (a torn first write may have left later pages behind a zero header).
-        return { records, torn: false, end, empty: await zeroFrom(fh, end, size), size };
+        return { records, torn: false, corrupt: null, end, empty: await zeroFrom(fh, end, size), size };
       }
       onRecord(st.payload);
       records++;
@@ -235,6 +315,16 @@ async function zeroFrom(fh: FileHandle, from: number, size: number): Promise<boo
     pos += bytesRead;
   }
   return true;
+}
+
+/** A WAL segment holds a damaged record (judgeBad): the log cannot be trusted, and the node must not start on it. */
+export class WalCorruption extends Error {
+  constructor(readonly path: string, readonly offset: number, readonly why: string) {
+    super(`corrupt WAL: ${path}, record at byte ${offset}: ${why}. The node will not start on a log that may have lost acknowledged records or votes. ` +
+      'To repair: keep this node stopped, move its data directory aside, and start it again with an empty one: its replicas then ' +
+      'recover from their peers (docs/FAILURE-MODES.md, "data directory lost"; every other replica of each of its shards must be up)');
+    this.name = 'WalCorruption';
+  }
 }
 
 export class Wal {
@@ -271,7 +361,8 @@ export class Wal {
       if (m === null) continue;
       const seq = Number(m[1]);
       const path = join(o.dir, n);
-      const p = await readSegment(path, (payload) => take(seq, payload));
+      const p = await readSegment(path, (payload) => take(seq, payload), { corruptAsTorn: o.plantCorruptAsTorn === true });
+      if (p.corrupt !== null) throw new WalCorruption(path, p.end, p.corrupt);
       if (p.torn && w.tornAtOpen === null) w.tornAtOpen = { segment: seq, offset: p.end };
       // An empty segment (never written) followed by another is the current segment or spare of a start
       // that wrote nothing: it holds nothing, so it goes. Left, each such start added one for good
@@ -321,18 +412,18 @@ export class Wal {
   }
 
   /**
-   * Write a batch of records and fdatasync: resolves once they are durable.
-   * `maxima`: the highest entry index per shard among them. At most one
+   * Write one record and fdatasync: resolves once it is durable. One record
+   * per write is what lets replay tell a torn write from damage (judgeBad).
+   * `maxima`: the highest entry index per shard in it. At most one
    * append at a time; after a failure every later append fails (a failed
    * fsync must never be retried as if the data were safe).
    */
-  async append(records: Uint8Array[], maxima: Map<number, number>): Promise<void> {
+  async append(record: Uint8Array, maxima: Map<number, number>): Promise<void> {
     if (this.failed !== null) throw this.failed;
     if (this.appending) throw new Error('one WAL append at a time');
-    if (records.length === 0) return;
     this.appending = true;
     try {
-      let body = encodeRecords(records);
+      let body = encodeRecords([record]);
       let buf = this.offset === 0 ? Buffer.concat([encodeRecords([this.o.header()]), body]) : body;
       if (this.offset + buf.length > this.size) {
         await this.roll(body.length);

@@ -1,6 +1,7 @@
 /**
- * node/wal.ts and node/wal-codec.ts: records round-trip, a torn tail or bad
- * CRC ends replay of a segment (and appends go on in a fresh one), batches
+ * node/wal.ts and node/wal-codec.ts: records round-trip, a torn tail ends
+ * replay of a segment (and appends go on in a fresh one) while a damaged
+ * record stops the open (judgeBad tells them apart), batches
  * roll to the next segment, segments are deleted only below compaction, and
  * the per-shard fold (suffix replacement, hard state, snapshot markers).
  */
@@ -9,7 +10,7 @@ import { constants, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Entry, HardState } from '../raft/index.ts';
-import { Wal, parseSegment, encodeRecords, readSegment } from '../node/wal.ts';
+import { Wal, WalCorruption, parseSegment, encodeRecords, readSegment } from '../node/wal.ts';
 import { WalFold, encodeBatch, encodeHeader, foldWal } from '../node/wal-codec.ts';
 
 const SEG = 64 * 1024;
@@ -34,12 +35,13 @@ test('records round-trip across reopen; every segment starts with the header', a
   const dir = tmp(t);
   const { wal, records } = await openWal(dir);
   t.deepEqual(records, []);
-  await wal.append([rec('a'), rec('bb')], new Map());
-  await wal.append([rec('ccc')], new Map());
+  await wal.append(rec('a'), new Map());
+  await wal.append(rec('bb'), new Map());
+  await wal.append(rec('ccc'), new Map());
   await wal.close();
   const r2 = await openWal(dir);
   t.deepEqual(r2.records.map((r) => r.payload.toString()), ['H', 'a', 'bb', 'ccc']);
-  await r2.wal.append([rec('d')], new Map());
+  await r2.wal.append(rec('d'), new Map());
   await r2.wal.close();
   const r3 = await openWal(dir);
   // appends after an open go to a fresh segment, which starts with its header
@@ -51,69 +53,117 @@ test('records round-trip across reopen; every segment starts with the header', a
 test('segments are preallocated and zeroed to their full size', async (t) => {
   const dir = tmp(t);
   const { wal } = await openWal(dir);
-  await wal.append([rec('x')], new Map());
+  await wal.append(rec('x'), new Map());
   await wal.close();
   for (const f of segs(dir)) t.is(statSync(join(dir, f)).size, SEG);
   t.true(segs(dir).length >= 2, 'a spare segment is ready');
 });
 
-test('a torn tail (cut record) or a bad CRC ends replay of that segment; later appends replay after it', async (t) => {
-  for (const damage of ['cut', 'crc'] as const) {
+/** Overwrite bytes of a file at `pos`. */
+function poke(path: string, pos: number, bytes: Buffer): void {
+  const fd = openSync(path, 'r+');
+  writeSync(fd, bytes, 0, bytes.length, pos);
+  closeSync(fd);
+}
+
+/** A WAL with records 'one', a 2,000-byte record and 'three' (each its own append); where each record starts. */
+async function threeRecords(t: import('ava').ExecutionContext): Promise<{ dir: string; path: string; at: number[]; end: number }> {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir);
+  const at: number[] = [];
+  for (const r of [rec('one'), Buffer.alloc(2000, 0x61), rec('three')]) {
+    at.push(wal.currentSegment().offset + (wal.currentSegment().offset === 0 ? 8 + 1 : 0));
+    await wal.append(r, new Map());
+  }
+  const cur = wal.currentSegment();
+  await wal.close();
+  return { dir, path: cur.path, at, end: cur.offset };
+}
+
+test('a torn tail (the last write cut short: a zero tail, a lost sector, a lost length) ends replay of its segment; later appends replay after it', async (t) => {
+  const tears: Array<[string, (path: string, last: number, end: number) => void]> = [
+    // the last 600 bytes of the write never reached the disk
+    ['zero tail', (path, _last, end) => poke(path, end - 600, Buffer.alloc(600))],
+    // a 512-byte sector in its middle never did, the ones around it did
+    ['lost sector', (path, last) => poke(path, (Math.floor(last / 512) + 1) * 512, Buffer.alloc(512))],
+    // the sector with its length did not (a length of zero with a CRC)
+    ['lost length', (path, last) => poke(path, last, Buffer.alloc(4))],
+  ];
+  for (const [name, tear] of tears) {
     const dir = tmp(t);
     const { wal } = await openWal(dir);
-    await wal.append([rec('one')], new Map());
-    await wal.append([rec('two-two-two')], new Map());
+    await wal.append(rec('one'), new Map());
+    const last = wal.currentSegment().offset;
+    await wal.append(Buffer.alloc(3000, 0x62), new Map());
     const cur = wal.currentSegment();
     await wal.close();
-    const fd = openSync(cur.path, 'r+');
-    if (damage === 'cut') {
-      // zero the last 4 bytes of the last record's payload, as an unfinished write leaves it
-      writeSync(fd, Buffer.alloc(4), 0, 4, cur.offset - 4);
-    } else {
-      writeSync(fd, Buffer.from([0xff]), 0, 1, cur.offset - 1);
-    }
-    closeSync(fd);
+    tear(cur.path, last, cur.offset);
     const r = await openWal(dir);
-    t.deepEqual(texts(r.records), ['one'], damage);
-    t.truthy(r.wal.tornAtOpen, damage);
-    await r.wal.append([rec('three')], new Map());
+    t.deepEqual(texts(r.records), ['one'], name);
+    t.deepEqual(r.wal.tornAtOpen, { segment: Number(cur.path.slice(-12, -4)), offset: last }, name);
+    await r.wal.append(rec('three'), new Map());
     await r.wal.close();
     const r2 = await openWal(dir);
-    t.deepEqual(texts(r2.records), ['one', 'three'], damage);
+    t.deepEqual(texts(r2.records), ['one', 'three'], name);
     await r2.wal.close();
   }
 });
 
-test('a truncated segment file replays its valid prefix', async (t) => {
+test('a damaged record is corruption, not a torn tail: open() fails naming the segment and the offset; with the planted bug replay drops it and the rest', async (t) => {
+  const damages: Array<[string, (path: string, at: number[], end: number) => void, RegExp]> = [
+    ['a bit of the last payload', (path, at) => poke(path, (at[2] as number) + 8 + 2, Buffer.from('T')), /no part of it is missing/],
+    ['a bit of the last CRC', (path, at) => poke(path, (at[2] as number) + 4, Buffer.from([0x55])), /no part of it is missing/],
+    ['a bit of the last length', (path, at) => poke(path, at[2] as number, Buffer.from([5 ^ 16])), /length has bit 4 flipped/],
+    ['a bit of a payload with records after it', (path, at) => poke(path, (at[1] as number) + 8 + 700, Buffer.from('b')), /1 valid record\(s\) follow it/],
+    ['zeros over a record with records after it', (path, at) => poke(path, (at[1] as number) + 8 + 1000, Buffer.alloc(1000)), /follow it/],
+  ];
+  for (const [name, damage, why] of damages) {
+    const { dir, path, at, end } = await threeRecords(t);
+    damage(path, at, end);
+    const bad = at[name.includes('last') ? 2 : 1] as number;
+    const err = await t.throwsAsync(openWal(dir), { instanceOf: WalCorruption }, name);
+    t.regex(err?.message ?? '', why, name);
+    t.true((err?.message ?? '').includes(`${path}, record at byte ${bad}`), `${name}: ${err?.message}`);
+    t.regex(err?.message ?? '', /move its data directory aside/, name);
+    // The bug the check keeps out: the damaged record and everything after it in the segment, gone.
+    const planted = await Wal.open({ dir, segmentBytes: SEG, header: hdr, plantCorruptAsTorn: true });
+    t.deepEqual(texts(planted.records), name.includes('last') ? ['one', 'a'.repeat(2000)] : ['one'], name);
+    await planted.wal.close();
+  }
+});
+
+test('a segment file cut short inside a record is corruption (segments are preallocated: only damage shortens one)', async (t) => {
   const dir = tmp(t);
   const { wal } = await openWal(dir);
-  await wal.append([rec('keep')], new Map());
-  await wal.append([rec('x'.repeat(100))], new Map());
+  await wal.append(rec('keep'), new Map());
+  await wal.append(rec('x'.repeat(100)), new Map());
   const cur = wal.currentSegment();
   await wal.close();
   truncateSync(cur.path, cur.offset - 50);
-  const r = await openWal(dir);
-  t.deepEqual(texts(r.records), ['keep']);
-  await r.wal.close();
+  await t.throwsAsync(openWal(dir), { instanceOf: WalCorruption, message: /runs past the segment/ });
 });
 
-test('parseSegment: a zero length ends the data; a length past the end is torn', (t) => {
+test('parseSegment: a zero length ends the data; a length past the end over zeros is torn, over data corrupt', (t) => {
   const good = encodeRecords([rec('a'), rec('b')]);
   const z = Buffer.concat([good, Buffer.alloc(32)]);
   t.deepEqual(parseSegment(z).records.map(String), ['a', 'b']);
   t.false(parseSegment(z).torn);
+  t.is(parseSegment(z).corrupt, null);
   const long = Buffer.concat([good, Buffer.from([0xff, 0xff, 0, 0, 1, 2, 3, 4]), Buffer.alloc(8)]);
   t.deepEqual(parseSegment(long).records.map(String), ['a', 'b']);
   t.true(parseSegment(long).torn);
+  const overData = Buffer.concat([good, Buffer.from([0xff, 0xff, 0, 0, 1, 2, 3, 4]), Buffer.alloc(8, 7)]);
+  t.regex(parseSegment(overData).corrupt ?? '', /runs past the segment/);
+  t.is(parseSegment(overData).end, good.length);
 });
 
 test('batches roll over to the next segment whole; one bigger than a segment gets its own', async (t) => {
   const dir = tmp(t);
   const { wal } = await openWal(dir, 4096);
   const big = 'y'.repeat(1500);
-  for (let i = 0; i < 6; i++) await wal.append([rec(`${i}${big}`)], new Map());
-  await wal.append([rec('z'.repeat(10_000))], new Map());
-  await wal.append([rec('after')], new Map());
+  for (let i = 0; i < 6; i++) await wal.append(rec(`${i}${big}`), new Map());
+  await wal.append(rec('z'.repeat(10_000)), new Map());
+  await wal.append(rec('after'), new Map());
   await wal.close();
   const r = await openWal(dir, 4096);
   const got = texts(r.records);
@@ -131,9 +181,9 @@ test('segments are deleted oldest first, only once every entry in them is compac
   const { wal } = await openWal(dir, 4096);
   const pad = 'p'.repeat(2500);
   // one batch per segment: shard 1 entries up to 10, 20, 30; shard 2 up to 5 in the first
-  await wal.append([rec(`a${pad}`)], new Map([[1, 10], [2, 5]]));
-  await wal.append([rec(`b${pad}`)], new Map([[1, 20]]));
-  await wal.append([rec(`c${pad}`)], new Map([[1, 30]]));
+  await wal.append(rec(`a${pad}`), new Map([[1, 10], [2, 5]]));
+  await wal.append(rec(`b${pad}`), new Map([[1, 20]]));
+  await wal.append(rec(`c${pad}`), new Map([[1, 30]]));
   const n0 = wal.segmentCount();
   t.is(await wal.collect(), 0, 'nothing compacted');
   wal.compacted(1, 25);
@@ -155,8 +205,8 @@ test('pinning() names the shards that keep the oldest segment, at their highest 
   const { wal } = await openWal(dir, 4096);
   const pad = 'p'.repeat(2500);
   t.deepEqual(wal.pinning(), [], 'one segment: nothing to release');
-  await wal.append([rec(`a${pad}`)], new Map([[1, 10], [2, 5]]));
-  await wal.append([rec(`b${pad}`)], new Map([[1, 20]]));
+  await wal.append(rec(`a${pad}`), new Map([[1, 10], [2, 5]]));
+  await wal.append(rec(`b${pad}`), new Map([[1, 20]]));
   t.deepEqual(wal.pinning().sort(), [[1, 10], [2, 5]]);
   wal.compacted(2, 5);
   t.deepEqual(wal.pinning(), [[1, 10]]);
@@ -169,20 +219,20 @@ test('pinning() names the shards that keep the oldest segment, at their highest 
 test('after a reopen, replayed maxima (noteEntries) guard deletion; nothing is deleted before the new segment has its header', async (t) => {
   const dir = tmp(t);
   const { wal } = await openWal(dir, 4096);
-  await wal.append([rec('a')], new Map([[1, 10]]));
+  await wal.append(rec('a'), new Map([[1, 10]]));
   await wal.close();
   const r = await openWal(dir, 4096);
   const seg = r.records[0]!.segment;
   r.wal.noteEntries(seg, 1, 10);
   r.wal.compacted(1, 9);
-  await r.wal.append([rec('b')], new Map());
+  await r.wal.append(rec('b'), new Map());
   t.is(await r.wal.collect(), 0, 'shard 1 has entries up to 10 in the replayed segment');
   await r.wal.close();
   const r2 = await openWal(dir, 4096);
   for (const x of r2.records) r2.wal.noteEntries(x.segment, 1, x.payload.toString() === 'a' ? 10 : 0);
   r2.wal.compacted(1, 10);
   t.is(await r2.wal.collect(), 0, 'the fresh segment has no header yet: nothing goes');
-  await r2.wal.append([rec('c')], new Map());
+  await r2.wal.append(rec('c'), new Map());
   t.true(await r2.wal.collect() >= 1);
   t.false(segs(dir).includes(`${String(seg).padStart(8, '0')}.seg`));
   await r2.wal.close();
@@ -191,10 +241,10 @@ test('after a reopen, replayed maxima (noteEntries) guard deletion; nothing is d
 test('a failed append fails every later one', async (t) => {
   const dir = tmp(t);
   const { wal } = await openWal(dir);
-  await wal.append([rec('a')], new Map());
+  await wal.append(rec('a'), new Map());
   await (wal as unknown as { fh: { close(): Promise<void> } }).fh.close(); // the next write fails (EBADF)
-  await t.throwsAsync(wal.append([rec('b')], new Map()));
-  await t.throwsAsync(wal.append([rec('c')], new Map()));
+  await t.throwsAsync(wal.append(rec('b'), new Map()));
+  await t.throwsAsync(wal.append(rec('c'), new Map()));
 });
 
 const e = (term: number, index: number): Entry => ({ term, index, type: 0, data: new Uint8Array([index & 0xff]), change: null });
@@ -243,7 +293,7 @@ test('segments are written through O_DSYNC descriptors (append() does no separat
   const dir = tmp(t);
   const { wal } = await openWal(dir, 4096);
   // Roll at least once: the segment opened by a roll must be O_DSYNC too, not only the first.
-  for (let i = 0; i < 8; i++) await wal.append([Buffer.alloc(1500, i)], new Map([[1, i + 1]]));
+  for (let i = 0; i < 8; i++) await wal.append(Buffer.alloc(1500, i), new Map([[1, i + 1]]));
   t.true(segs(dir).length >= 3);
   const fds = openFlagsUnder(dir).filter((f) => f.path.endsWith('.seg'));
   t.true(fds.length >= 1, 'the segment being written is open');
@@ -262,7 +312,8 @@ test('readSegment reads a chunk at a time what parseSegment reads from the whole
   const cases: Array<[string, Buffer]> = [
     ['zero tail', Buffer.concat([data, Buffer.alloc(3 << 20)])],
     ['no tail (the data fills the file)', data],
-    ['torn in the big record', (() => { const b = Buffer.concat([data, Buffer.alloc(64)]); b[3 * (1 << 20)] = (b[3 * (1 << 20)] as number) ^ 1; return b; })()],
+    ['damaged in the big record', (() => { const b = Buffer.concat([data, Buffer.alloc(64)]); b[3 * (1 << 20)] = (b[3 * (1 << 20)] as number) ^ 1; return b; })()],
+    ['torn in the last record', (() => { const b = Buffer.concat([data, Buffer.alloc(64)]); b.fill(0, data.length - 4000, data.length); return b; })()],
     ['a length past the end', Buffer.concat([data, Buffer.from([0xff, 0xff, 0xff, 0, 1, 2, 3, 4])])],
     ['never written', Buffer.alloc(2 << 20)],
     ['zero header, a byte further on', (() => { const b = Buffer.alloc(2 << 20); b[(1 << 20) + 5] = 1; return b; })()],
@@ -278,8 +329,11 @@ test('readSegment reads a chunk at a time what parseSegment reads from the whole
     t.is(got.length, want.records.length, name);
     t.true(got.every((g, i) => g.equals(want.records[i] as Buffer)), name);
     t.is(r.torn, want.torn, name);
+    t.is(r.corrupt, want.corrupt, name);
     t.is(r.end, want.end, name);
     t.is(r.empty, name === 'never written', name);
+    t.is(r.corrupt !== null, name === 'damaged in the big record' || name === 'a length past the end', `${name}: ${r.corrupt}`);
+    t.is(r.torn, name === 'torn in the last record', name);
   }
 });
 
@@ -303,7 +357,7 @@ test('WalFold folds record by record what foldWal folds from the list', (t) => {
 test('starts that write nothing do not add segments: an empty segment followed by another is deleted at open', async (t) => {
   const dir = tmp(t);
   const first = await openWal(dir);
-  await first.wal.append([rec('data')], new Map());
+  await first.wal.append(rec('data'), new Map());
   await first.wal.close();
   const counts: number[] = [];
   for (let i = 0; i < 5; i++) {
@@ -316,7 +370,7 @@ test('starts that write nothing do not add segments: an empty segment followed b
   t.true(counts.every((c) => c === counts[0]) && (counts[0] as number) <= 3, `segments after each start: ${counts.join(', ')}`);
   // And appends after all those starts still replay.
   const r = await openWal(dir);
-  await r.wal.append([rec('more')], new Map());
+  await r.wal.append(rec('more'), new Map());
   await r.wal.close();
   const last = await openWal(dir);
   t.deepEqual(texts(last.records), ['data', 'more']);
