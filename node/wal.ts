@@ -22,7 +22,7 @@ import { crc32 } from 'node:zlib';
  * header, then the record). Replay reads segments in order; within a segment
  * it stops at the first zero length (the end of the data) or at the first
  * record that fails its check (a bad CRC, a length past the segment's end).
- * That record is judged (judgeBad): a write cut short by a crash (a torn tail:
+ * That point is judged (judgeStop): a write cut short by a crash (a torn tail:
  * it was never acknowledged, replay of the segment ends there) or damage to
  * bytes once written whole (corruption: open() fails, the node does not start
  * on a log that lost acknowledged records). Appends after an open always go to
@@ -152,7 +152,7 @@ type Step = { kind: 'record'; payload: Buffer; next: number } | { kind: 'end' } 
 /**
  * The record at `off` of buf, whose bytes are a segment's from `base` on: a valid record, the end of the
  * data (a zero length and CRC), `bad` (a record that fails its check: a zero length with a CRC, a length
- * past the segment's `segmentSize` bytes, or a bad CRC: see judgeBad), or `short`: buf must hold `need`
+ * past the segment's `segmentSize` bytes, or a bad CRC: see judgeStop), or `short`: buf must hold `need`
  * bytes from off first.
  */
 function parseOne(buf: Buffer, off: number, base: number, segmentSize: number): Step {
@@ -172,57 +172,175 @@ function parseOne(buf: Buffer, off: number, base: number, segmentSize: number): 
 const SECTOR = 512;
 /** No record this node writes ends in this many zero bytes (its msgpack payload ends with a small integer or nil). */
 const TORN_ZEROS = 8;
+/** CRC work one judgement may spend looking for valid records (bytes). */
+const CRC_BUDGET = 256 << 20;
+const TOO_MUCH = 'too much of the data behind it reads as records to judge it within its budget: taken for damage, the safe side';
+/** How far past where the records stop replay looks for data that a torn write could not have left. */
+export const JUDGE_WINDOW = 4 << 20;
 
 function zeros(buf: Buffer, from: number, to: number): boolean {
+  if (to - from >= 64) return allZero(buf.subarray(from, to));
   for (let i = from; i < to; i++) if (buf[i] !== 0) return false;
   return true;
 }
 
-/**
- * A record that fails its check, at file offset `at` of its segment; `tail` is the segment's bytes from
- * there to its end. Returns null for a **torn** write (a crash cut the segment's last write short: it
- * was never acknowledged, so replay may end there), else why it is **corruption** (bytes of a record
- * written whole were changed later; replaying on without it would drop acknowledged records).
- *
- * Torn, only if all of these hold:
- *  - no single flipped bit of its length makes its payload match its CRC (a damaged length);
- *  - no valid record follows it, except the one that a segment's first write carries after the header
- *    (a write is the segment's last: nothing is ever written after it, and appends after a restart go
- *    to a fresh segment);
- *  - part of it is missing, as the sectors of an unfinished write that never reached the disk are:
- *    still zeros (segments are preallocated with zeros). That is: its length is zero (with a CRC), or
- *    its last 8 bytes (to the segment's end, for a length past it) are zeros, or a 512-byte sector that
- *    begins inside it is all zeros.
- * Known limits: a record damaged in its length by more than one bit, or whose damaged payload ends in
- * zeros, passes for torn if it is its segment's last; a torn write whose only lost sector held fewer
- * than 8 of its bytes (none of them its length) passes for corrupt, and the node refuses to start.
- */
-export function judgeBad(tail: Buffer, at: number): string | null {
-  const len = tail.readUInt32LE(0);
-  const crc = tail.readUInt32LE(4);
-  for (let k = 0; k < 32; k++) {
-    const l = (len ^ (1 << k)) >>> 0;
-    if (l > 0 && HDR + l <= tail.length && crc32(tail.subarray(HDR, HDR + l)) === crc) return `its length has bit ${k} flipped (${len}; the payload matches its CRC at ${l})`;
-  }
-  const end = HDR + len;
-  if (len > 0 && end <= tail.length) {
-    let after = 0;
-    for (let off = end; ;) {
-      const st = parseOne(tail, off, 0, tail.length);
-      if (st.kind !== 'record') break;
-      after++;
-      off = st.next;
-    }
-    if (after > (at === 0 ? 1 : 0)) return `${after} valid record(s) follow it, so it was not the last write`;
-  }
-  const e = Math.min(tail.length, end);
-  if (len === 0) return null;
-  if (e > HDR && zeros(tail, Math.max(HDR, e - TORN_ZEROS), e)) return null;
-  for (let s = Math.ceil(at / SECTOR) * SECTOR - at; s < e; s += SECTOR) if (zeros(tail, s, Math.min(tail.length, s + SECTOR))) return null;
-  return len !== 0 && end > tail.length ? 'its length runs past the segment and no part of it is missing' : 'its CRC does not match and no part of it is missing: bytes written whole were changed';
+/** A whole valid record at offset p of buf. */
+function validAt(buf: Buffer, p: number): boolean {
+  if (p + HDR > buf.length) return false;
+  const len = buf.readUInt32LE(p);
+  return len > 0 && p + HDR + len <= buf.length && crc32(buf.subarray(p + HDR, p + HDR + len)) === buf.readUInt32LE(p + 4);
 }
 
-/** Where a segment's records end: `torn` if at a torn write, `corrupt` (why) if at a damaged record. */
+/**
+ * Record chains of a segment's tail: from offset p, do the lengths lead, record by record, to where its
+ * data ends (a record's payload may end in a few zeros)? Memoized, so asking at every offset is linear
+ * in the tail, and only a chain that lands is checked by CRC (a byte run such as 01 01 01 01 reads as
+ * a 16 MiB length at every offset of it).
+ */
+class Chains {
+  private readonly memo: Uint8Array;
+  constructor(private readonly buf: Buffer, readonly dataEnd: number) {
+    this.memo = new Uint8Array(buf.length + 1);
+  }
+
+  /** Whether a record chain starting at p lands on the end of the data. */
+  lands(p: number): boolean {
+    const path: number[] = [];
+    let q = p;
+    let ok = false;
+    for (;;) {
+      if (q >= this.dataEnd && q <= this.dataEnd + TORN_ZEROS) {
+        ok = true;
+        break;
+      }
+      if (q + HDR > this.buf.length) break;
+      const m = this.memo[q] as number;
+      if (m !== 0) {
+        ok = m === 2;
+        break;
+      }
+      const len = this.buf.readUInt32LE(q);
+      if (len === 0) break;
+      path.push(q);
+      if (q < this.dataEnd && q + HDR + len > this.dataEnd + TORN_ZEROS && q + HDR + len <= this.buf.length) {
+        // A last record whose end is zeros: the segment's newest write, torn. The chain reaches it.
+        ok = true;
+        break;
+      }
+      q += HDR + len;
+    }
+    for (const x of path) this.memo[x] = ok ? 2 : 1;
+    return ok;
+  }
+
+  /** CRC bytes find() may still spend: past them it gives up (a run of data full of plausible lengths). */
+  private budget = CRC_BUDGET;
+
+  /** Take n bytes of CRC work from the budget; false once it ran out. */
+  spend(n: number): boolean {
+    this.budget -= n;
+    return this.budget >= 0;
+  }
+
+  /**
+   * The first offset in [from, to) where a whole valid record starts whose chain lands on the end of the
+   * data; -1 if none; -2 if the CRC budget ran out first.
+   */
+  find(from: number, to: number): number {
+    for (let p = from; p < to && p < this.dataEnd; p++) {
+      if (!this.lands(p)) continue;
+      const len = this.buf.readUInt32LE(p);
+      if (p + HDR + len > this.dataEnd + TORN_ZEROS) continue;
+      if (!this.spend(len)) return -2;
+      if (validAt(this.buf, p)) return p;
+    }
+    return -1;
+  }
+}
+
+/** The offset just past the last non-zero byte of buf[0, to) (0 if none). */
+function dataEnd(buf: Buffer, to: number): number {
+  let e = to;
+  const CH = 64 << 10;
+  while (e > 0) {
+    const from = Math.max(0, e - CH);
+    if (!allZero(buf.subarray(from, e))) break;
+    e = from;
+  }
+  while (e > 0 && buf[e - 1] === 0) e--;
+  return e;
+}
+
+/**
+ * Where a segment's valid records stop, at file offset `at` (`tail`: the segment's bytes from there on, at
+ * least JUDGE_WINDOW of them or to its end): the clean end of the data (a zero header with zeros behind
+ * it: returns 'end'), a **torn** write (a crash cut the segment's last write short: it was never
+ * acknowledged, so replay may end there: returns null), or **damage** to bytes once written whole
+ * (returns why: replaying on without them would drop acknowledged records).
+ *
+ * What a torn write can look like: it is its segment's last (nothing is written after it, and appends
+ * after a restart go to a fresh segment); it is one record, or at a segment's start its header and one
+ * record; its sectors that did not reach the disk read as the segment's zeros. So a tear only clears
+ * bytes, and only whole 512-byte sectors of them. Judged damage, then:
+ *  - a valid record within JUDGE_WINDOW behind it, but for the one record a segment's first write
+ *    carries after its header (then nothing may follow that record);
+ *  - a length that runs past the segment's end (clearing bytes only shrinks a length);
+ *  - a length with one byte changed (at that byte's other value the payload matches its CRC and
+ *    the next record or the zeros begin right after it);
+ *  - non-zero bytes within the window past its length (the write ended there);
+ *  - no part of it missing: its length zero (with a CRC), its last 8 bytes zero, or a 512-byte sector
+ *    of it zero — a record whose bytes are all there but do not match their CRC was changed.
+ * A header that straddles a sector boundary and whose part on one side of it is all zeros lost that
+ * sector: its length is not to be trusted, so only the first rule applies.
+ * Known limits: damage to a segment's last record that leaves zeros where a tear would (and no data
+ * after it); a record whose length was damaged in two or more bytes with no valid record within the
+ * window behind it; a segment's records cut off whole at a record boundary (a truncated file) or its
+ * last record damaged when it is not the newest segment are not seen here (the fold's contiguity check
+ * and loadReplica's applied-index check catch most of those, under their own messages).
+ */
+export function judgeStop(tail: Buffer, at: number): 'end' | string | null {
+  const len = tail.readUInt32LE(0);
+  const crc = tail.readUInt32LE(4);
+  const window = Math.min(tail.length, JUDGE_WINDOW);
+  if (len === 0 && crc === 0 && zeros(tail, 0, window)) return 'end';
+  const chains = new Chains(tail, dataEnd(tail, tail.length));
+  // A valid record behind it: a torn write is the segment's last. At a segment's start, the first write
+  // carries the header and one record: a torn header may be followed by that record, and then nothing.
+  const behind = (from: number, to: number): string | null => {
+    const v = chains.find(from, to);
+    if (v === -2) return TOO_MUCH;
+    if (v < 0) return null;
+    if (at === 0 && v + HDR + tail.readUInt32LE(v) >= chains.dataEnd) return null;
+    return `a valid record starts ${v} bytes after it: it was not the segment's last write`;
+  };
+  if (len === 0 && crc === 0) return behind(HDR, window);
+  const cut = (SECTOR - (at % SECTOR)) % SECTOR;
+  // A header across a sector boundary with one side all zeros lost that sector: its length is not to be trusted.
+  if (cut > 0 && cut < HDR && (zeros(tail, 0, cut) || zeros(tail, cut, HDR))) return behind(1, window);
+  const end = HDR + len;
+  if (end > tail.length) return `its length (${len}) runs past the segment's end: a torn write only loses bytes`;
+  // A length with one byte changed: at that byte's other value the next record (or the data's end) begins
+  // right after the payload, and the payload matches its CRC.
+  for (let b = 0; b < 4; b++) {
+    for (let v = 0; v < 256; v++) {
+      const l = ((len & ~(0xff << (8 * b))) | (v << (8 * b))) >>> 0;
+      const q = HDR + l;
+      if (l === len || l === 0 || q > tail.length || !chains.lands(q)) continue;
+      if (!chains.spend(l)) return TOO_MUCH;
+      if (crc32(tail.subarray(HDR, q)) === crc) return `its length's byte ${b} was changed (${len}; the payload matches its CRC at ${l})`;
+    }
+  }
+  const found = behind(HDR, Math.min(tail.length, end + window));
+  if (found !== null) return found;
+  if (at !== 0 && !zeros(tail, end, Math.min(tail.length, end + window))) return 'non-zero bytes follow it: it was not the segment\'s last write';
+  const lost = len === 0 || zeros(tail, Math.max(HDR, end - TORN_ZEROS), end) || (() => {
+    for (let s = cut; s < end; s += SECTOR) if (zeros(tail, s, Math.min(tail.length, s + SECTOR))) return true;
+    return false;
+  })();
+  return lost ? null : 'its CRC does not match and no part of it is missing: bytes written whole were changed';
+}
+
+/** Where a segment's records end: `torn` if at a torn write, `corrupt` (why) if at damage. */
 export interface SegmentEnd {
   torn: boolean;
   corrupt: string | null;
@@ -230,8 +348,8 @@ export interface SegmentEnd {
   end: number;
 }
 
-const judged = (why: string | null, end: number, asTorn: boolean): SegmentEnd =>
-  why === null || asTorn ? { torn: true, corrupt: null, end } : { torn: false, corrupt: why, end };
+const judged = (why: 'end' | string | null, end: number, asTorn: boolean): SegmentEnd =>
+  why === 'end' ? { torn: false, corrupt: null, end } : why === null || asTorn ? { torn: true, corrupt: null, end } : { torn: false, corrupt: why, end };
 
 /** Parse the records of one segment's bytes: the valid prefix, and how it ended. */
 export function parseSegment(buf: Buffer, opts: { corruptAsTorn?: boolean } = {}): SegmentEnd & { records: Buffer[] } {
@@ -239,10 +357,13 @@ export function parseSegment(buf: Buffer, opts: { corruptAsTorn?: boolean } = {}
   let off = 0;
   for (;;) {
     const st = parseOne(buf, off, 0, buf.length);
-    if (st.kind === 'bad') return { records, ...judged(judgeBad(buf.subarray(off), off), off, opts.corruptAsTorn === true) };
-    if (st.kind !== 'record') return { records, torn: false, corrupt: null, end: off };
-    records.push(st.payload);
-    off = st.next;
+    if (st.kind === 'record') {
+      records.push(st.payload);
+      off = st.next;
+      continue;
+    }
+    if (off + HDR > buf.length) return { records, torn: false, corrupt: null, end: off };
+    return { records, ...judged(judgeStop(buf.subarray(off), off), off, opts.corruptAsTorn === true) };
   }
 }
 
@@ -253,7 +374,7 @@ const READ_CHUNK = 1 << 20;
  * only during the call (copy what must stay). Reads no further than the end of the data, so a
  * segment's preallocated zeros are not read, and never holds more than a chunk or the largest record
  * (a node used to read every segment whole, 64 MiB each, and keep them all until its logs were loaded);
- * a record that fails its check is judged with the rest of the segment read (judgeBad).
+ * where the records stop is judged with what lies behind it read (judgeStop).
  * `empty`: no record and every byte zero (a segment never written, which may be reused).
  */
 export async function readSegment(path: string, onRecord: (payload: Buffer) => void, opts: { corruptAsTorn?: boolean } = {}): Promise<SegmentEnd & { records: number; empty: boolean; size: number }> {
@@ -287,15 +408,17 @@ export async function readSegment(path: string, onRecord: (payload: Buffer) => v
         if (!(await fill(st.need))) return { records, torn: false, corrupt: `the file ended at ${base + buf.length} bytes while ${size} were expected`, end: base + off, empty: false, size };
         continue;
       }
-      if (st.kind === 'bad') {
-        await fill(size - base - off);
-        return { records, ...judged(judgeBad(buf.subarray(off), base + off), base + off, opts.corruptAsTorn === true), empty: false, size };
-      }
-      if (st.kind === 'end') {
+      if (st.kind === 'end' || st.kind === 'bad') {
         const end = base + off;
-        if (records > 0) return { records, torn: false, corrupt: null, end, empty: false, size };
+        if (end + HDR > size) return { records, torn: false, corrupt: null, end, empty: records === 0, size };
+        // Judged with what lies behind it: at a zero header with zeros behind (the common end) a window of
+        // it, else the rest of the segment.
+        await fill(Math.min(size - end, JUDGE_WINDOW));
+        if (st.kind === 'bad' || !allZero(buf.subarray(off))) await fill(size - end);
+        const j = judged(judgeStop(buf.subarray(off), end), end, opts.corruptAsTorn === true);
+        if (records > 0 || j.torn || j.corrupt !== null) return { records, ...j, empty: false, size };
         // No record: reusable only if every byte is zero (a torn first write may have left later pages behind a zero header).
-        return { records, torn: false, corrupt: null, end, empty: await zeroFrom(fh, end, size), size };
+        return { records, ...j, empty: await zeroFrom(fh, end, size), size };
       }
       onRecord(st.payload);
       records++;
@@ -317,7 +440,7 @@ async function zeroFrom(fh: FileHandle, from: number, size: number): Promise<boo
   return true;
 }
 
-/** A WAL segment holds a damaged record (judgeBad): the log cannot be trusted, and the node must not start on it. */
+/** A WAL segment holds a damaged record (judgeStop): the log cannot be trusted, and the node must not start on it. */
 export class WalCorruption extends Error {
   constructor(readonly path: string, readonly offset: number, readonly why: string) {
     super(`corrupt WAL: ${path}, record at byte ${offset}: ${why}. The node will not start on a log that may have lost acknowledged records or votes. ` +
@@ -413,7 +536,7 @@ export class Wal {
 
   /**
    * Write one record and fdatasync: resolves once it is durable. One record
-   * per write is what lets replay tell a torn write from damage (judgeBad).
+   * per write is what lets replay tell a torn write from damage (judgeStop).
    * `maxima`: the highest entry index per shard in it. At most one
    * append at a time; after a failure every later append fails (a failed
    * fsync must never be retried as if the data were safe).

@@ -80,14 +80,12 @@ async function threeRecords(t: import('ava').ExecutionContext): Promise<{ dir: s
   return { dir, path: cur.path, at, end: cur.offset };
 }
 
-test('a torn tail (the last write cut short: a zero tail, a lost sector, a lost length) ends replay of its segment; later appends replay after it', async (t) => {
+test('a torn tail (the last write cut short: a zero tail, a lost sector) ends replay of its segment; later appends replay after it', async (t) => {
   const tears: Array<[string, (path: string, last: number, end: number) => void]> = [
     // the last 600 bytes of the write never reached the disk
     ['zero tail', (path, _last, end) => poke(path, end - 600, Buffer.alloc(600))],
     // a 512-byte sector in its middle never did, the ones around it did
     ['lost sector', (path, last) => poke(path, (Math.floor(last / 512) + 1) * 512, Buffer.alloc(512))],
-    // the sector with its length did not (a length of zero with a CRC)
-    ['lost length', (path, last) => poke(path, last, Buffer.alloc(4))],
   ];
   for (const [name, tear] of tears) {
     const dir = tmp(t);
@@ -109,13 +107,57 @@ test('a torn tail (the last write cut short: a zero tail, a lost sector, a lost 
   }
 });
 
+test('a torn write whose header straddles a sector boundary and lost the sector on either side of it (part of its length) is torn', async (t) => {
+  // (Found by review: the length's low bytes read as zeros, so it looked like damage.)
+  for (const [at, size] of [[1023, 300], [1023, 4200], [1020, 4096], [1022, 2048]] as const) {
+    const dir = tmp(t);
+    const { wal } = await openWal(dir);
+    await wal.append(Buffer.alloc(at - 9 - 8, 0x61), new Map()); // the header record (9 bytes) and this one end at `at`
+    t.is(wal.currentSegment().offset, at);
+    await wal.append(Buffer.alloc(size, 0x62), new Map());
+    const path = wal.currentSegment().path;
+    await wal.close();
+    poke(path, at, Buffer.alloc(1024 - at)); // the sector [512, 1024) keeps its old content: zeros from `at`
+    const r = await openWal(dir);
+    t.is(r.records.length, 2, `${at}, ${size}`);
+    t.deepEqual(r.wal.tornAtOpen, { segment: 1, offset: at }, `${at}, ${size}`);
+    await r.wal.close();
+  }
+  // The other side: the header's first byte kept, the sector after the boundary (the rest of it) lost.
+  const dir = tmp(t);
+  const { wal } = await openWal(dir);
+  await wal.append(Buffer.alloc(1023 - 9 - 8, 0x61), new Map());
+  await wal.append(Buffer.alloc(700, 0x62), new Map());
+  const path = wal.currentSegment().path;
+  await wal.close();
+  poke(path, 1024, Buffer.alloc(512));
+  const r = await openWal(dir);
+  t.is(r.records.length, 2);
+  t.deepEqual(r.wal.tornAtOpen, { segment: 1, offset: 1023 });
+  await r.wal.close();
+});
+
+test('damage that zeros a header or a sector is refused when records follow it, even at a segment\'s start', async (t) => {
+  const dir = tmp(t);
+  const { wal } = await openWal(dir);
+  for (let i = 0; i < 10; i++) await wal.append(Buffer.alloc(300, 0x61 + i), new Map());
+  const path = wal.currentSegment().path;
+  await wal.close();
+  poke(path, 0, Buffer.alloc(512));
+  await t.throwsAsync(openWal(dir), { instanceOf: WalCorruption, message: /record at byte 0: a valid record starts \d+ bytes after it/ });
+});
+
 test('a damaged record is corruption, not a torn tail: open() fails naming the segment and the offset; with the planted bug replay drops it and the rest', async (t) => {
   const damages: Array<[string, (path: string, at: number[], end: number) => void, RegExp]> = [
     ['a bit of the last payload', (path, at) => poke(path, (at[2] as number) + 8 + 2, Buffer.from('T')), /no part of it is missing/],
     ['a bit of the last CRC', (path, at) => poke(path, (at[2] as number) + 4, Buffer.from([0x55])), /no part of it is missing/],
-    ['a bit of the last length', (path, at) => poke(path, at[2] as number, Buffer.from([5 ^ 16])), /length has bit 4 flipped/],
-    ['a bit of a payload with records after it', (path, at) => poke(path, (at[1] as number) + 8 + 700, Buffer.from('b')), /1 valid record\(s\) follow it/],
-    ['zeros over a record with records after it', (path, at) => poke(path, (at[1] as number) + 8 + 1000, Buffer.alloc(1000)), /follow it/],
+    ['a bit of the last length', (path, at) => poke(path, at[2] as number, Buffer.from([5 ^ 16])), /length's byte 0 was changed \(21; the payload matches its CRC at 5\)/],
+    ['a byte of a middle length (0x07d0 -> 0x27d0)', (path, at) => poke(path, (at[1] as number) + 1, Buffer.from([0x27])), /length's byte 1 was changed \(10192; the payload matches its CRC at 2000\)/],
+    ['a byte of a middle length, past the segment (2000 -> 2000 + 0x30000)', (path, at) => poke(path, (at[1] as number) + 2, Buffer.from([0x03])), /its length \(198608\) runs past the segment's end/],
+    ['a zeroed sector inside a record with records after it', (path) => poke(path, 512, Buffer.alloc(512)), /valid record starts \d+ bytes after it/],
+    ['a zeroed header with records after it', (path, at) => poke(path, at[1] as number, Buffer.alloc(8)), /valid record starts \d+ bytes after it/],
+    ['a bit of a payload with records after it', (path, at) => poke(path, (at[1] as number) + 8 + 700, Buffer.from('b')), /valid record starts \d+ bytes after it/],
+    ['zeros over a record with records after it', (path, at) => poke(path, (at[1] as number) + 8 + 1000, Buffer.alloc(1000)), /bytes after it/],
   ];
   for (const [name, damage, why] of damages) {
     const { dir, path, at, end } = await threeRecords(t);
@@ -143,18 +185,17 @@ test('a segment file cut short inside a record is corruption (segments are preal
   await t.throwsAsync(openWal(dir), { instanceOf: WalCorruption, message: /runs past the segment/ });
 });
 
-test('parseSegment: a zero length ends the data; a length past the end over zeros is torn, over data corrupt', (t) => {
+test('parseSegment: a zero length ends the data; a length past the end is damage', (t) => {
   const good = encodeRecords([rec('a'), rec('b')]);
   const z = Buffer.concat([good, Buffer.alloc(32)]);
   t.deepEqual(parseSegment(z).records.map(String), ['a', 'b']);
   t.false(parseSegment(z).torn);
   t.is(parseSegment(z).corrupt, null);
+  // A tear only clears bytes, and a length only shrinks that way: one past the segment's end is damage.
   const long = Buffer.concat([good, Buffer.from([0xff, 0xff, 0, 0, 1, 2, 3, 4]), Buffer.alloc(8)]);
   t.deepEqual(parseSegment(long).records.map(String), ['a', 'b']);
-  t.true(parseSegment(long).torn);
-  const overData = Buffer.concat([good, Buffer.from([0xff, 0xff, 0, 0, 1, 2, 3, 4]), Buffer.alloc(8, 7)]);
-  t.regex(parseSegment(overData).corrupt ?? '', /runs past the segment/);
-  t.is(parseSegment(overData).end, good.length);
+  t.regex(parseSegment(long).corrupt ?? '', /runs past the segment's end/);
+  t.is(parseSegment(long).end, good.length);
 });
 
 test('batches roll over to the next segment whole; one bigger than a segment gets its own', async (t) => {
@@ -333,7 +374,8 @@ test('readSegment reads a chunk at a time what parseSegment reads from the whole
     t.is(r.end, want.end, name);
     t.is(r.empty, name === 'never written', name);
     t.is(r.corrupt !== null, name === 'damaged in the big record' || name === 'a length past the end', `${name}: ${r.corrupt}`);
-    t.is(r.torn, name === 'torn in the last record', name);
+    // (a stray byte behind a zero header, with no valid record: a torn first write that lost its header's sector)
+    t.is(r.torn, name === 'torn in the last record' || name === 'zero header, a byte further on', name);
   }
 });
 
