@@ -562,6 +562,19 @@ export function buildApp(node: KvNode, log: Logger) {
     return { node: cfg.id, shards: await Promise.all(node.store.shards().map((s) => shardDigest(node.dbHandle(), s))) };
   });
 
+  // Debug (tests; an operator draining a node): this node's leader replica of a shard hands its leadership to
+  // another replica. 200 {transferring: true} once begun (the new leader shows in /v1/cluster when done).
+  app.post('/v1/debug/transfer-leader', async (req) => {
+    const q = req.query as { shard?: string; to?: string };
+    const shard = Number(q.shard);
+    const to = Number(q.to);
+    if (!Number.isSafeInteger(shard) || !Number.isSafeInteger(to)) throw new ApiError(400, 'invalid_argument', 'shard and to must be integers');
+    if (!node.store.has(shard)) throw new ApiError(404, 'not_found', `node ${cfg.id} holds no replica of shard ${shard}`);
+    if (!node.store.transferLeadership(shard, to)) throw new ApiError(400, 'invalid_argument', `node ${cfg.id} does not lead shard ${shard} (send it to its leader, in /v1/cluster), or ${to} is not a voter of it`);
+    node.wake();
+    return { transferring: true, shard, to };
+  });
+
   app.get('/health', async () => ({ status: 'ok', node: cfg.id }));
   app.get('/ready', async (_req, reply) => {
     if (!node.isReady()) return reply.code(503).send({ error: { code: 'not_ready', message: 'node is starting or failed', requestId: _req.id, outcome: 'not_applied' } });

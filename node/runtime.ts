@@ -263,8 +263,13 @@ export class KvNode {
     this.ticksGiven = due;
   }
 
-  /** Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. */
+  /**
+   * Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. A node that
+   * stopped serving (a failed persist: `fatal`) pings no more: its pings told its peers it was alive,
+   * so the quiesced groups it led were never woken, and stayed without a leader until it was killed.
+   */
   private livenessTick(started: number): void {
+    if (this.fatal !== null) return;
     const now = monoNowMs();
     const silentMs = this.cfg.raft.electionTicks * this.cfg.tickMs;
     for (const n of this.map.nodes) {

@@ -22,7 +22,7 @@ import { crc32 } from 'node:zlib';
 import test from 'ava';
 import { awaitConvergence } from '../fault/checks.ts';
 import { parseSegment } from '../../node/wal.ts';
-import { TestCluster, getRetry, http } from './harness.ts';
+import { TestCluster, getRetry, http, metricOf } from './harness.ts';
 
 const ARGS = ['--shards', '2', '--tick-ms', '50'];
 const canMount = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'd=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs "$d" && umount "$d" && rmdir "$d"']).status === 0;
@@ -73,8 +73,8 @@ async function checkAcked(t: import('ava').ExecutionContext, c: TestCluster, ack
   }
 }
 
-rootTest('full disk on one node: it stops serving instead of acknowledging, the others keep the shard available, and it catches up once space is freed', async (t) => {
-  const c = await TestCluster.start(t, 3, ARGS);
+/** Node 3 moved onto a 64 MiB tmpfs with about 3 MiB left free (a `filler` file), restarted; returns its directory. */
+async function onSmallDisk(t: import('ava').ExecutionContext, c: TestCluster): Promise<string> {
   const dir = join(c.dir, 'node-3');
   await c.kill(3);
   const saved = join(c.dir, 'node-3.saved');
@@ -92,9 +92,16 @@ rootTest('full disk on one node: it stops serving instead of acknowledging, the 
   });
   cpSync(saved, dir, { recursive: true });
   // leave about 3 MiB free
-  const free = () => Number(spawnSync('df', ['-B1', '--output=avail', dir]).stdout.toString().trim().split('\n')[1]);
-  writeFileSync(join(dir, 'filler'), Buffer.alloc(Math.max(0, free() - 3 * 1024 * 1024)));
+  writeFileSync(join(dir, 'filler'), Buffer.alloc(Math.max(0, freeBytes(dir) - 3 * 1024 * 1024)));
   c.spawn(3);
+  return dir;
+}
+
+const freeBytes = (dir: string): number => Number(spawnSync('df', ['-B1', '--output=avail', dir]).stdout.toString().trim().split('\n')[1]);
+
+rootTest('full disk on one node: it stops serving instead of acknowledging, the others keep the shard available, and it catches up once space is freed', async (t) => {
+  const c = await TestCluster.start(t, 3, ARGS);
+  const dir = await onSmallDisk(t, c);
   await c.waitReady(3);
   await c.waitLeaders();
 
@@ -122,6 +129,46 @@ rootTest('full disk on one node: it stops serving instead of acknowledging, the 
   await c.waitReady(3);
   await assertConverged(t, c);
   await checkAcked(t, c, acked);
+});
+
+rootTest('a node stopped by a full disk stops claiming it is alive: the idle (quiesced) shards it led elect new leaders', async (t) => {
+  // Before the fix its liveness pings went on after it stopped serving, so the followers of the quiesced
+  // groups it led never woke, and those shards had no leader until the node was killed (the full-disk
+  // test above failed once under load that way: "not every shard had a leader").
+  const c = await TestCluster.start(t, 3, ['--shards', '4', '--tick-ms', '50', '--quiesce-after-ticks', '10']);
+  const dir = await onSmallDisk(t, c);
+  await c.waitReady(3);
+  const leaders = await c.waitLeaders(30_000, [], true);
+  // Node 3 leads every shard.
+  for (const [shard, leader] of leaders) {
+    if (leader === 3) continue;
+    const r = await http('POST', `${c.url(leader)}/v1/debug/transfer-leader?shard=${shard}&to=3`);
+    t.is(r.status, 200, r.body);
+  }
+  const deadline = Date.now() + 20_000;
+  for (let led = 0; led < 4;) {
+    const m = await c.map(1);
+    led = m.shards.filter((s) => s.leader === 3).length;
+    if (Date.now() > deadline) t.fail(`node 3 leads ${led} of 4 shards after the transfers`);
+    if (led < 4) await new Promise((r) => setTimeout(r, 100));
+  }
+  // Every shard quiet (quiesced), then the disk full and one write: node 3 stops serving.
+  for (let s = 1; s <= 4; s++) {
+    const until = Date.now() + 20_000;
+    while ((await metricOf(c, 3, new RegExp(`kv_raft_quiesced\\{shard="${s}"[^}]*\\} (\\d+)`))) !== 1) {
+      if (Date.now() > until) t.fail(`shard ${s} did not quiesce`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  writeFileSync(join(dir, 'filler2'), Buffer.alloc(Math.max(0, freeBytes(dir) - 4096)));
+  for (let i = 0; i < 40; i++) {
+    await http('PUT', `${c.url(3)}/v1/kv/disk/full?t=0`, 'x'.repeat(64 * 1024), {}, 5000).catch(() => undefined);
+    if ((await http('GET', `${c.url(3)}/ready`).catch(() => ({ status: 0 }))).status !== 200) break;
+  }
+  t.not((await http('GET', `${c.url(3)}/ready`)).status, 200, 'node 3 stopped serving on its full disk');
+  t.regex(c.logOf(3), /persisting a batch failed|round loop failed/);
+  // Every shard elects a leader among nodes 1 and 2, the idle ones included.
+  await c.waitLeaders(15_000, [3], true);
 });
 
 test.serial('torn tail of a LevelDB log after kill -9: the node restarts on a consistent prefix, catches up, and no acknowledged write is lost', async (t) => {
