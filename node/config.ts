@@ -22,6 +22,8 @@ export interface NodeConfig {
   noQuorumTicks: number;
   /** Idle ticks before a leader quiesces its group (0: never). */
   quiesceAfterTicks: number;
+  /** How often the node fetches its peers' replica-check hashes and compares them with its own (ms). */
+  checkCompareMs: number;
   /** Log entries on disk before compaction, and how many to keep after it. */
   compactEveryEntries: number;
   compactKeepEntries: number;
@@ -68,7 +70,7 @@ export interface NodeConfig {
   readCacheMb: number;
 }
 
-export const PLANTED_SERVER_BUGS = ['local-lin-reads', 'unguarded-lost-state', 'stale-read-cache', 'stale-empty-generation', 'wal-no-dsync', 'wal-corrupt-as-torn'] as const;
+export const PLANTED_SERVER_BUGS = ['local-lin-reads', 'unguarded-lost-state', 'stale-read-cache', 'stale-empty-generation', 'wal-no-dsync', 'wal-corrupt-as-torn', 'replica-diverges'] as const;
 export type PlantedServerBug = (typeof PLANTED_SERVER_BUGS)[number];
 
 export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
@@ -93,6 +95,9 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --wal-max-segments N   past N WAL segments, shards pinning the oldest are compacted so it can go (default 4)
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
   --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
+  --check-every N        replica checks: every replica hashes its shard's data at each multiple of N of
+                         the applied index, and the nodes compare the hashes (default 100000; 0 = off)
+  --check-compare-ms N   how often a node fetches its peers' hashes to compare (default 10000)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
   --mid-flight-rounds N  rounds that may begin while a batch is being written (default 64; 0: one round per batch)
   --snapshot-streams-per-peer N   snapshot streams sent to one follower at a time; the others wait
@@ -125,7 +130,9 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
                          empty generation: every one answers 404;
                          wal-no-dsync: WAL appends return before they are durable;
                          wal-corrupt-as-torn: a damaged WAL record is taken for a torn tail,
-                         and replay drops it and the rest of its segment)`;
+                         and replay drops it and the rest of its segment;
+                         replica-diverges: every 10th record this node stores has its last
+                         byte changed, as damage on its disk would leave it)`;
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -177,6 +184,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
   raft.maxInflightMsgs = 64;
   raft.maxMsgBytes = 1 << 20;
   raft.maxUncommittedBytes = 64 << 20;
+  raft.applyBreakEvery = int(a.get('check-every'), 100_000, '--check-every', 0);
   if (a.get('lease') === 'true') raft.readOnly = 'lease';
   const cfg: NodeConfig = {
     id,
@@ -199,6 +207,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
     maxInbox: 100_000,
     noQuorumTicks: 5,
     quiesceAfterTicks: int(a.get('quiesce-after-ticks'), 20, '--quiesce-after-ticks', 0),
+    checkCompareMs: int(a.get('check-compare-ms'), 10_000, '--check-compare-ms', 10),
     compactEveryEntries: int(a.get('compact-every'), 20_000, '--compact-every'),
     compactKeepEntries: int(a.get('compact-keep'), 5_000, '--compact-keep', 0),
     logMemoryBytes: int(a.get('log-memory-mb'), 32, '--log-memory-mb') * (1 << 20),

@@ -26,26 +26,31 @@ export interface ShardDigest {
 export async function shardDigest(db: Db, shard: number): Promise<ShardDigest> {
   const snapshot = db.snapshot();
   try {
-    const [appliedRaw, genRaw] = await db.getMany([appliedKey(shard), generationKey(shard)], { snapshot });
-    const [applied, logTime] = appliedRaw === undefined ? [0, 0] : unpack<[number, number]>(appliedRaw);
-    const gen = genRaw === undefined ? 0 : unpack<number>(genRaw);
-    const [gte, lt] = shardStateRange(shard, gen, 'd');
-    const h = createHash('sha256');
-    let records = 0;
-    const it = db.iterator({ gte, lt, snapshot });
-    try {
-      for (let chunk = await it.nextv(1000); chunk.length > 0; chunk = await it.nextv(1000)) {
-        for (const [k, v] of chunk) {
-          // the generation (bytes 5..9) is local to a replica: hash the key without it
-          h.update(k.subarray(0, 5)).update(k.subarray(9)).update(Buffer.from([0])).update(v);
-          records++;
-        }
-      }
-    } finally {
-      await it.close();
-    }
-    return { shard, applied, logTime, records, digest: h.digest('hex') };
+    return await shardDigestIn(db, shard, snapshot);
   } finally {
     await snapshot.close();
   }
+}
+
+/** shardDigest in a LevelDB snapshot the caller took (and closes). */
+export async function shardDigestIn(db: Db, shard: number, snapshot: ReturnType<Db['snapshot']>): Promise<ShardDigest> {
+  const [appliedRaw, genRaw] = await db.getMany([appliedKey(shard), generationKey(shard)], { snapshot });
+  const [applied, logTime] = appliedRaw === undefined ? [0, 0] : unpack<[number, number]>(appliedRaw);
+  const gen = genRaw === undefined ? 0 : unpack<number>(genRaw);
+  const [gte, lt] = shardStateRange(shard, gen, 'd');
+  const h = createHash('sha256');
+  let records = 0;
+  const it = db.iterator({ gte, lt, snapshot });
+  try {
+    for (let chunk = await it.nextv(1000); chunk.length > 0; chunk = await it.nextv(1000)) {
+      for (const [k, v] of chunk) {
+        // the generation (bytes 5..9) is local to a replica: hash the key without it
+        h.update(k.subarray(0, 5)).update(k.subarray(9)).update(Buffer.from([0])).update(v);
+        records++;
+      }
+    }
+  } finally {
+    await it.close();
+  }
+  return { shard, applied, logTime, records, digest: h.digest('hex') };
 }

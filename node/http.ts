@@ -11,6 +11,7 @@ import { withDeadline } from './deadline.ts';
 import { ApiError, noLeader, noQuorum, overloaded, proposeError, timeout } from './errors.ts';
 import type { KvNode } from './runtime.ts';
 import { shardDigest } from './digest.ts';
+import type { CheckResult } from './replica-check.ts';
 import { monoNowMs } from './clock.ts';
 import { fastKv } from './fast-kv.ts';
 
@@ -575,6 +576,33 @@ export function buildApp(node: KvNode, log: Logger) {
     return { transferring: true, shard, to };
   });
 
+  // Replica checks (node/replica-check.ts): this node's hashes at checkpoints, for its peers to compare.
+  app.get('/v1/debug/checks', async () => ({ node: cfg.id, checks: node.checks.list() }));
+  // Now and then, fetch each peer's hashes (2 s timeout; one pass at a time) and compare them with ours.
+  let comparing = false;
+  const compareTimer = setInterval(() => {
+    if (comparing || closing) return;
+    comparing = true;
+    void compareWithPeers().finally(() => { comparing = false; });
+  }, cfg.checkCompareMs);
+  compareTimer.unref();
+  async function compareWithPeers(): Promise<void> {
+    for (const n of node.map.nodes) {
+      if (n.id === cfg.id || closing) continue;
+      try {
+        const res = await pool(n.id).request({ method: 'GET', path: '/v1/debug/checks', headersTimeout: 2000, bodyTimeout: 2000 });
+        if (res.statusCode !== 200) {
+          await res.body.dump();
+          continue;
+        }
+        const body = (await res.body.json()) as { checks?: unknown };
+        const list = Array.isArray(body.checks) ? (body.checks as CheckResult[]).filter((c) =>
+          Number.isSafeInteger(c?.shard) && Number.isSafeInteger(c?.index) && Number.isSafeInteger(c?.records) && typeof c?.digest === 'string') : [];
+        node.checks.compare(n.id, list);
+      } catch { /* the peer is down or slow: next time */ }
+    }
+  }
+
   app.get('/health', async () => ({ status: 'ok', node: cfg.id }));
   app.get('/ready', async (_req, reply) => {
     if (!node.isReady()) return reply.code(503).send({ error: { code: 'not_ready', message: 'node is starting or failed', requestId: _req.id, outcome: 'not_applied' } });
@@ -584,6 +612,7 @@ export function buildApp(node: KvNode, log: Logger) {
   fast = fastKv({ node, log, load, closing: () => closing, requestIdOf, consistentTarget });
 
   app.addHook('onClose', async () => {
+    clearInterval(compareTimer);
     await Promise.all([...pools.values()].map((p) => p.close()));
   });
   return app;

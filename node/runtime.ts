@@ -25,6 +25,7 @@ import { KeyedGate } from './stream-gate.ts';
 import { ITER_HIGH_WATER_BYTES, SnapshotReceiver, newStreamId, streamSnapshot, type Iter } from './snapshots.ts';
 import { Transport, type Frame } from './transport.ts';
 import { monoNowMs } from './clock.ts';
+import { ReplicaChecks } from './replica-check.ts';
 
 /** Idempotency collection: keys read and time spent per maintenance pass at most (see maybeCollectIdempotency). */
 const GC_PASS_KEYS = 2000;
@@ -42,9 +43,20 @@ interface Group {
   staged: Map<string, number>;
   /** A snapshot install: the LevelDB batch is synced, and written after the WAL append. */
   sync: boolean;
+  /** Replica checkpoints of its rounds: no later round joins it, so once it lands LevelDB holds their shards' state exactly there. */
+  checkpoints: Array<{ shard: number; index: number }>;
 }
 
-const newGroup = (seq: number): Group => ({ seq, rounds: [], wal: [], ops: [], staged: new Map(), sync: false });
+const newGroup = (seq: number): Group => ({ seq, rounds: [], wal: [], ops: [], staged: new Map(), sync: false, checkpoints: [] });
+
+/** The first byte of a data record's key (shard/layout.ts). */
+const DATA_KEY = 0x64;
+/** PLANTED BUG (`--plant-bug replica-diverges`): a stored record with its last byte changed, as damage or a bad apply leaves it. */
+const divergedRecord = (v: Uint8Array): Uint8Array => {
+  const c = Uint8Array.from(v);
+  if (c.length > 0) c[c.length - 1] = (c[c.length - 1] as number) ^ 0x01;
+  return c;
+};
 
 /** Wait for both; fail with the first failure (never leave one running behind a rejection). */
 async function settleBoth(a: Promise<unknown>, b: Promise<unknown>): Promise<void> {
@@ -69,6 +81,8 @@ async function settleBoth(a: Promise<unknown>, b: Promise<unknown>): Promise<voi
 export class KvNode {
   readonly map: ClusterMap;
   readonly metrics: NodeMetrics;
+  /** This node's replica checks (hashes at checkpoints; compared with peers' by the HTTP layer). */
+  readonly checks: ReplicaChecks;
   store!: Store;
   ring!: HashRing;
   private db!: Db;
@@ -116,13 +130,18 @@ export class KvNode {
   private landWaiters: Array<{ seq: number; resolve: () => void }> = [];
   private midRounds = 0;
   private landedSinceMaintenance = false;
+  /** PLANTED BUG (replica-diverges): data puts seen. */
+  private plantedPuts = 0;
   /** The state machine's port: reads see the overlay; writes are staged for the next batch. */
   private readonly statePort: KvStatePort = {
     get: (key) => {
       const o = this.overlay.get(key);
       return o === undefined ? this.db.getSync(key) : (o ?? undefined);
     },
-    put: (key, value) => this.stage({ type: 'put', key, value }, value),
+    put: (key, value) => {
+      if (this.cfg.plantBug === 'replica-diverges' && key[0] === DATA_KEY && ++this.plantedPuts % 10 === 0) value = divergedRecord(value);
+      this.stage({ type: 'put', key, value }, value);
+    },
     del: (key) => this.stage({ type: 'del', key }, null),
   };
   private readonly port = (): KvStatePort => this.statePort;
@@ -133,6 +152,7 @@ export class KvNode {
   constructor(readonly cfg: NodeConfig, readonly log: Logger) {
     this.map = buildClusterMap(cfg.cluster);
     this.metrics = new NodeMetrics(cfg.id);
+    this.checks = new ReplicaChecks(log, this.metrics);
     this.slowPersist = new RateLimitedWarn(log, 'slow persist: writing a batch took long (walMs, leveldbMs: when each part finished)', 5_000, () => this.metrics.slowPersists.inc());
     this.snapLedger = new SnapshotLedger(cfg.snapshotTimeoutMs);
     this.streamGate = new KeyedGate(cfg.snapshotStreamsPerPeer);
@@ -358,7 +378,7 @@ export class KvNode {
         await this.maintenance();
         continue;
       }
-      const canRound = this.writing === null || this.midRounds < this.cfg.midFlightRounds;
+      const canRound = this.canRound();
       if (canRound) this.catchUpTicks();
       const began = canRound && this.runRound();
       if (began && this.writing !== null) this.midRounds++;
@@ -370,11 +390,16 @@ export class KvNode {
       }
       await new Promise<void>((resolve) => {
         this.wakeResolve = resolve;
-        const canNow = this.writing === null || this.midRounds < this.cfg.midFlightRounds;
+        const canNow = this.canRound();
         const maintain = this.writing === null && this.landedSinceMaintenance;
         if (this.stopping || this.fatal !== null || maintain || (canNow && this.store.hasWork())) this.wake();
       });
     }
+  }
+
+  /** Whether a round may begin now: at most midFlightRounds join a batch while one is written, none a batch with a checkpoint. */
+  private canRound(): boolean {
+    return this.group.checkpoints.length === 0 && (this.writing === null || this.midRounds < this.cfg.midFlightRounds);
   }
 
   /** Begin a round: send what may go early, apply what is committed, and add its writes to the next batch. */
@@ -388,6 +413,7 @@ export class KvNode {
     for (const it of round.wal) g.wal.push(it);
     for (const op of round.persist) g.ops.push(op);
     if (round.mustSync) g.sync = true;
+    for (const cp of round.checkpoints) g.checkpoints.push(cp);
     g.rounds.push(round);
     this.metrics.roundDuration.observe({ phase: 'round' }, (performance.now() - t0) / 1000);
     return true;
@@ -479,6 +505,8 @@ export class KvNode {
       }
     }
     this.sendMessages(late);
+    // LevelDB holds each checkpoint's shard exactly at its index now: no later batch was written yet.
+    for (const cp of g.checkpoints) this.checks.capture(this.db, cp.shard, cp.index);
     this.overlay.release(g.staged.keys(), g.seq);
     this.landedSeq = g.seq;
     if (this.landWaiters.length > 0) {

@@ -164,9 +164,10 @@ export class RaftLog {
     return this.appliableIndex() > Math.max(this.applying, this.snapIndex);
   }
 
-  nextCommitted(maxBytes: number): Entry[] {
+  nextCommitted(maxBytes: number, breakEvery = 0): Entry[] {
     const lo = Math.max(this.applying, this.snapIndex) + 1;
-    const hi = this.appliableIndex();
+    let hi = this.appliableIndex();
+    if (breakEvery > 0) hi = Math.min(hi, Math.ceil(lo / breakEvery) * breakEvery);
     if (lo > hi) return [];
     return this.slice(lo, hi + 1, maxBytes);
   }

@@ -1220,7 +1220,7 @@ export class RaftNode {
     const softChanged = this.lead !== this.prevSoft.leader || this.role !== this.prevSoft.role;
     const entries = log.unstableEntries();
     const snapshot = log.pendingSnapshot;
-    const committedEntries = log.nextCommitted(this.cfg.maxApplyBytes);
+    const committedEntries = log.nextCommitted(this.cfg.maxApplyBytes, this.cfg.applyBreakEvery ?? 0);
     const rd: Ready = {
       seq: ++log.handedSeq,
       softState: softChanged ? { leader: this.lead, role: this.role } : null,

@@ -216,6 +216,11 @@ export interface RaftConfig {
   maxUncommittedBytes: number;
   /** Max payload bytes of committed entries handed out per ready. */
   maxApplyBytes: number;
+  /**
+   * When > 0, a Ready's committed entries never run past a multiple of it: the host can act on the state
+   * exactly at such an index (the node's replica checks hash each replica's state there). 0: off.
+   */
+  applyBreakEvery?: number;
   /** A founding voter that starts with nothing persisted recovers before it votes (see "Lost state"
    *  in raft-node.ts). Off only in scripted unit tests of other features (test/raft/mem-cluster.ts)
    *  and, in the simulator, to show what it guards against: then such a node votes at once, as on a

@@ -289,6 +289,13 @@ export interface Round {
    * state) — only while that replica's term and vote are already durable.
    */
   early: Map<NodeId, Array<[shard: number, m: Message]>>;
+  /**
+   * Replica checks: shards this round leaves applied exactly at a multiple of raft.applyBreakEvery (the
+   * core hands out no committed entry past one in the same Ready). Every replica applies the same
+   * entries, so their states there must be equal: the node hashes each once its batch lands, before
+   * any later round's state does (node/replica-check.ts).
+   */
+  checkpoints: Array<{ shard: number; index: number }>;
 }
 
 /**
@@ -563,7 +570,7 @@ export class Store {
     }
 
     const round: Round = {
-      seq: 0, items: [], wal: [], persist: [], mustSync: false, installs: [], messages: new Map(), early: new Map(),
+      seq: 0, items: [], wal: [], persist: [], mustSync: false, installs: [], messages: new Map(), early: new Map(), checkpoints: [],
     };
     for (const r of visit) {
       if (!r.raft.hasReady()) continue;
@@ -721,6 +728,8 @@ export class Store {
         for (const e of rd.committedEntries) this.applyEntry(r, e, p, done);
         // The applied index is written in the same batch as the state it covers.
         p.put(appliedKey(r.shard), pack([r.applied, r.machine.logTime]));
+        const every = this.opts.raft.applyBreakEvery ?? 0;
+        if (every > 0 && r.applied % every === 0) round.checkpoints.push({ shard: r.shard, index: r.applied });
       }
       r.raft.applied(rd);
       this.dirty.add(r);

@@ -134,3 +134,21 @@ test('a follower that lost entries it had acknowledged (a storage fault) is stuc
   t.is(c.node(3).raft.status().lastIndex, c.node(1).raft.status().lastIndex);
   t.is(c.node(3).raft.status().commit, c.node(1).raft.status().commit);
 });
+
+test('applyBreakEvery: no Ready hands out committed entries past a multiple of it (the node hashes the state there)', (t) => {
+  const spans = (every: number): { spanning: number[][]; applied: number } => {
+    const c = new MemCluster([1, 2, 3], every === 0 ? {} : { applyBreakEvery: every });
+    c.node(1).raft.campaign();
+    c.stabilize();
+    for (let i = 0; i < 40; i++) c.node(1).raft.propose(enc(`v${i}`));
+    c.stabilize();
+    c.tickAll(3);
+    const all = [1, 2, 3].flatMap((id) => c.node(id).applyBatches);
+    return { spanning: all.filter((b) => b.slice(0, -1).some((i) => i % 5 === 0)), applied: Math.min(...[1, 2, 3].map((id) => c.node(id).appliedIndex)) };
+  };
+  const on = spans(5);
+  t.deepEqual(on.spanning, [], 'a batch ran past a multiple of 5');
+  t.true(on.applied >= 41, `every entry applied (${on.applied})`);
+  // The same load without it hands out batches across multiples: the check above can fail.
+  t.true(spans(0).spanning.length > 0);
+});

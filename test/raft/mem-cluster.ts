@@ -29,6 +29,8 @@ export class MemNode {
   raft: RaftNode;
   storage: MemStorage = { hardState: { term: 0, vote: 0, commit: 0 }, snapshot: null, entries: [] };
   applied: Entry[] = [];
+  /** The indexes of each Ready's committed entries, in order. */
+  applyBatches: number[][] = [];
   appliedIndex = 0;
   readsDone: Array<{ context: number; index: number }> = [];
   alive = true;
@@ -96,6 +98,7 @@ export class MemCluster {
         const rd = n.raft.ready();
         n.persist(rd);
         for (const m of rd.messages) this.queue.push(m);
+        if (rd.committedEntries.length > 0) n.applyBatches.push(rd.committedEntries.map((e) => e.index));
         for (const e of rd.committedEntries) {
           n.applied.push(e);
           n.appliedIndex = e.index;

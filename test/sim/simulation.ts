@@ -430,6 +430,8 @@ class Simulation implements NodeHost, WorkloadHost {
     cfg.maxInflightMsgs = this.profile.maxInflightMsgs;
     cfg.maxUncommittedBytes = this.profile.maxUncommittedBytes;
     cfg.maxApplyBytes = this.profile.maxApplyBytes;
+    // Readies cut at multiples of 7 too where they are already cut small (no draw of its own: older seeds keep their profiles).
+    cfg.applyBreakEvery = this.profile.maxApplyBytes === 40 ? 7 : 0;
     if (this.opts.bug) cfg.bugs = { [this.opts.bug]: true };
     cfg.recoverLostState = this.profile.lostStateGuard;
     if (this.verbose) cfg.trace = (line) => this.log(`${String(this.now).padStart(5)}   core ${line}`);
