@@ -96,7 +96,8 @@ export const USAGE = `usage: tsx node/main.ts --id N --peers SPEC [options]
   --idempotency-retention-ms N   how long (log time) a repeated Idempotency-Key returns the first outcome (default 600000)
   --quiesce-after-ticks N   an idle group stops heartbeating after N ticks without requests (default 20; 0 = never)
   --check-every N        replica checks: every replica hashes its shard's data at each multiple of N of
-                         the applied index, and the nodes compare the hashes (default 100000; 0 = off)
+                         the applied index, and the nodes compare the hashes (default 100000; 0 = off,
+                         else at least 16)
   --check-compare-ms N   how often a node fetches its peers' hashes to compare (default 10000)
   --lease                linearizable reads from a leader lease instead of ReadIndex rounds
   --mid-flight-rounds N  rounds that may begin while a batch is being written (default 64; 0: one round per batch)
@@ -185,6 +186,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
   raft.maxMsgBytes = 1 << 20;
   raft.maxUncommittedBytes = 64 << 20;
   raft.applyBreakEvery = int(a.get('check-every'), 100_000, '--check-every', 0);
+  // Each checkpoint ends a batch for every shard of the node: a small interval costs throughput.
+  if (raft.applyBreakEvery > 0 && raft.applyBreakEvery < 16) throw new Error(`--check-every must be 0 (off) or at least 16, got ${raft.applyBreakEvery}`);
   if (a.get('lease') === 'true') raft.readOnly = 'lease';
   const cfg: NodeConfig = {
     id,

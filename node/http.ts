@@ -590,16 +590,24 @@ export function buildApp(node: KvNode, log: Logger) {
     for (const n of node.map.nodes) {
       if (n.id === cfg.id || closing) continue;
       try {
-        const res = await pool(n.id).request({ method: 'GET', path: '/v1/debug/checks', headersTimeout: 2000, bodyTimeout: 2000 });
+        const res = await pool(n.id).request({ method: 'GET', path: '/v1/debug/checks', headersTimeout: 2000, bodyTimeout: 2000, signal: AbortSignal.timeout(3000) });
         if (res.statusCode !== 200) {
           await res.body.dump();
           continue;
         }
-        const body = (await res.body.json()) as { checks?: unknown };
+        // At most 1 MiB (a node keeps 16 results per shard: a few KiB each).
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of res.body) {
+          size += (chunk as Buffer).length;
+          if (size > 1 << 20) throw new Error('replica checks of a peer: body over 1 MiB');
+          chunks.push(chunk as Buffer);
+        }
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { checks?: unknown };
         const list = Array.isArray(body.checks) ? (body.checks as CheckResult[]).filter((c) =>
           Number.isSafeInteger(c?.shard) && Number.isSafeInteger(c?.index) && Number.isSafeInteger(c?.records) && typeof c?.digest === 'string') : [];
         node.checks.compare(n.id, list);
-      } catch { /* the peer is down or slow: next time */ }
+      } catch { /* the peer is down, slow or its answer unusable: next time */ }
     }
   }
 

@@ -13,6 +13,8 @@ export interface CheckResult {
 
 /** Checkpoints kept per shard for peers to compare against. */
 const KEEP = 16;
+/** Checkpoints that may wait to be hashed (each holds a LevelDB snapshot: old versions kept from compaction). */
+const QUEUE = 64;
 
 /**
  * Replica checks: catch a replica whose state diverged from the others' — damage inside LevelDB's
@@ -23,47 +25,75 @@ const KEEP = 16;
  *
  * Each replica hashes its shard's data as it stands at the checkpoint, in a LevelDB snapshot taken
  * the moment that state landed (the batch holding it is the last written; no later round joined
- * it). One hash runs at a time per node (the shard's records are read through an iterator); a
- * checkpoint met while one runs is skipped, counted. Each node fetches its peers' results now and
+ * it). One hash runs at a time per node (the shard's records are read through an iterator); the
+ * checkpoints met meanwhile wait their turn in their snapshots (at most QUEUE; past it, skipped). Each node fetches its peers' results now and
  * then (GET /v1/debug/checks) and compares those of the shards they share: a mismatch is logged
  * (error) and counted per shard and peer. The replica that differs from every other is the damaged
  * one: the repair is to move its node's data directory aside and start it empty (it recovers its
  * replicas from their peers; docs/FAILURE-MODES.md).
  */
 export class ReplicaChecks {
-  private running = false;
+  /** Checkpoints whose state waits to be hashed (each in its LevelDB snapshot), oldest first. */
+  private readonly queue: Array<{ db: Db; shard: number; index: number; snapshot: ReturnType<Db['snapshot']> }> = [];
+  private hashing: Promise<void> | null = null;
+  private closed = false;
   private readonly results = new Map<number, CheckResult[]>();
   /** `${peer}/${shard}/${index}` compared already (each checkpoint counted once per peer). */
   private readonly compared = new Set<string>();
 
   constructor(private readonly log: Logger, private readonly metrics: NodeMetrics) {}
 
-  /** The shard's state in `db` is exactly at `index` now: hash it (in the background). */
+  /**
+   * The shard's state in `db` is exactly at `index` now: keep it (a LevelDB snapshot, taken now) and hash
+   * it in the background, one at a time, so every replica hashes every checkpoint (had a node skipped
+   * those met while a hash ran, which ones it hashed would depend on its batches, and its peers' would
+   * seldom be the same). Past QUEUE waiting, a checkpoint is skipped, counted.
+   */
   capture(db: Db, shard: number, index: number): void {
-    if (this.running) {
+    if (this.closed || this.queue.length >= QUEUE) {
       this.metrics.replicaChecks.inc({ result: 'skipped' });
       return;
     }
-    this.running = true;
-    const snapshot = db.snapshot();
-    void shardDigestIn(db, shard, snapshot).then(
-      (d) => {
+    let snapshot: ReturnType<Db['snapshot']>;
+    try {
+      snapshot = db.snapshot();
+    } catch (e) {
+      this.log.warn({ err: e, shard, index }, 'replica check: no LevelDB snapshot (checkpoint skipped)');
+      this.metrics.replicaChecks.inc({ result: 'skipped' });
+      return;
+    }
+    this.queue.push({ db, shard, index, snapshot });
+    this.hashing ??= this.drain().finally(() => { this.hashing = null; });
+  }
+
+  private async drain(): Promise<void> {
+    for (let job = this.queue.shift(); job !== undefined; job = this.queue.shift()) {
+      const { db, shard, index, snapshot } = job;
+      try {
+        if (this.closed) continue;
+        const d = await shardDigestIn(db, shard, snapshot);
         if (d.applied !== index) {
           // The state landed is not the checkpoint's: hashing it would report a false divergence.
           this.log.error({ shard, index, applied: d.applied }, 'replica check: the state hashed is not at its checkpoint (a bug: no hash kept)');
-          return;
+          continue;
         }
         this.metrics.replicaChecks.inc({ result: 'hashed' });
         const list = this.results.get(shard) ?? [];
         list.push({ shard, index, records: d.records, digest: d.digest });
         if (list.length > KEEP) list.shift();
         this.results.set(shard, list);
-      },
-      (e: unknown) => this.log.warn({ err: e, shard, index }, 'replica check: hashing failed'),
-    ).finally(() => {
-      this.running = false;
-      void snapshot.close().catch(() => undefined);
-    });
+      } catch (e) {
+        if (!this.closed) this.log.warn({ err: e, shard, index }, 'replica check: hashing failed');
+      } finally {
+        await snapshot.close().catch(() => undefined);
+      }
+    }
+  }
+
+  /** No more hashing: waits for the one running, releases the snapshots waiting (before LevelDB closes). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.hashing;
   }
 
   /** Every result kept, oldest first per shard. */

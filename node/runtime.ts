@@ -253,10 +253,7 @@ export class KvNode {
       h.reset();
       this.updateRaftGauges();
     }, 1000);
-    this.loopDone = this.runLoop().catch((e: unknown) => {
-      this.fatal = e as Error;
-      this.log.fatal({ err: e }, 'round loop failed: the node stops serving');
-    });
+    this.loopDone = this.runLoop().catch((e: unknown) => this.stopServing(e, 'round loop failed: the node stops serving'));
     this.ready = true;
     this.log.info({ shards: this.store.shards().length, map: { epoch: this.map.epoch } }, 'node started');
   }
@@ -284,10 +281,17 @@ export class KvNode {
   }
 
   /**
-   * Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. A node that
-   * stopped serving (a failed persist: `fatal`) pings no more: its pings told its peers it was alive,
-   * so the quiesced groups it led were never woken, and stayed without a leader until it was killed.
+   * The node cannot go on (a failed persist, a failed round): it stops serving, and falls silent to its
+   * peers. Any frame from it (a ping, a snapshot stream's chunk, a refusal) tells them it is alive: the
+   * quiesced groups it led would never be woken, and stay without a leader until it was killed.
    */
+  private stopServing(e: unknown, msg: string): void {
+    this.fatal = e instanceof Error ? e : new Error(String(e));
+    this.log.fatal({ err: e }, msg);
+    void this.transport?.close().catch(() => undefined);
+  }
+
+  /** Ping every peer (one frame per node pair per tick) and wake groups led by silent peers (none once fatal: see stopServing). */
   private livenessTick(started: number): void {
     if (this.fatal !== null) return;
     const now = monoNowMs();
@@ -464,9 +468,8 @@ export class KvNode {
         this.wake();
       },
       (e: unknown) => {
-        this.fatal = e as Error;
         this.writing = null;
-        this.log.fatal({ err: e }, 'persisting a batch failed: the node stops serving');
+        this.stopServing(e, 'persisting a batch failed: the node stops serving');
         for (const w of this.landWaiters) w.resolve();
         this.landWaiters = [];
         this.wake();
@@ -848,6 +851,7 @@ export class KvNode {
     if (this.fatal === null) this.submit();
     while (this.writing !== null) await this.writing;
     await this.transport?.close();
+    await this.checks.close();
     this.snapshotReceiver?.close();
     await this.snapshotReceiver?.idle();
     await this.wal?.close();
