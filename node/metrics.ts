@@ -33,6 +33,7 @@ export class NodeMetrics {
   readonly logCompactions: client.Counter<'reason'>;
   readonly replicaChecks: client.Counter<'result'>;
   readonly replicaMismatches: client.Counter<'shard' | 'peer'>;
+  readonly replicaComparedIndex: client.Gauge<'shard'>;
   /** Read at each scrape: snapshot streams waiting for their turn (set by the runtime). */
   snapshotStreamsQueued: () => number = () => 0;
   /** Entries the shards' Raft logs hold in memory, and the bytes that takes (estimated: data + per-entry overhead). */
@@ -81,6 +82,7 @@ export class NodeMetrics {
     this.logCompactions = new client.Counter({ name: 'kv_raft_log_compactions_total', help: 'Raft log compactions: reason log (the per-shard count or the node-wide memory rule) or wal_segments (past --wal-max-segments)', labelNames: ['reason'], registers: [r] });
     this.replicaChecks = new client.Counter({ name: 'kv_replica_checks_total', help: 'Replica checks (state hashed at a checkpoint index, compared with the other replicas): result hashed, skipped (a hash still running), match or mismatch (one per peer and checkpoint)', labelNames: ['result'], registers: [r] });
     this.replicaMismatches = new client.Counter({ name: 'kv_replica_check_mismatches_total', help: 'Checkpoints at which this replica\'s state hash differed from a peer\'s: one of the two has diverged (the replica that differs from every other is the damaged one)', labelNames: ['shard', 'peer'], registers: [r] });
+    this.replicaComparedIndex = new client.Gauge({ name: 'kv_replica_check_compared_index', help: 'The highest checkpoint (applied index) of each shard at which this replica\'s hash was compared with a peer\'s: alert when it stops moving on a shard that takes writes (checks not happening)', labelNames: ['shard'], registers: [r] });
     this.slowPersists = new client.Counter({ name: 'kv_slow_persists_total', help: 'Persist batches that took --slow-persist-ms or longer (each is also in the log, rate-limited, with its WAL and LevelDB parts)', registers: [r] });
     const queued = (): number => this.snapshotStreamsQueued();
     const logMem = (): { entries: number; bytes: number } => this.raftLogMemory();

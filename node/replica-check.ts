@@ -40,6 +40,8 @@ export class ReplicaChecks {
   private readonly results = new Map<number, CheckResult[]>();
   /** `${peer}/${shard}/${index}` compared already (each checkpoint counted once per peer). */
   private readonly compared = new Set<string>();
+  /** Per shard: the highest checkpoint compared with some peer. */
+  private readonly comparedAt = new Map<number, number>();
 
   constructor(private readonly log: Logger, private readonly metrics: NodeMetrics) {}
 
@@ -110,6 +112,10 @@ export class ReplicaChecks {
       const key = `${peer}/${t.shard}/${t.index}`;
       if (this.compared.has(key)) continue;
       this.compared.add(key);
+      if (t.index > (this.comparedAt.get(t.shard) ?? 0)) {
+        this.comparedAt.set(t.shard, t.index);
+        this.metrics.replicaComparedIndex.set({ shard: String(t.shard) }, t.index);
+      }
       if (mine.digest === t.digest && mine.records === t.records) {
         this.metrics.replicaChecks.inc({ result: 'match' });
         continue;

@@ -57,6 +57,7 @@ test('replica checks: every node hashes every checkpoint, the same on all three,
     await until(t, `node ${i} compared every checkpoint with both peers`, async () => (await metricSum(c, i, 'kv_replica_checks_total', 'result="match"')) >= 2 * lists[0]!.length);
     t.is(await metricSum(c, i, 'kv_replica_checks_total', 'result="skipped"'), 0);
     t.is(await metricSum(c, i, 'kv_replica_check_mismatches_total'), 0, `node ${i} found a mismatch in a healthy cluster`);
+    t.is(await metricSum(c, i, 'kv_replica_check_compared_index', 'shard="1"'), Math.max(...lists[0]!.map((k) => Number(k.split('@')[1]!.split(':')[0]))));
   }
   t.notRegex(c.logOf(1) + c.logOf(2) + c.logOf(3), /replica check: (this replica and a peer|the state hashed is not)/);
 });
