@@ -576,6 +576,17 @@ export function buildApp(node: KvNode, log: Logger) {
     return { transferring: true, shard, to };
   });
 
+  // Tests only, on a node started with --fault-slow-wal-ms: change the delay of its WAL appends (a disk that stalls, then recovers).
+  const faultsOn = cfg.faultSlowWalMs > 0;
+  app.post('/v1/debug/fault-slow-wal', async (req) => {
+    if (!faultsOn) throw new ApiError(404, 'not_found', 'faults are off: start the node with --fault-slow-wal-ms to change them');
+    const ms = Number((req.query as { ms?: string }).ms);
+    if (!Number.isSafeInteger(ms) || ms < 1) throw new ApiError(400, 'invalid_argument', 'ms must be an integer >= 1');
+    cfg.faultSlowWalMs = ms;
+    log.warn({ faultSlowWalMs: ms }, 'FAULT INJECTED: WAL append delay changed');
+    return { faultSlowWalMs: ms };
+  });
+
   // Replica checks (node/replica-check.ts): this node's hashes at checkpoints, for its peers to compare.
   app.get('/v1/debug/checks', async () => ({ node: cfg.id, checks: node.checks.list() }));
   // Now and then, fetch each peer's hashes (2 s timeout; one pass at a time) and compare them with ours.

@@ -126,6 +126,8 @@ export class KvNode {
   readonly readCache: ReadCache;
   private group: Group = newGroup(1);
   private writing: Promise<void> | null = null;
+  /** When the batch being written began (monotonic ms). */
+  private writingSince = 0;
   private landedSeq = 0;
   private landWaiters: Array<{ seq: number; resolve: () => void }> = [];
   private midRounds = 0;
@@ -291,11 +293,18 @@ export class KvNode {
     void this.transport?.close().catch(() => undefined);
   }
 
-  /** Ping every peer (one frame per node pair per tick) and wake groups led by silent peers (none once fatal: see stopServing). */
+  /**
+   * Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. None once
+   * fatal (see stopServing), and none while a batch has been writing for two election timeouts: a disk
+   * that stalls (an fsync stuck) stops this node's rounds, so the groups it leads can neither commit
+   * nor answer, and its pings would keep the quiesced ones from electing elsewhere until the disk came
+   * back. Pings resume once the batch lands.
+   */
   private livenessTick(started: number): void {
     if (this.fatal !== null) return;
     const now = monoNowMs();
     const silentMs = this.cfg.raft.electionTicks * this.cfg.tickMs;
+    if (this.writing !== null && now - this.writingSince > 2 * silentMs) return;
     for (const n of this.map.nodes) {
       if (n.id === this.cfg.id) continue;
       this.transport.send(n.id, ['p', this.incarnation], 0);
@@ -443,6 +452,7 @@ export class KvNode {
       return;
     }
     const t0 = performance.now();
+    this.writingSince = monoNowMs();
     // LevelDB may show this batch to getSync before it lands (the WAL sync is the slow part): no cached
     // value of its keys may outlive that, or reads would see later keys new and these old.
     if (this.cfg.plantBug !== 'stale-read-cache') this.readCache.drop(g.staged.keys());

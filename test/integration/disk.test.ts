@@ -22,7 +22,7 @@ import { crc32 } from 'node:zlib';
 import test from 'ava';
 import { awaitConvergence } from '../fault/checks.ts';
 import { parseSegment } from '../../node/wal.ts';
-import { TestCluster, getRetry, http, metricOf } from './harness.ts';
+import { TestCluster, getRetry, http, leadAllQuiesced } from './harness.ts';
 
 const ARGS = ['--shards', '2', '--tick-ms', '50'];
 const canMount = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'd=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs "$d" && umount "$d" && rmdir "$d"']).status === 0;
@@ -139,19 +139,7 @@ rootTest('a node stopped by a full disk stops claiming it is alive: the idle (qu
   const dir = await onSmallDisk(t, c);
   await c.waitReady(3);
   await c.waitLeaders(30_000, [], true);
-  // Node 3 leads every shard, and every shard is quiet (quiesced). A transfer that did not finish (it
-  // times out under load) is asked again.
-  const deadline = Date.now() + 40_000;
-  for (;;) {
-    const m = await c.map(1);
-    const others = m.shards.filter((s) => s.leader !== 3);
-    let quiet = 0;
-    for (let s = 1; s <= 4; s++) quiet += await metricOf(c, 3, new RegExp(`kv_raft_quiesced\\{shard="${s}"[^}]*\\} (\\d+)`));
-    if (others.length === 0 && quiet === 4) break;
-    if (Date.now() > deadline) throw new Error(`node 3 leads ${4 - others.length} of 4 shards, ${quiet} quiesced`);
-    for (const s of others) if (s.leader !== null) await http('POST', `${c.url(s.leader)}/v1/debug/transfer-leader?shard=${s.id}&to=3`).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  await leadAllQuiesced(c, 3, 4);
   // The disk full and a write: node 3 stops serving.
   writeFileSync(join(dir, 'filler2'), Buffer.alloc(Math.max(0, freeBytes(dir) - 4096)));
   for (let i = 0; i < 40; i++) {

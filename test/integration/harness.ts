@@ -364,3 +364,20 @@ export async function waitStaleValue(c: TestCluster, i: number, key: string, val
     await new Promise((res) => setTimeout(res, 50));
   }
 }
+
+/**
+ * Move every shard's leadership to node `to` (POST /v1/debug/transfer-leader, asked again while a
+ * transfer has not finished: one times out under load) and wait until every shard is quiesced there.
+ */
+export async function leadAllQuiesced(c: TestCluster, to: number, shards: number, deadlineMs = 40_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const others = (await c.map(1)).shards.filter((s) => s.leader !== to);
+    let quiet = 0;
+    for (let s = 1; s <= shards; s++) quiet += await metricOf(c, to, new RegExp(`kv_raft_quiesced\\{shard="${s}"[^}]*\\} (\\d+)`));
+    if (others.length === 0 && quiet === shards) return;
+    if (Date.now() > deadline) throw new Error(`node ${to} leads ${shards - others.length} of ${shards} shards, ${quiet} quiesced`);
+    for (const s of others) if (s.leader !== null) await http('POST', `${c.url(s.leader)}/v1/debug/transfer-leader?shard=${s.id}&to=${to}`).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -11,7 +11,7 @@
  * fails (bounded reads served the previous value 400+ ms after the next was acknowledged).
  */
 import test from 'ava';
-import { TestCluster, http, putRetry } from './harness.ts';
+import { TestCluster, http, leadAllQuiesced, putRetry } from './harness.ts';
 
 const SLOW_MS = 700;
 const BOUND_MS = 250;
@@ -72,4 +72,26 @@ test.serial('a bounded stale read on a node with a slow disk never serves a valu
   t.true(warned.some((w) => w.walMs >= SLOW_MS), JSON.stringify(warned.slice(0, 3)));
   const m = /kv_slow_persists_total\{node="3"\} (\d+)/.exec((await http('GET', `${c.url(3)}/metrics`)).body);
   t.true(Number(m?.[1] ?? 0) >= warned.length, `kv_slow_persists_total ${m?.[1]} < ${warned.length} warnings`);
+});
+
+test.serial('a node whose disk stalls stops claiming it is alive: the idle shards it led elect elsewhere, and it rejoins once the disk is back', async (t) => {
+  // Node 3 leads 4 quiesced shards; then each of its WAL appends waits 12 s (a stuck fsync). Its rounds
+  // stop (after --mid-flight-rounds more, which still heartbeat the group it was writing for), so the
+  // shards it leads can neither commit nor answer. Its liveness pings stop after two election timeouts
+  // of one batch in flight, so the followers wake the idle groups and elect: all four shards within 9 s
+  // (4.3 s here unloaded), before the stall ends. With the pings going on (tried by hand), the idle
+  // shards kept node 3 as their leader for as long as the stall lasted.
+  const c = await TestCluster.start(t, 3, ['--shards', '4', '--tick-ms', '50', '--quiesce-after-ticks', '10'], (i) => (i === 3 ? ['--fault-slow-wal-ms', '1'] : []));
+  await leadAllQuiesced(c, 3, 4);
+  t.is((await http('POST', `${c.url(3)}/v1/debug/fault-slow-wal?ms=12000`)).status, 200);
+  const stalled = Date.now();
+  const write = http('PUT', `${c.url(3)}/v1/kv/stall/k`, 'v', {}, 20_000).catch(() => null);
+  await c.waitLeaders(9_000, [3], true);
+  t.log(`every shard led by node 1 or 2 ${Date.now() - stalled} ms after node 3's disk stalled`);
+  // The disk is back: node 3 rejoins, and the cluster takes writes through it.
+  t.is((await http('POST', `${c.url(3)}/v1/debug/fault-slow-wal?ms=1`)).status, 200);
+  await write;
+  const r = await putRetry(`${c.url(3)}/v1/kv/stall/after`, 'ok', { deadlineMs: 20_000 });
+  t.is(r.status, 200, r.body);
+  await c.waitLeaders(20_000, [], true);
 });
