@@ -295,7 +295,7 @@ export class KvNode {
 
   /**
    * Ping every peer (one frame per node pair per tick) and wake groups led by silent peers. None once
-   * fatal (see stopServing), and none while a batch has been writing for two election timeouts: a disk
+   * fatal (see stopServing), and none while a batch has been writing for four election timeouts: a disk
    * that stalls (an fsync stuck) stops this node's rounds, so the groups it leads can neither commit
    * nor answer, and its pings would keep the quiesced ones from electing elsewhere until the disk came
    * back. Pings resume once the batch lands.
@@ -304,7 +304,7 @@ export class KvNode {
     if (this.fatal !== null) return;
     const now = monoNowMs();
     const silentMs = this.cfg.raft.electionTicks * this.cfg.tickMs;
-    if (this.writing !== null && now - this.writingSince > 2 * silentMs) return;
+    if (this.writing !== null && now - this.writingSince > 4 * silentMs) return;
     for (const n of this.map.nodes) {
       if (n.id === this.cfg.id) continue;
       this.transport.send(n.id, ['p', this.incarnation], 0);

@@ -77,9 +77,9 @@ test.serial('a bounded stale read on a node with a slow disk never serves a valu
 test.serial('a node whose disk stalls stops claiming it is alive: the idle shards it led elect elsewhere, and it rejoins once the disk is back', async (t) => {
   // Node 3 leads 4 quiesced shards; then each of its WAL appends waits 12 s (a stuck fsync). Its rounds
   // stop (after --mid-flight-rounds more, which still heartbeat the group it was writing for), so the
-  // shards it leads can neither commit nor answer. Its liveness pings stop after two election timeouts
+  // shards it leads can neither commit nor answer. Its liveness pings stop after four election timeouts
   // of one batch in flight, so the followers wake the idle groups and elect: all four shards within 9 s
-  // (4.3 s here unloaded), before the stall ends. With the pings going on (tried by hand), the idle
+  // (4.3–4.9 s here unloaded), before the stall ends. With the pings going on (tried by hand), the idle
   // shards kept node 3 as their leader for as long as the stall lasted.
   const c = await TestCluster.start(t, 3, ['--shards', '4', '--tick-ms', '50', '--quiesce-after-ticks', '10'], (i) => (i === 3 ? ['--fault-slow-wal-ms', '1'] : []));
   await leadAllQuiesced(c, 3, 4);
