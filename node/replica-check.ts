@@ -37,9 +37,8 @@ export class ReplicaChecks {
   private readonly queue: Array<{ db: Db; shard: number; index: number; snapshot: ReturnType<Db['snapshot']> }> = [];
   private hashing: Promise<void> | null = null;
   private closed = false;
-  private readonly results = new Map<number, CheckResult[]>();
-  /** `${peer}/${shard}/${index}` compared already (each checkpoint counted once per peer). */
-  private readonly compared = new Set<string>();
+  /** Per shard, oldest first; each with the peers it was compared with already (counted once per peer, forgotten with it). */
+  private readonly results = new Map<number, Array<CheckResult & { comparedWith: Set<number> }>>();
   /** Per shard: the highest checkpoint compared with some peer. */
   private readonly comparedAt = new Map<number, number>();
 
@@ -81,7 +80,7 @@ export class ReplicaChecks {
         }
         this.metrics.replicaChecks.inc({ result: 'hashed' });
         const list = this.results.get(shard) ?? [];
-        list.push({ shard, index, records: d.records, digest: d.digest });
+        list.push({ shard, index, records: d.records, digest: d.digest, comparedWith: new Set() });
         if (list.length > KEEP) list.shift();
         this.results.set(shard, list);
       } catch (e) {
@@ -100,7 +99,7 @@ export class ReplicaChecks {
 
   /** Every result kept, oldest first per shard. */
   list(): CheckResult[] {
-    return [...this.results.values()].flat();
+    return [...this.results.values()].flat().map(({ shard, index, records, digest }) => ({ shard, index, records, digest }));
   }
 
   /** Compare a peer's results with ours: each checkpoint both hold, once. Returns the mismatches found now. */
@@ -109,9 +108,8 @@ export class ReplicaChecks {
     for (const t of theirs) {
       const mine = this.results.get(t.shard)?.find((m) => m.index === t.index);
       if (mine === undefined) continue;
-      const key = `${peer}/${t.shard}/${t.index}`;
-      if (this.compared.has(key)) continue;
-      this.compared.add(key);
+      if (mine.comparedWith.has(peer)) continue;
+      mine.comparedWith.add(peer);
       if (t.index > (this.comparedAt.get(t.shard) ?? 0)) {
         this.comparedAt.set(t.shard, t.index);
         this.metrics.replicaComparedIndex.set({ shard: String(t.shard) }, t.index);
@@ -125,11 +123,6 @@ export class ReplicaChecks {
       this.log.error({ shard: t.shard, index: t.index, peer, records: mine.records, peerRecords: t.records, digest: mine.digest, peerDigest: t.digest },
         'replica check: this replica and a peer\'s hold different data at the same applied index: one of them diverged (the one that differs from every other replica is damaged; see docs/FAILURE-MODES.md)');
       bad.push(t);
-    }
-    // Forget comparisons of checkpoints no longer kept (bounded memory).
-    if (this.compared.size > 4 * KEEP * Math.max(1, this.results.size) * 8) {
-      const live = new Set(this.list().map((r) => `${r.shard}/${r.index}`));
-      for (const k of this.compared) if (!live.has(k.slice(k.indexOf('/') + 1))) this.compared.delete(k);
     }
     return bad;
   }

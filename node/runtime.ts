@@ -2,7 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { MsgType, type Message, type Snapshot } from '../raft/index.ts';
 import { buildClusterMap, type ClusterMap } from '../shard/cluster-map.ts';
-import { shardStateRange } from '../shard/layout.ts';
+import { DATA_KIND, shardStateRange } from '../shard/layout.ts';
 import { fromWireMessage, toWireMessage } from '../shard/raft-codec.ts';
 import { HashRing } from '../shard/ring.ts';
 import { Store, type Round } from '../shard/store.ts';
@@ -49,8 +49,6 @@ interface Group {
 
 const newGroup = (seq: number): Group => ({ seq, rounds: [], wal: [], ops: [], staged: new Map(), sync: false, checkpoints: [] });
 
-/** The first byte of a data record's key (shard/layout.ts). */
-const DATA_KEY = 0x64;
 /** PLANTED BUG (`--plant-bug replica-diverges`): a stored record with its last byte changed, as damage or a bad apply leaves it. */
 const divergedRecord = (v: Uint8Array): Uint8Array => {
   const c = Uint8Array.from(v);
@@ -141,7 +139,7 @@ export class KvNode {
       return o === undefined ? this.db.getSync(key) : (o ?? undefined);
     },
     put: (key, value) => {
-      if (this.cfg.plantBug === 'replica-diverges' && key[0] === DATA_KEY && ++this.plantedPuts % 10 === 0) value = divergedRecord(value);
+      if (this.cfg.plantBug === 'replica-diverges' && key[0] === DATA_KIND && ++this.plantedPuts % 10 === 0) value = divergedRecord(value);
       this.stage({ type: 'put', key, value }, value);
     },
     del: (key) => this.stage({ type: 'del', key }, null),

@@ -1,3 +1,5 @@
+import { DATA_KIND as D } from '../shard/layout.ts';
+
 /**
  * The body of a snapshot chunk: records back to back in one buffer, each
  *
@@ -8,7 +10,6 @@
  */
 
 const HEADER = 8;
-const D = 0x64; // 'd'
 const I = 0x69; // 'i'
 
 /** Packs records into chunks of about `target` bytes. */

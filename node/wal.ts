@@ -233,8 +233,9 @@ export async function readSegment(path: string, onRecord: (payload: Buffer) => v
         // Judged with what lies behind it: at a zero header with zeros behind (the common end) a window of
         // it, else the rest of the segment.
         await fill(Math.min(size - end, JUDGE_WINDOW));
-        if (st.kind === 'bad' || !allZero(buf.subarray(off))) await fill(size - end);
-        const j = judged(judgeStop(buf.subarray(off), end), end, opts.corruptAsTorn === true);
+        const clean = st.kind === 'end' && allZero(buf.subarray(off));
+        if (!clean) await fill(size - end);
+        const j: SegmentEnd = clean ? { torn: false, corrupt: null, end } : judged(judgeStop(buf.subarray(off), end), end, opts.corruptAsTorn === true);
         if (records > 0 || j.torn || j.corrupt !== null) return { records, ...j, empty: false, size };
         // No record: reusable only if every byte is zero (a torn first write may have left later pages behind a zero header).
         return { records, ...j, empty: await zeroFrom(fh, end, size), size };

@@ -18,6 +18,8 @@ const utf8 = new TextEncoder();
 
 const R = 0x72; // 'r'
 const D = 0x64; // 'd'
+/** The first byte of every data record's key. */
+export const DATA_KIND = D;
 const I = 0x69; // 'i'
 
 function u32(buf: Uint8Array, off: number, v: number): void {

@@ -13,7 +13,7 @@
  *    as damage inside its LevelDB files would leave it; its reads would serve the damaged values).
  *    Nodes 1 and 2 find mismatches with node 3, never with each other, and log them.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { TestCluster, http, numberedWriter } from './harness.ts';
 
 const ARGS = ['--shards', '2', '--tick-ms', '50', '--check-every', '50', '--check-compare-ms', '200', '--fault-slow-wal-ms', '20'];
@@ -27,7 +27,7 @@ async function metricSum(c: TestCluster, i: number, name: string, labels = ''): 
 }
 
 /** Poll (100 ms) until cond() holds; fails the test after deadlineMs. */
-async function until(_t: ExecutionContext, what: string, cond: () => Promise<boolean>, deadlineMs = 30_000): Promise<void> {
+async function until(what: string, cond: () => Promise<boolean>, deadlineMs = 30_000): Promise<void> {
   const deadline = Date.now() + deadlineMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`not within ${deadlineMs} ms: ${what}`);
@@ -47,14 +47,14 @@ test('replica checks: every node hashes every checkpoint, the same on all three,
   await writeUpTo(600);
   // Every replica applies the same entries: once the writes are in, the three hold the same checkpoints, equal.
   let lists: string[][] = [];
-  await until(t, 'the three nodes hold the same checkpoints', async () => {
+  await until('the three nodes hold the same checkpoints', async () => {
     lists = [await checksOf(c, 1), await checksOf(c, 2), await checksOf(c, 3)];
     return lists[0]!.length >= 8 && lists.every((l) => l.join() === lists[0]!.join());
   });
   t.log(`checkpoints: ${lists[0]!.map((k) => k.split(':')[0]).join(' ')}`);
   for (const i of [1, 2, 3]) {
     // Each compared with both peers: 2 matches per checkpoint.
-    await until(t, `node ${i} compared every checkpoint with both peers`, async () => (await metricSum(c, i, 'kv_replica_checks_total', 'result="match"')) >= 2 * lists[0]!.length);
+    await until(`node ${i} compared every checkpoint with both peers`, async () => (await metricSum(c, i, 'kv_replica_checks_total', 'result="match"')) >= 2 * lists[0]!.length);
     t.is(await metricSum(c, i, 'kv_replica_checks_total', 'result="skipped"'), 0);
     t.is(await metricSum(c, i, 'kv_replica_check_mismatches_total'), 0, `node ${i} found a mismatch in a healthy cluster`);
     t.is(await metricSum(c, i, 'kv_replica_check_compared_index', 'shard="1"'), Math.max(...lists[0]!.map((k) => Number(k.split('@')[1]!.split(':')[0]))));
@@ -67,9 +67,9 @@ test('teeth: a replica whose stored records diverge (--plant-bug replica-diverge
   const writeUpTo = numberedWriter(t, () => c.url(1));
   await writeUpTo(600);
   for (const i of [1, 2]) {
-    await until(t, `node ${i} found node 3's replicas differ`, async () => (await metricSum(c, i, 'kv_replica_check_mismatches_total', 'peer="3"')) >= 1);
+    await until(`node ${i} found node 3's replicas differ`, async () => (await metricSum(c, i, 'kv_replica_check_mismatches_total', 'peer="3"')) >= 1);
   }
-  await until(t, 'nodes 1 and 2 compared checkpoints with each other', async () => (await metricSum(c, 1, 'kv_replica_checks_total', 'result="match"')) >= 2);
+  await until('nodes 1 and 2 compared checkpoints with each other', async () => (await metricSum(c, 1, 'kv_replica_checks_total', 'result="match"')) >= 2);
   t.is(await metricSum(c, 1, 'kv_replica_check_mismatches_total', 'peer="2"'), 0);
   t.is(await metricSum(c, 2, 'kv_replica_check_mismatches_total', 'peer="1"'), 0);
   t.regex(c.logOf(1), /replica check: this replica and a peer's hold different data at the same applied index/);
